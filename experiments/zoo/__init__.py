@@ -1,0 +1,187 @@
+"""The built-in model zoo: small models the project trains itself, from a seed, on synthetic ICL tasks.
+
+Each zoo model lives in ``experiments/zoo/checkpoints/NAME/`` as two files:
+
+- ``model.safetensors``: the weights (never pickled);
+- ``card.json``: the model card: architecture and config, training task, seed, steps, wall time,
+  final metrics, package versions, and a free-text description.
+
+A zoo entry is a ``ZooSpec`` declared in one module of this package and listed in ``ZOO_MODULES``.
+``iclwb zoo train NAME`` calls ``spec.train(seed=..., steps=...)``, which returns the trained
+model and the card fields; ``save_checkpoint`` writes both. ``load_zoo_model`` rebuilds the
+architecture from the card and loads the weights.
+
+Architectures (``card["arch"]``):
+
+- ``"bridge-native"``: ``TransformerBridge.boot_native(TransformerBridgeConfig(**card["config"]))``;
+- ``"module:package.module:Class"``: a ``HookedRootModule`` subclass with ``Class.from_config(dict)``
+  (the linear-regression models, which read vectors rather than tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
+
+# name -> module that defines its ZooSpec in a module-level ``SPECS`` dict
+ZOO_MODULES: dict[str, str] = {
+    "induction-2l": "experiments.zoo.induction",
+    "icll-dfa": "experiments.zoo.icll_dfa",
+    "icl-classify": "experiments.zoo.classify",
+    "linreg-lsa-1l": "experiments.zoo.linreg",
+    "linreg-gpt": "experiments.zoo.linreg",
+}
+
+
+@dataclass
+class TrainResult:
+    """What a zoo trainer returns: the model and the card fields it measured."""
+
+    model: torch.nn.Module
+    arch: str
+    config: dict[str, Any]
+    task: dict[str, Any]
+    steps: int
+    metrics: dict[str, Any]
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    name: str
+    description: str
+    train: Callable[..., TrainResult]  # train(seed: int, steps: int | None, progress: bool)
+    default_seed: int = 0
+
+
+def names() -> list[str]:
+    return sorted(ZOO_MODULES)
+
+
+def get_spec(name: str) -> ZooSpec:
+    if name not in ZOO_MODULES:
+        raise KeyError(f"unknown zoo model {name!r}; built-in models: {', '.join(names())}")
+    module = importlib.import_module(ZOO_MODULES[name])
+    return module.SPECS[name]
+
+
+def checkpoint_path(name: str) -> Path:
+    return CHECKPOINT_DIR / name
+
+
+def read_card(name: str, root: Path | None = None) -> dict[str, Any]:
+    path = (root or CHECKPOINT_DIR) / name / "card.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"zoo model {name!r} has no checkpoint at {path.parent}; train it with "
+            f"`iclwb zoo train {name}`"
+        )
+    return json.loads(path.read_text())
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformer-lens", "transformers", "numpy", "icl-workbench"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def build_model(arch: str, config: dict[str, Any]) -> torch.nn.Module:
+    """Construct an (untrained) model of the given architecture."""
+    if arch == "bridge-native":
+        from transformer_lens.config import TransformerBridgeConfig
+        from transformer_lens.model_bridge import TransformerBridge
+
+        return TransformerBridge.boot_native(TransformerBridgeConfig(**config))
+    if arch.startswith("module:"):
+        module_name, cls_name = arch[len("module:") :].split(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return cls.from_config(config)
+    raise ValueError(f"unknown zoo architecture {arch!r} (expected 'bridge-native' or 'module:pkg.mod:Class')")
+
+
+def save_checkpoint(name: str, result: TrainResult, seed: int, train_seconds: float,
+                    root: Path | None = None) -> Path:
+    """Write model.safetensors + card.json atomically enough (card written last)."""
+    out = (root or CHECKPOINT_DIR) / name
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in result.model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    card = {
+        "name": name,
+        "arch": result.arch,
+        "config": result.config,
+        "task": result.task,
+        "seed": seed,
+        "steps": result.steps,
+        "train_seconds": round(train_seconds, 1),
+        "metrics": result.metrics,
+        "notes": result.notes,
+        "versions": package_versions(),
+        "trained_at": time.strftime("%Y-%m-%d"),
+        **result.extra,
+    }
+    tmp = out / "card.json.tmp"
+    tmp.write_text(json.dumps(card, indent=2, default=_json_default) + "\n")
+    tmp.replace(out / "card.json")
+    return out
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def load_zoo_model(name: str, root: Path | None = None, device: str | None = None) -> torch.nn.Module:
+    """Rebuild a zoo model from its card and load its safetensors weights (no unpickling)."""
+    card = read_card(name, root)
+    model = build_model(card["arch"], card["config"])
+    state = load_file(str((root or CHECKPOINT_DIR) / name / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not _is_buffer_only(model, k)]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"checkpoint of {name!r} does not match its architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; retrain with `iclwb zoo train {name}`"
+        )
+    model.eval()
+    if device:
+        model.to(device)
+    model.zoo_card = card  # type: ignore[attr-defined]
+    return model
+
+
+def _is_buffer_only(model: torch.nn.Module, key: str) -> bool:
+    return key in dict(model.named_buffers())
+
+
+def train_and_save(name: str, seed: int | None = None, steps: int | None = None,
+                   progress: bool = True, root: Path | None = None) -> dict[str, Any]:
+    spec = get_spec(name)
+    seed = spec.default_seed if seed is None else seed
+    t0 = time.perf_counter()
+    result = spec.train(seed=seed, steps=steps, progress=progress)
+    elapsed = time.perf_counter() - t0
+    save_checkpoint(name, result, seed, elapsed, root)
+    return read_card(name, root)
