@@ -51,7 +51,7 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_val = float(loss)
+        loss_val = float(loss.detach())
     model.eval()
     metrics = evaluate(model)
     metrics["final_train_loss"] = round(loss_val, 4)
