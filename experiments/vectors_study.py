@@ -1,0 +1,279 @@
+"""ICL vectors study: task vectors, function vectors, in-context vectors and label-word anchors on
+one model and task, as tidy DataFrames with provenance.
+
+Every accuracy row has the columns ``model, task, k, seed, method, condition, layer, lam, split,
+accuracy, n_prompts`` where ``condition`` is one of ``CONDITIONS``:
+
+- ``zero-shot``: the query alone (``circuits.vectors.strip_demos`` of the ICL prompts);
+- ``ICL``: the prompts with k demonstrations;
+- ``with vector``: the zero-shot prompts with the method's vector injected;
+- ``with random vector``: the same injection with a random vector of the same norm.
+
+Three disjoint prompt sets (seeds ``seed``, ``seed+1``, ``seed+2``): ``extract`` (vectors are computed
+from it), ``dev`` (the layer / lambda is chosen on it) and ``eval`` (reported). ``summary_table``
+gives one row per method: zero-shot, ICL, with vector and with random vector on ``eval`` at the
+layer/lambda chosen on ``dev``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+
+from circuits import anchors, vectors
+from probes.prompt import PromptBatch, PromptBuilder, PromptError
+from probes.readout import model_accuracy
+
+CONDITIONS: tuple[str, ...] = ("zero-shot", "ICL", "with vector", "with random vector")
+METHODS: tuple[str, ...] = ("task_vector", "function_vector", "icv")
+LANGUAGE_TASKS: tuple[str, ...] = ("capitals", "sentiment", "antonyms")
+DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
+
+
+class StudyError(ValueError):
+    """Bad study input (unknown task, too few prompts, ...); the message names the fix."""
+
+
+@dataclass
+class StudyInfo:
+    """Provenance carried by every row."""
+
+    model: str
+    task: str
+    k: int
+    seed: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, **kw: Any) -> dict[str, Any]:
+        return {"model": self.model, "task": self.task, "k": self.k, "seed": self.seed, **kw}
+
+
+# ---------------------------------------------------------------------- prompts
+def toy_prompts(k: int, n_prompts: int, seed: int, vocab: int = 50, n_classes: int = 3,
+                text_len: int = 2) -> PromptBatch:
+    """A synthetic classification task for tiny models and tests: BOS, then k demonstrations
+    ``x_i ':' y_i ';'`` and a query ``x_q ':'``. Inputs are ``text_len`` tokens from [10, vocab);
+    the class is (first input token) mod n_classes; label tokens are 3..3+n_classes; BOS=1, ':'=2,
+    ';'=0 (also the pad id, harmless under right padding)."""
+    if vocab < 10 + n_classes or n_classes < 2:
+        raise StudyError("toy_prompts needs vocab >= 10 + n_classes and n_classes >= 2")
+    g = torch.Generator().manual_seed(seed)
+    labels = list(range(3, 3 + n_classes))
+    rows = []
+    for _ in range(n_prompts):
+        pb = PromptBuilder().add([1])
+        for _ in range(k):
+            x = torch.randint(10, vocab, (text_len,), generator=g).tolist()
+            c = x[0] % n_classes
+            pb.demo(x, 2, labels[c], cls=c).add([0])
+        xq = torch.randint(10, vocab, (text_len,), generator=g).tolist()
+        cq = xq[0] % n_classes
+        pb.query(xq, 2)
+        rows.append(pb.build(target=labels[cq], candidates=labels, query_class=cq, pad_id=0,
+                             meta={"task": "toy", "k": k}))
+    return PromptBatch.concat(rows)
+
+
+def make_task_prompts(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int,
+                      **opts: Any) -> PromptBatch:
+    """Prompts for ``task``: "toy" (``toy_prompts``), "classify" (the zoo icl-classify task from
+    ``experiments.tasks.classify``) or a word task for a pretrained tokenizer (``LANGUAGE_TASKS``,
+    from ``experiments.tasks.language``)."""
+    if n_prompts < 1:
+        raise StudyError("n_prompts must be at least 1")
+    if task == "toy":
+        return toy_prompts(k, n_prompts, seed, vocab=int(model.cfg.d_vocab), **opts)
+    if task == "classify":
+        from experiments.tasks import classify
+
+        return classify.make_prompts(k, n_prompts, seed, **opts)
+    if task in LANGUAGE_TASKS:
+        tok = getattr(model, "tokenizer", None)
+        if tok is None:
+            raise StudyError(f"task {task!r} needs a model with a tokenizer (a pretrained model such as smollm2-135m)")
+        from experiments.tasks import language
+
+        return language.make_prompts(tok, task, k, n_prompts, seed, **opts)
+    raise StudyError(f"unknown task {task!r}; use 'toy', 'classify' or one of {LANGUAGE_TASKS}")
+
+
+@dataclass
+class PromptSets:
+    extract: PromptBatch
+    dev: PromptBatch
+    eval: PromptBatch
+
+
+def prompt_sets(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int,
+                n_extract: int | None = None, **opts: Any) -> PromptSets:
+    """Three disjoint prompt sets: extract (seed), dev (seed+1), eval (seed+2)."""
+    if k < 1:
+        raise StudyError("the ICL vector methods need demonstrations: use k >= 1")
+    return PromptSets(
+        extract=make_task_prompts(model, task, k, n_extract or n_prompts, seed, **opts),
+        dev=make_task_prompts(model, task, k, n_prompts, seed + 1, **opts),
+        eval=make_task_prompts(model, task, k, n_prompts, seed + 2, **opts),
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+def _acc(model: torch.nn.Module, batch: PromptBatch, hooks: Sequence[Any] = (), bs: int = 32) -> float:
+    return model_accuracy(model, batch, fwd_hooks=hooks, batch_size=bs)
+
+
+def baselines(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, method: str) -> list[dict]:
+    rows = []
+    for split in ("dev", "eval"):
+        b = getattr(sets, split)
+        zs = vectors.strip_demos(b)
+        rows.append(info.row(method=method, condition="zero-shot", layer=math.nan, lam=math.nan, split=split,
+                             accuracy=_acc(model, zs), n_prompts=len(b)))
+        rows.append(info.row(method=method, condition="ICL", layer=math.nan, lam=math.nan, split=split,
+                             accuracy=_acc(model, b), n_prompts=len(b)))
+    return rows
+
+
+def _sweep_readout(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, method: str,
+                   vecs: dict[int, torch.Tensor], mode: str, seed: int, extra: dict | None = None) -> list[dict]:
+    rows = []
+    zs = {s: vectors.strip_demos(getattr(sets, s)) for s in ("dev", "eval")}
+    for layer, v in vecs.items():
+        rand = vectors.random_like(v, seed=seed + 1000 + layer)
+        for cond, vec in (("with vector", v), ("with random vector", rand)):
+            for split, b in zs.items():
+                hooks = vectors.readout_hooks(b, layer, vec, site="resid_post", mode=mode)  # type: ignore[arg-type]
+                rows.append(info.row(method=method, condition=cond, layer=layer, lam=math.nan, split=split,
+                                     accuracy=_acc(model, b, hooks), n_prompts=len(b),
+                                     vector_norm=float(v.norm()), **(extra or {})))
+    return rows
+
+
+# ---------------------------------------------------------------------- methods
+def task_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
+                      layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """Task vectors from ``sets.extract`` (read at blocks.{L}.hook_resid_post at s_q), injected by
+    replacement at the same hook and position of the zero-shot prompts; a sweep over layers."""
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    tv = vectors.task_vector(model, sets.extract, layers, site="resid_post")
+    vecs = {l: tv[i] for i, l in enumerate(layers)}
+    rows = baselines(model, sets, info, "task_vector")
+    rows += _sweep_readout(model, sets, info, "task_vector", vecs, "replace", info.seed)
+    return pd.DataFrame(rows)
+
+
+def function_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, n_heads: int = 10,
+                          layers: Sequence[int] | None = None, n_aie_prompts: int = 16,
+                          exact_budget: int = 4096, shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Function vectors: mean z at s_q over ``sets.extract``; AIE of each head on label-shuffled
+    extract prompts (exact for every head when heads x prompts <= ``exact_budget``, else exact on
+    the top 3 * n_heads by ``head_aie_attribution``); FV from the top ``n_heads``; added at
+    blocks.{L}.hook_resid_post at s_q of the zero-shot prompts, for each L in ``layers``.
+    Returns the accuracy table and the [layer, head] AIE (NaN where not computed exactly)."""
+    mean_z = vectors.mean_head_outputs(model, sets.extract)
+    shuffled = vectors.shuffle_labels(sets.extract.select(slice(0, n_aie_prompts)), seed=shuffle_seed)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    if L * H * len(shuffled) <= exact_budget:
+        aie = vectors.head_aie(model, shuffled, mean_z)
+        how = "exact"
+    else:
+        approx = vectors.head_aie_attribution(model, shuffled, mean_z)
+        cand = vectors.top_heads(approx, 3 * n_heads)
+        aie = vectors.head_aie(model, shuffled, mean_z, heads=cand)
+        how = "attribution+exact"
+    heads = vectors.top_heads(aie, n_heads)
+    fv = vectors.function_vector(model, mean_z, heads)
+    layers = list(range(L)) if layers is None else list(layers)
+    rows = baselines(model, sets, info, "function_vector")
+    rows += _sweep_readout(model, sets, info, "function_vector", {l: fv for l in layers}, "add",
+                           info.seed, extra={"heads": ";".join(f"L{l}H{h}" for l, h in heads), "aie": how})
+    return pd.DataFrame(rows), aie
+
+
+def icv_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
+              lambdas: Sequence[float] = DEFAULT_LAMBDAS, site: str | None = None) -> pd.DataFrame:
+    """In-context vectors from the demonstrations of ``sets.extract``; the normalised update at
+    every layer and position of the zero-shot prompts (site: ``icv_hooks`` default), per lambda."""
+    hx, hy = vectors.demo_pair_states(model, sets.extract)
+    icv = vectors.in_context_vector(hx, hy)
+    rand = vectors.random_like(icv, seed=info.seed + 2000)
+    site = site or ("mlp_out" if vectors.has_mlp(model) else "resid_post")
+    rows = baselines(model, sets, info, "icv")
+    for split in ("dev", "eval"):
+        zs = vectors.strip_demos(getattr(sets, split))
+        for lam in lambdas:
+            for cond, vec in (("with vector", icv), ("with random vector", rand)):
+                hooks = vectors.icv_hooks(model, vec, lam, site=site)
+                rows.append(info.row(method="icv", condition=cond, layer=math.nan, lam=float(lam), split=split,
+                                     accuracy=_acc(model, zs, hooks), n_prompts=len(zs), site=site))
+    return pd.DataFrame(rows)
+
+
+def anchors_study(model: torch.nn.Module, batch: PromptBatch, info: StudyInfo) -> pd.DataFrame:
+    """Label-word flows by layer: mean and std over prompts of S_wp, S_pq, S_ww."""
+    f = anchors.anchor_flows(model, batch)  # [layer, batch, 3]
+    rows = []
+    for l in range(f.shape[0]):
+        for i, name in enumerate(anchors.FLOWS):
+            vals = f[l, :, i]
+            rows.append(info.row(method="anchors", layer=l, flow=name, value=float(vals.mean()),
+                                 std=float(vals.std()) if len(vals) > 1 else 0.0, n_prompts=len(batch)))
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------- tables
+def summary_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, task, method): eval accuracy for each condition, with the vector's
+    layer / lambda chosen by the best dev accuracy of "with vector"."""
+    out = []
+    for key, g in acc.groupby(["model", "task", "k", "seed", "method"], sort=False):
+        dev = g[(g.split == "dev") & (g.condition == "with vector")]
+        if dev.empty:
+            continue
+        best = dev.loc[dev.accuracy.idxmax()]
+        ev = g[g.split == "eval"]
+        sel = ev[(ev.layer == best.layer) | (ev.layer.isna() & pd.isna(best.layer))]
+        if not pd.isna(best.lam):
+            sel = sel[(sel.lam == best.lam) | sel.condition.isin(["zero-shot", "ICL"])]
+        row = dict(zip(["model", "task", "k", "seed", "method"], key))
+        row["layer"] = best.layer
+        row["lam"] = best.lam
+        for cond in CONDITIONS:
+            vals = ev[ev.condition == cond] if cond in ("zero-shot", "ICL") else sel[sel.condition == cond]
+            row[cond] = float(vals.accuracy.iloc[0]) if len(vals) else math.nan
+        row["n_prompts"] = int(ev.n_prompts.iloc[0])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def run_study(model: torch.nn.Module, model_name: str, task: str, k: int = 4, n_prompts: int = 32,
+              seed: int = 0, methods: Sequence[str] = METHODS + ("anchors",), n_heads: int = 10,
+              lambdas: Sequence[float] = DEFAULT_LAMBDAS, layers: Sequence[int] | None = None,
+              **task_opts: Any) -> dict[str, pd.DataFrame]:
+    """Every requested method on one model and task. Returns {"accuracy": long table of every
+    condition, "summary": ``summary_table``, "anchors": flows by layer, "aie": head AIE}."""
+    unknown = set(methods) - set(METHODS + ("anchors",))
+    if unknown:
+        raise StudyError(f"unknown methods {sorted(unknown)}; use any of {METHODS + ('anchors',)}")
+    info = StudyInfo(model_name, task, k, seed)
+    sets = prompt_sets(model, task, k, n_prompts, seed, **task_opts)
+    frames, out = [], {}
+    if "task_vector" in methods:
+        frames.append(task_vector_study(model, sets, info, layers))
+    if "function_vector" in methods:
+        fv, aie = function_vector_study(model, sets, info, n_heads=n_heads, layers=layers)
+        frames.append(fv)
+        out["aie"] = pd.DataFrame([info.row(method="function_vector", layer=l, head=h, aie=float(aie[l, h]))
+                                   for l in range(aie.shape[0]) for h in range(aie.shape[1])])
+    if "icv" in methods:
+        frames.append(icv_study(model, sets, info, lambdas))
+    if frames:
+        acc = pd.concat(frames, ignore_index=True)
+        out["accuracy"] = acc
+        out["summary"] = summary_table(acc)
+    if "anchors" in methods:
+        out["anchors"] = anchors_study(model, sets.eval, info)
+    return out
