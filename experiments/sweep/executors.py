@@ -1,0 +1,230 @@
+"""Running a sweep's missing units: inline, on local processes, or on a Ray cluster.
+
+The driver (the process that runs ``run_sweep``) owns the store: it claims a unit (lock file),
+hands the computation to a worker, and writes the returned table and tensors atomically. Workers
+only compute, so a Ray cluster needs no shared filesystem, and a driver killed at any moment loses
+only the units in flight. At most ``workers`` units are claimed at a time, so two sweeps on one
+store share the work unit by unit instead of one claiming everything.
+
+- ``local`` with ``workers=1``: in this process (no start-up cost; what tests and small runs use).
+- ``local`` with ``workers>1``: ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
+  start method (safe with torch threads); each worker loads a model once and keeps it.
+- ``ray``: ``ray.init(address=ADDRESS)`` (or a local instance when no address is given); one Ray
+  task per unit with ``num_cpus=1``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from experiments.sweep.config import SweepConfig, Unit
+from experiments.sweep.store import ResultsStore
+
+
+def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) -> dict[str, Any]:
+    """Worker side: run one unit's analysis; never raises (errors come back as text)."""
+    t0 = time.perf_counter()
+    try:
+        for m in imports or []:
+            importlib.import_module(m)
+        from experiments.sweep.analyses import get_analysis
+
+        unit = Unit.from_dict(unit_dict)
+        res = get_analysis(unit.analysis).run(unit.model, unit.task, unit.k, unit.seed, unit.params)
+        return {"ok": True, "table": res.table, "tensors": res.tensors,
+                "wall_time_s": time.perf_counter() - t0, "host": os.uname().nodename}
+    except BaseException as err:  # noqa: BLE001 - report everything to the driver
+        return {"ok": False, "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - t0,
+                "host": os.uname().nodename}
+
+
+class _InlineExecutor(cf.Executor):
+    """Runs each submission at once in this process (returns completed futures)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001
+            fut.set_exception(err)
+        return fut
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("ICLWB_WORKER_THREADS", "1"))))
+
+
+class _RayExecutor:
+    def __init__(self, address: str | None, workers: int):
+        import ray
+
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            self.started = True
+        self.remote = ray.remote(num_cpus=1, max_retries=0)(compute_unit)
+
+    def submit(self, fn, *args):
+        return self.remote.remote(*args).future()
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+@dataclass
+class SweepReport:
+    name: str
+    store: str
+    total: int
+    already_done: int = 0
+    computed: list[str] = field(default_factory=list)
+    done_by_others: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+    run_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        s = (f"sweep {self.name!r}: {self.total} units; {len(self.computed)} computed, "
+             f"{self.already_done} already stored, {len(self.done_by_others)} finished by another "
+             f"sweep, {len(self.failed)} failed ({self.wall_s:.1f}s) -> {self.store}")
+        for key, err in list(self.failed.items())[:5]:
+            s += f"\n  failed {key}: {err.splitlines()[0] if err else ''}"
+        if self.failed:
+            s += f"\n  tracebacks: {self.store}/errors/<key>.json; rerun the sweep to retry failed units"
+        return s
+
+
+def make_executor(kind: str, workers: int, address: str | None):
+    if kind == "local":
+        if workers <= 1:
+            return _InlineExecutor()
+        return cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                      initializer=_worker_init)
+    if kind == "ray":
+        return _RayExecutor(address, workers)
+    raise ValueError(f"unknown executor {kind!r}; allowed: local, ray")
+
+
+def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "local",
+              workers: int = 1, address: str | None = None, progress: bool = True,
+              units: list[Unit] | None = None,
+              on_unit: Callable[[Unit, str], None] | None = None) -> SweepReport:
+    """Compute every unit of ``cfg`` that ``store`` lacks; see the module docstring."""
+    from tqdm.auto import tqdm
+
+    from experiments.sweep import modelinfo
+
+    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    units = cfg.units() if units is None else units
+    store.record_sweep(cfg, units)
+    store.clean_tmp()
+    t0 = time.perf_counter()
+    run_id = uuid.uuid4().hex[:12]
+    base = {"sweep": cfg.name, "config_hash": cfg.config_hash, "git_commit": modelinfo.git_commit(),
+            "versions": __import__("json").dumps(modelinfo.package_versions(), sort_keys=True),
+            "run_id": run_id}
+    pending = store.missing(units)
+    pending.sort(key=lambda u: (u.model, u.analysis, u.task, u.k, u.seed))
+    report = SweepReport(cfg.name, str(store.root), len(units), len(units) - len(pending), run_id=run_id)
+    if not pending:
+        report.wall_s = time.perf_counter() - t0
+        return report
+    workers = max(1, min(workers, len(pending)))
+    limit = workers if executor == "local" else 2 * workers
+    ex = make_executor(executor, workers, address)
+    bar = tqdm(total=len(units), initial=report.already_done, desc=f"sweep {cfg.name}",
+               unit="unit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    queue: deque[Unit] = deque(pending)
+    inflight: dict[cf.Future, Unit] = {}
+    elsewhere: dict[str, Unit] = {}
+    claimed: set[str] = set()
+
+    def note(u: Unit, status: str) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{status}: {u.label()}"[:60])
+        if on_unit:
+            on_unit(u, status)
+
+    try:
+        while queue or inflight or elsewhere:
+            while queue and len(inflight) < limit:
+                u = queue.popleft()
+                if store.has(u):
+                    report.done_by_others.append(u.key)
+                    note(u, "stored")
+                    continue
+                if not store.claim(u.key):
+                    elsewhere[u.key] = u
+                    continue
+                claimed.add(u.key)
+                if store.has(u):  # finished between the check and the claim
+                    store.release(u.key)
+                    claimed.discard(u.key)
+                    report.done_by_others.append(u.key)
+                    note(u, "stored")
+                    continue
+                inflight[ex.submit(compute_unit, u.as_dict(), cfg.imports)] = u
+            if inflight:
+                done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    u = inflight.pop(fut)
+                    try:
+                        res = fut.result()
+                    except BaseException as err:  # noqa: BLE001 - a dead worker process
+                        res = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                               "traceback": traceback.format_exc(), "wall_time_s": 0.0, "host": ""}
+                    prov = {**base, "model_hash": modelinfo.model_hash(u.model),
+                            "host": res.get("host", ""), "wall_time_s": float(res["wall_time_s"]),
+                            "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    if res["ok"]:
+                        store.write_unit(u, res["table"], prov, res.get("tensors"))
+                        report.computed.append(u.key)
+                        status = "computed"
+                    else:
+                        store.write_error(u, RuntimeError(res["error"]), {**prov, "worker_traceback": res["traceback"]})
+                        report.failed[u.key] = res["error"]
+                        status = "failed"
+                    store.release(u.key)
+                    claimed.discard(u.key)
+                    note(u, status)
+            for key, u in list(elsewhere.items()):
+                if store.has(u):
+                    elsewhere.pop(key)
+                    report.done_by_others.append(key)
+                    note(u, "by another sweep")
+                else:
+                    info = store.read_lock(key)
+                    if info is None or info.is_stale(store.stale_after_s):
+                        elsewhere.pop(key)
+                        queue.append(u)
+            if elsewhere and not inflight and not queue:
+                time.sleep(0.3)
+    finally:
+        for key in claimed:
+            store.release(key)
+        bar.close()
+        ex.shutdown(wait=False, cancel_futures=True)
+    report.wall_s = time.perf_counter() - t0
+    return report

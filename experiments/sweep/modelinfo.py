@@ -1,0 +1,205 @@
+"""What a sweep needs to know about a model or task *without loading it*: does the name exist,
+its context length, how many demonstrations fit, and the checkpoint hash recorded as provenance."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+SMOLLM2_N_CTX = 8192
+
+
+def _zoo():
+    from experiments import zoo
+
+    return zoo
+
+
+def builtin_names() -> list[str]:
+    from experiments.models import PRETRAINED_ALIASES
+
+    return _zoo().names() + list(PRETRAINED_ALIASES)
+
+
+def check_model_name(name: str) -> None:
+    """Raise ValueError naming the allowed models when ``name`` cannot be loaded."""
+    zoo = _zoo()
+    if name in zoo.ZOO_MODULES:
+        if not (zoo.checkpoint_path(name) / "card.json").exists():
+            raise ValueError(f"zoo model {name!r} has no checkpoint yet; train it with "
+                             f"`iclwb zoo train {name}`")
+        return
+    if name in builtin_names():
+        return
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ValueError(f"model directory {name!r} has no config.json (not a Hugging Face checkpoint)")
+        return
+    if name.count("/") == 1 and all(name.split("/")):
+        return  # a hub name; loading it needs the hub or its cache
+    raise ValueError(f"unknown model {name!r}; allowed: {', '.join(builtin_names())}, "
+                     f"a local Hugging Face checkpoint directory, or a hub name 'org/name'")
+
+
+@functools.lru_cache(maxsize=None)
+def n_ctx(name: str) -> int | None:
+    zoo = _zoo()
+    if name in zoo.ZOO_MODULES:
+        try:
+            cfg = zoo.read_card(name).get("config", {})
+        except FileNotFoundError:
+            return None
+        for key in ("n_ctx", "max_points", "n_positions"):
+            if key in cfg:
+                return int(cfg[key])
+        return None
+    if name == "smollm2-135m":
+        return SMOLLM2_N_CTX
+    p = Path(name).expanduser() / "config.json"
+    if p.exists():
+        cfg = json.loads(p.read_text())
+        for key in ("n_ctx", "max_position_embeddings", "n_positions"):
+            if key in cfg:
+                return int(cfg[key])
+    return None
+
+
+def task_names() -> list[str]:
+    try:
+        from experiments import tasks
+    except ImportError:
+        return []
+    for attr in ("names", "task_names", "list_tasks"):
+        fn = getattr(tasks, attr, None)
+        if callable(fn):
+            return sorted(fn())
+    reg = getattr(tasks, "TASKS", None) or getattr(tasks, "REGISTRY", None)
+    return sorted(reg) if reg else []
+
+
+def prompt_len(model: str, task: str, k: int) -> int | None:
+    """Length in tokens (or points) of a k-shot prompt of ``task`` for ``model``; None if unknown."""
+    from experiments.sweep import analyses
+
+    return analyses.task_prompt_len(model, task, k)
+
+
+def max_k(model: str, task: str) -> int | None:
+    """Largest k whose prompt fits the model's context, or None when it cannot be told cheaply."""
+    ctx = n_ctx(model)
+    if ctx is None or not task:
+        return None
+    try:
+        lens = {k: prompt_len(model, task, k) for k in (0, 1)}
+    except Exception:
+        return None
+    if lens[0] is None or lens[1] is None:
+        return None
+    per = max(1, lens[1] - lens[0])
+    # prompts are affine in k up to the length of individual demonstrations; check a candidate
+    kmax = max(0, (ctx - lens[0]) // per)
+    try:
+        while kmax > 0 and (prompt_len(model, task, kmax) or 0) > ctx:
+            kmax -= 1
+    except Exception:
+        pass
+    return kmax
+
+
+# ------------------------------------------------------------------------------------ provenance
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_file_hash(path: str, mtime: float, size: int) -> str:
+    return _file_sha256(Path(path))
+
+
+def file_hash(path: Path) -> str:
+    st = path.stat()
+    return _cached_file_hash(str(path), st.st_mtime, st.st_size)
+
+
+def weight_files(name: str) -> list[Path]:
+    zoo = _zoo()
+    if name in zoo.ZOO_MODULES:
+        return [zoo.checkpoint_path(name) / "model.safetensors"]
+    if name == "smollm2-135m":
+        try:
+            from experiments import pretrained
+
+            for attr in ("gguf_path", "smollm2_gguf_path", "find_gguf"):
+                fn = getattr(pretrained, attr, None)
+                if callable(fn):
+                    p = fn() if attr != "find_gguf" else fn(name)
+                    if p:
+                        return [Path(p)]
+        except Exception:
+            pass
+        return []
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return sorted(list(p.glob("*.safetensors")) + list(p.glob("*.bin")) + list(p.glob("*.gguf")))
+    return []
+
+
+def model_hash(name: str) -> str:
+    """sha256 of the checkpoint file(s) the model is loaded from ("unknown" when not local)."""
+    files = [f for f in weight_files(name) if f.exists()]
+    if not files:
+        return "unknown"
+    if len(files) == 1:
+        return file_hash(files[0])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(file_hash(f).encode())
+    return h.hexdigest()
+
+
+def describe(name: str) -> dict[str, Any]:
+    return {"model": name, "n_ctx": n_ctx(name), "model_hash": model_hash(name)}
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD of the repository this package lives in, '+dirty' when the tracked tree differs."""
+    import subprocess
+
+    root = root or Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        if not head:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("icl-workbench", "torch", "transformer-lens", "transformers", "numpy", "pandas",
+                "pyarrow", "duckdb", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    out["python"] = ".".join(map(str, __import__("sys").version_info[:3]))
+    return out
+
+
+def host() -> str:
+    return os.uname().nodename
