@@ -1,0 +1,93 @@
+"""UI helpers shared by the pages: cached model loading, model picker, error display.
+
+Imported by the pages as ``iclwb_ui`` (their folder's parent is put on ``sys.path``); nothing
+outside ``app/`` imports it. No analysis logic lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import streamlit as st
+
+from experiments import app_logic as al
+
+OTHER = "Other (name or folder)…"
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def get_model(name: str) -> Any:
+    """The model ``name`` (zoo name, alias, HF directory or hub name), loaded once per process."""
+    from experiments.models import load_model
+
+    return load_model(name)
+
+
+def builtin_names() -> list[str]:
+    from experiments.models import builtin_names as names
+
+    return names()
+
+
+def show_error(err: BaseException, what: str = "") -> None:
+    """A clear message on the page instead of a traceback."""
+    prefix = f"{what}: " if what else ""
+    st.error(f"{prefix}{err}", icon="🚫")
+
+
+def model_picker(key: str, default: str = "induction-2l", label: str = "Model") -> str:
+    """A select box of the built-in models plus a free field for any loadable name or folder."""
+    names = builtin_names()
+    options = names + [OTHER]
+    pending = st.session_state.pop(f"{key}_goto", None)
+    if pending is not None:
+        if pending in names:
+            st.session_state[f"{key}_select"] = pending
+        else:
+            st.session_state[f"{key}_select"] = OTHER
+            st.session_state[f"{key}_other"] = pending
+    st.session_state.setdefault(f"{key}_select", default if default in names else names[0])
+    choice = st.selectbox(label, options, key=f"{key}_select",
+                          help="A built-in zoo model, or any Hugging Face name or local folder")
+    if choice == OTHER:
+        return st.text_input("Model name or folder", key=f"{key}_other",
+                             placeholder="gpt2, org/name or /path/to/checkpoint").strip()
+    return choice
+
+
+def load_or_error(name: str) -> Any | None:
+    """The cached model, or None after showing why it could not load."""
+    if not name:
+        st.info("Type a model name or folder to load.")
+        return None
+    try:
+        with st.spinner(f"Loading {name}…"):
+            return get_model(name)
+    except EXPECTED_ERRORS as err:
+        show_error(err, f"cannot load model {name!r}")
+    except Exception as err:  # any other load failure is still the user's input, not a crash
+        show_error(err, f"cannot load model {name!r} ({type(err).__name__})")
+    return None
+
+
+def guarded(fn: Callable[[], Any], what: str) -> Any | None:
+    """Run ``fn``; show expected errors on the page and return None."""
+    try:
+        return fn()
+    except EXPECTED_ERRORS as err:
+        show_error(err, what)
+    return None
+
+
+def module_available(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+__all__ = ["al", "get_model", "model_picker", "load_or_error", "show_error", "guarded",
+           "module_available", "builtin_names"]

@@ -1,0 +1,38 @@
+"""ICL Workbench: the Streamlit app's entry point (``iclwb app [--results DIR]``).
+
+Pages live in ``app/pages``; this file only reads the command line after ``--``, sets shared
+session defaults, and builds the navigation. All numbers come from ``experiments.app_logic`` and
+the layers below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cli_results() -> str:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--results", default=None)
+    args, _ = p.parse_known_args(sys.argv[1:])
+    return args.results or os.environ.get("ICLWB_RESULTS", "results/demo")
+
+
+st.set_page_config(page_title="ICL Workbench", page_icon="🔬", layout="wide")
+st.session_state.setdefault("results_dir", _cli_results())
+
+PAGES = [
+    st.Page(str(HERE / "pages" / "1_explorer.py"), title="Attention explorer", icon="🔍",
+            url_path="explorer", default=True),
+    st.Page(str(HERE / "pages" / "2_head_scan.py"), title="Head scan", icon="🧭", url_path="head_scan"),
+    st.Page(str(HERE / "pages" / "3_circuit.py"), title="Circuit", icon="🔌", url_path="circuit"),
+    st.Page(str(HERE / "pages" / "4_icl_vs_gd.py"), title="ICL vs GD", icon="📉", url_path="icl_vs_gd"),
+    st.Page(str(HERE / "pages" / "5_results.py"), title="Results", icon="🗂️", url_path="results"),
+]
+st.navigation(PAGES).run()

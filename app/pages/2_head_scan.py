@@ -1,0 +1,84 @@
+"""Head scan: every head score of one model as layer x head heatmaps and a sortable table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+_APP_DIR = str(Path(__file__).resolve().parents[1])
+if _APP_DIR not in sys.path:
+    sys.path.insert(0, _APP_DIR)
+import iclwb_ui as ui  # noqa: E402
+from iclwb_ui import al  # noqa: E402
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_scan(model_name: str, seed: int):
+    from experiments.scan import head_scan
+
+    return al.scan_frame(head_scan(ui.get_model(model_name), seed=seed))
+
+
+st.title("🧭 Head scan")
+st.caption("Layer × head tables of every head score in probes/ (previous-token, induction, prefix "
+           "matching, copying, n-gram, ...), computed on the prompts each score defines.")
+c1, c2 = st.columns([3, 1])
+with c1:
+    model_name = ui.model_picker("scan_model")
+seed = int(c2.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="scan_seed"))
+model = ui.load_or_error(model_name)
+if model is None:
+    st.stop()
+if al.model_kind(model) == "vector":
+    st.info("This model reads real vectors, not tokens: token head scores do not apply to it.")
+    st.stop()
+
+requested = st.session_state.setdefault("scan_requested", set())
+key = (model_name, seed)
+small = al.model_summary(model)["n_layers"] * al.model_summary(model)["n_heads"] <= 64
+if key not in requested and not small:
+    st.info("This model has many heads; the scan takes a while.")
+    if st.button("Run head scan", key="scan_run", type="primary"):
+        requested.add(key)
+        st.rerun()
+    st.stop()
+try:
+    with st.status(f"Scanning every head of {model_name}…", expanded=False) as status:
+        df = cached_scan(model_name, seed)
+        status.update(label=f"Head scan of {model_name}: {df['score'].nunique()} scores", state="complete")
+except ui.EXPECTED_ERRORS as err:
+    ui.show_error(err, "head scan failed")
+    st.stop()
+requested.add(key)
+
+scores = list(dict.fromkeys(df["score"]))
+st.subheader("Heatmaps")
+cols = st.columns(min(3, len(scores)))
+for i, score in enumerate(scores):
+    with cols[i % len(cols)]:
+        st.plotly_chart(al.layer_head_heatmap(al.scan_matrix(df, score), score), width="stretch",
+                        key=f"scan_fig_{score}")
+
+st.subheader("Top heads")
+t1, t2 = st.columns([1, 1])
+sort_by = t1.selectbox("Sort by", scores, key="scan_sort")
+n_top = int(t2.number_input("Rows", min_value=1, max_value=len(df) // max(1, len(scores)),
+                            value=min(10, len(df) // max(1, len(scores))), key="scan_rows"))
+table = al.top_heads(df, sort_by, n_top)
+event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun",
+                     selection_mode="single-row", key="scan_table",
+                     column_config={s: st.column_config.NumberColumn(format="%.3f") for s in scores})
+rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+head_ids = table["head_id"].tolist()
+if rows and rows[0] < len(head_ids):
+    st.session_state["scan_open_head"] = head_ids[rows[0]]
+if st.session_state.get("scan_open_head") not in head_ids:
+    st.session_state.pop("scan_open_head", None)
+o1, o2 = st.columns([1, 1])
+head_id = o1.selectbox("Head to explore (or click a table row)", head_ids, key="scan_open_head")
+if o2.button(f"Open {head_id} in the explorer", key="scan_open", type="primary"):
+    layer, head = al.parse_head_id(head_id)
+    st.session_state["explorer_goto"] = {"model": model_name, "layer": layer, "head": head}
+    st.switch_page("pages/1_explorer.py")

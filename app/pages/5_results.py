@@ -1,0 +1,72 @@
+"""Results: browse a results folder written by sweeps (Parquet, read through DuckDB)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+_APP_DIR = str(Path(__file__).resolve().parents[1])
+if _APP_DIR not in sys.path:
+    sys.path.insert(0, _APP_DIR)
+import iclwb_ui as ui  # noqa: E402
+from iclwb_ui import al  # noqa: E402
+
+
+def folder_signature(folder: str) -> tuple:
+    """Changes whenever a result file is added or rewritten, so the cache sees new results."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        return ()
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in path.rglob("*.parquet")))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def cached_results(folder: str, signature: tuple):
+    return al.load_results(folder)
+
+
+st.title("🗂️ Results")
+folder = st.text_input("Results folder", value=st.session_state.get("results_dir", ""),
+                       key="res_folder", help="Written by `iclwb sweep run` or `iclwb demo`")
+try:
+    with st.spinner("Reading results…"):
+        df = cached_results(folder, folder_signature(folder))
+except ui.EXPECTED_ERRORS as err:
+    ui.show_error(err, "no results to show")
+    st.stop()
+
+st.caption(f"{len(df)} rows · {len(df.columns)} columns from {folder}")
+options = al.filter_options(df)
+selected = {}
+if options:
+    cols = st.columns(len(options))
+    for col, (name, values) in zip(cols, options.items()):
+        selected[name] = col.multiselect(name, values, key=f"res_filter_{name}",
+                                         placeholder="all")
+view = al.filter_results(df, **selected)
+if view.empty:
+    st.warning("No rows match these filters; clear one of them.")
+    st.stop()
+
+metrics = al.metric_names(view)
+if metrics:
+    p1, p2, p3 = st.columns(3)
+    metric = p1.selectbox("Metric", metrics, key="res_metric")
+    x_options = [c for c in ("k", "layer", "head", "seed", "model", "task", "analysis", "step")
+                 if c in view.columns]
+    x = p2.selectbox("Against", x_options or [view.columns[0]], key="res_x")
+    colour_options = ["(none)"] + [c for c in ("model", "task", "analysis", "step", "k") if c in view.columns and c != x]
+    colour = p3.selectbox("Colour by", colour_options, key="res_colour")
+    try:
+        fig = al.metric_figure(view, metric, x=x, color=None if colour == "(none)" else colour)
+        st.plotly_chart(fig, width="stretch", key="res_fig")
+    except ui.EXPECTED_ERRORS as err:
+        ui.show_error(err, "cannot plot this metric")
+else:
+    st.info("These rows have no numeric metric to plot.")
+
+st.dataframe(view, hide_index=True, width="stretch", key="res_table")
+st.download_button("Download CSV", al.results_csv(view), file_name="results.csv", mime="text/csv",
+                   key="res_download")

@@ -1,0 +1,656 @@
+"""What the Streamlit app's pages compute: pure functions, reachable from unit tests and notebooks.
+
+The app (``app/``) holds only UI code; every number it shows comes from a function here (or from
+the lower layers these call), so ``tests/test_app_logic.py`` can check it without a browser.
+
+Sections:
+
+- models: what kind of model a name loads to, token labels, symbols;
+- prompts: a task prompt (from ``experiments.tasks``, plus the built-in ``kv-recall``) or a typed
+  prompt, as a one-row ``PromptBatch``;
+- attention: patterns of one prompt, per-head summaries, and their plotly figures;
+- head scan: tidy table, heatmaps and top-heads table of ``experiments.scan.head_scan``;
+- results: read, filter and plot a results folder written by sweeps.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Float
+
+from probes.prompt import PromptBatch, PromptBuilder, PromptError
+
+ROLE_COLOURS: dict[str, str] = {
+    "demo_text": "#cfe2ff",
+    "forerunner": "#ffe69c",
+    "label": "#a3cfbb",
+    "query_text": "#f1aeb5",
+    "readout": "#e35d6a",
+    "pad": "#e9ecef",
+    "other": "#f8f9fa",
+}
+ROLE_NAMES: dict[str, str] = {
+    "demo_text": "demonstration text x_i",
+    "forerunner": "forerunner s_i",
+    "label": "label y_i",
+    "query_text": "query text x_q",
+    "readout": "read-out s_q",
+    "pad": "padding",
+    "other": "other (BOS, separators)",
+}
+FALLBACK_TASKS: tuple[str, ...] = ("kv-recall",)
+MAX_PROMPT_CHARS = 20_000
+
+
+class AppInputError(ValueError):
+    """Input the app cannot use (unknown task, bad token, empty results folder); says the fix."""
+
+
+# ============================================================================ models
+def model_kind(model: torch.nn.Module) -> str:
+    """``"text"`` (has a tokenizer), ``"tokens"`` (token ids, no tokenizer) or ``"vector"``.
+
+    Vector models (the linear-regression zoo) read real vectors, not token ids.
+    """
+    cfg = getattr(model, "cfg", None)
+    if getattr(model, "tokenizer", None) is not None:
+        return "text"
+    if cfg is None or getattr(cfg, "d_vocab", None) in (None, 0, -1):
+        return "vector"
+    card = getattr(model, "zoo_card", None) or {}
+    if str(card.get("arch", "")).startswith("module:"):
+        return "vector"
+    return "tokens"
+
+
+def model_summary(model: torch.nn.Module, name: str = "") -> dict[str, Any]:
+    """The numbers the app shows about a model (layers, heads, context, vocabulary, kind)."""
+    cfg = getattr(model, "cfg", None)
+    return {
+        "name": name,
+        "kind": model_kind(model),
+        "n_layers": int(getattr(cfg, "n_layers", 0) or 0),
+        "n_heads": int(getattr(cfg, "n_heads", 0) or 0),
+        "n_ctx": int(getattr(cfg, "n_ctx", 0) or 0),
+        "d_vocab": int(getattr(cfg, "d_vocab", 0) or 0),
+    }
+
+
+def token_symbols(model: torch.nn.Module) -> list[str] | None:
+    """A zoo model's printable vocabulary (``card["task"]["symbols"]`` or similar), if it has one."""
+    card = getattr(model, "zoo_card", None) or {}
+    for where in (card.get("task", {}), card, card.get("extra", {})):
+        if not isinstance(where, dict):
+            continue
+        for key in ("symbols", "vocab_symbols", "token_names", "itos"):
+            val = where.get(key)
+            if isinstance(val, list) and val:
+                return [str(s) for s in val]
+    own = _card_task_name(model)
+    reg = _tasks_registry()
+    for name in getattr(reg, "TOKEN_TASKS", ()) if reg is not None and own else ():
+        if own == name or own.startswith(name):
+            mod = _task_module(name)
+            if mod is not None and callable(getattr(mod, "token_names", None)):
+                return [str(s) for s in mod.token_names()]
+    return None
+
+
+def token_labels(model: torch.nn.Module, tokens: Sequence[int]) -> list[str]:
+    """A short printable label per token (decoded text, symbol, or the id)."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None:
+        return [tok.decode([int(t)]) for t in tokens]
+    syms = token_symbols(model)
+    if syms:
+        return [syms[int(t)] if 0 <= int(t) < len(syms) else str(int(t)) for t in tokens]
+    return [str(int(t)) for t in tokens]
+
+
+# ============================================================================ prompts
+def _tasks_registry() -> Any | None:
+    try:
+        return importlib.import_module("experiments.tasks")
+    except ImportError:
+        return None
+
+
+def _task_module(name: str) -> Any | None:
+    reg = _tasks_registry()
+    if reg is None:
+        return None
+    try:
+        return reg.get_task(name)
+    except (ImportError, ValueError, AttributeError):  # a task still being written is skipped
+        return None
+
+
+def _card_task_name(model: torch.nn.Module) -> str:
+    card = getattr(model, "zoo_card", None) or {}
+    task = card.get("task", {})
+    return str(task.get("name", "") if isinstance(task, dict) else task)
+
+
+def _own_task_first(model: torch.nn.Module, names: list[str]) -> list[str]:
+    own = _card_task_name(model)
+    return sorted(names, key=lambda n: (not (own and (own == n or own.startswith(n))), names.index(n)))
+
+
+def language_task_names() -> list[str]:
+    """Sub-tasks of ``experiments.tasks.language`` (sentiment, capitals, ...), if it exists."""
+    mod = _task_module("language")
+    if mod is None:
+        return []
+    for attr in ("names", "task_names", "TASKS", "LANGUAGE_TASKS"):
+        val = getattr(mod, attr, None)
+        val = val() if callable(val) else val
+        if isinstance(val, dict):
+            return [f"language:{n}" for n in val]
+        if isinstance(val, (list, tuple)):
+            return [f"language:{n}" for n in val]
+    return ["language"]
+
+
+def available_tasks(model: torch.nn.Module) -> list[str]:
+    """Tasks the explorer can build a prompt of for ``model``: the token tasks of
+    ``experiments.tasks`` whose vocabulary fits the model (its own training task first) plus the
+    built-in ``kv-recall``; for text models, the language tasks."""
+    kind = model_kind(model)
+    if kind == "vector":
+        return []
+    if kind == "text":
+        return language_task_names()
+    reg = _tasks_registry()
+    vocab = int(model.cfg.d_vocab)
+    names = []
+    for name in getattr(reg, "TOKEN_TASKS", ()) if reg is not None else ():
+        mod = _task_module(name)
+        if mod is not None and int(getattr(mod, "VOCAB_SIZE", vocab)) <= vocab:
+            names.append(name)
+    return _own_task_first(model, names) + list(FALLBACK_TASKS)
+
+
+def task_prompt(model: torch.nn.Module, task: str, k: int, seed: int = 0) -> PromptBatch:
+    """One prompt of ``task`` with ``k`` demonstrations for ``model`` (deterministic in ``seed``)."""
+    if k < 0:
+        raise AppInputError(f"k must be at least 0, got {k}")
+    if task == "kv-recall":
+        if model_kind(model) != "tokens":
+            raise AppInputError("task 'kv-recall' uses raw token ids; pick a language task for "
+                                "this model or type a prompt")
+        batch = kv_recall_prompt(int(model.cfg.d_vocab), k, seed)
+    elif task.startswith("language"):
+        mod = _task_module("language")
+        if mod is None or getattr(model, "tokenizer", None) is None:
+            raise AppInputError("language tasks need experiments.tasks.language and a model with "
+                                "a tokenizer (e.g. smollm2-135m)")
+        sub = task.split(":", 1)[1] if ":" in task else None
+        opts = {"task": sub} if sub else {}
+        batch = mod.make_prompts(model.tokenizer, k, 1, seed, **opts)
+    else:
+        reg = _tasks_registry()
+        if reg is None or task not in getattr(reg, "TOKEN_TASKS", ()):
+            raise AppInputError(f"unknown task {task!r}; available for this model: "
+                                f"{', '.join(available_tasks(model))}")
+        batch = reg.make_prompts(task, k, 1, seed)
+    batch = batch.select([0]).trim()
+    check_prompt_fits(model, batch)
+    return batch
+
+
+def kv_recall_prompt(vocab: int, k: int, seed: int = 0) -> PromptBatch:
+    """Key-value recall: k demonstrations ``a_i b_i v_i`` then a query ``a_j b_j`` whose answer
+    is ``v_j`` (a repeated demonstration's value); solvable by an induction head.
+
+    x_i = a_i (demonstration text), s_i = b_i (forerunner), y_i = v_i (label). Keys and values are
+    distinct random tokens; candidates are the demonstration values.
+    """
+    if k < 1:
+        raise AppInputError("kv-recall needs k >= 1 (the query repeats a demonstration's key)")
+    if 3 * k > vocab:
+        raise AppInputError(f"kv-recall with k={k} needs {3 * k} distinct tokens; the vocabulary "
+                            f"has {vocab}: use a smaller k")
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.randperm(vocab, generator=g)[: 3 * k].view(k, 3).tolist()
+    j = int(torch.randint(k, (1,), generator=g))
+    pb = PromptBuilder()
+    for i, (a, b, v) in enumerate(toks):
+        pb.demo([a], b, v, cls=i)
+    pb.query([toks[j][0]], toks[j][1])
+    return pb.build(target=toks[j][2], candidates=[t[2] for t in toks], query_class=j,
+                    meta={"task": "kv-recall", "k": k, "seed": seed})
+
+
+def parse_prompt(model: torch.nn.Module, text: str) -> PromptBatch:
+    """A typed prompt as a one-row ``PromptBatch``.
+
+    Token-id models: whitespace-separated token ids (or the model's symbols); ``|`` separates
+    demonstrations. In each demonstration the last token is the label y_i, the one before it the
+    forerunner s_i, the rest x_i; in the final segment the last token is the read-out s_q. Without
+    ``|`` the whole list is the query: ``"5 9 12 5 9"``.
+
+    Text models: one demonstration per line, ``input: label`` (the label must be one token); the
+    last line is the query and ends with ``:``. A single line without ``:`` is read as plain text
+    with its last token as the read-out.
+    """
+    if not text or not text.strip():
+        raise PromptError("the prompt is empty: type a prompt or pick a task")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptError(f"the prompt has {len(text)} characters; the app accepts at most "
+                          f"{MAX_PROMPT_CHARS}")
+    kind = model_kind(model)
+    if kind == "vector":
+        raise PromptError("this model reads real vectors, not tokens: typed prompts do not apply; "
+                          "use the ICL vs GD page for it")
+    batch = _parse_text_prompt(model, text) if kind == "text" else _parse_token_prompt(model, text)
+    check_prompt_fits(model, batch)
+    return batch
+
+
+def _token_id(model: torch.nn.Module, piece: str) -> int:
+    vocab = int(model.cfg.d_vocab)
+    syms = token_symbols(model)
+    if syms and piece in syms:
+        return syms.index(piece)
+    try:
+        tid = int(piece)
+    except ValueError:
+        hint = f" or one of the symbols {syms[:12]}" if syms else ""
+        raise PromptError(f"token {piece!r} is not a token id; type integers 0..{vocab - 1}{hint}, "
+                          f"separated by spaces") from None
+    if not 0 <= tid < vocab:
+        raise PromptError(f"token id {tid} is outside the vocabulary (0..{vocab - 1})")
+    return tid
+
+
+def _parse_token_prompt(model: torch.nn.Module, text: str) -> PromptBatch:
+    segments = [s.split() for s in text.strip().split("|")]
+    if any(not s for s in segments):
+        raise PromptError("an empty segment between '|' separators; remove the extra '|'")
+    pb = PromptBuilder()
+    for i, seg in enumerate(segments[:-1]):
+        ids = [_token_id(model, p) for p in seg]
+        if len(ids) < 2:
+            raise PromptError(f"demonstration {i} ({' '.join(seg)!r}) needs at least a forerunner "
+                              f"and a label token")
+        pb.demo(ids[:-2], ids[-2], ids[-1])
+    q = [_token_id(model, p) for p in segments[-1]]
+    pb.query(q[:-1], q[-1])
+    return pb.build(meta={"task": "typed"})
+
+
+def _parse_text_prompt(model: torch.nn.Module, text: str) -> PromptBatch:
+    from probes.prompt import single_token_id
+
+    tok = model.tokenizer
+
+    def enc(s: str) -> list[int]:
+        return list(tok.encode(s, add_special_tokens=False))
+
+    lines = [ln for ln in text.strip().split("\n") if ln.strip()]
+    pb = PromptBuilder()
+    bos = getattr(tok, "bos_token_id", None)
+    if bos is not None:
+        pb.add([bos])
+    newline = enc("\n")
+    structured = lines[-1].rstrip().endswith(":")
+    if not structured:
+        ids = enc(text.strip())
+        if len(ids) < 1:
+            raise PromptError("the prompt encodes to no tokens")
+        pb.query(ids[:-1], ids[-1])
+        return pb.build(pad_id=_pad_id(tok), meta={"task": "typed"})
+    labels: list[int] = []
+    for i, line in enumerate(lines[:-1]):
+        if ":" not in line:
+            raise PromptError(f"demonstration line {i + 1} ({line!r}) has no ':'; write it as "
+                              f"'input: label'")
+        x, y = line.rsplit(":", 1)
+        if not y.strip():
+            raise PromptError(f"demonstration line {i + 1} ({line!r}) has no label after ':'")
+        lab = single_token_id(tok, " " + y.strip(), what="label")
+        labels.append(lab)
+        pb.demo(enc(x.rstrip()), enc(":"), lab)
+        pb.add(newline)
+    q = lines[-1].rstrip()[:-1]
+    pb.query(enc(q.rstrip()), enc(":"))
+    cands = sorted(set(labels)) or None
+    return pb.build(candidates=cands, pad_id=_pad_id(tok), meta={"task": "typed"})
+
+
+def _pad_id(tok: Any) -> int:
+    pid = getattr(tok, "pad_token_id", None)
+    return int(pid) if pid is not None else 0
+
+
+def check_prompt_fits(model: torch.nn.Module, batch: PromptBatch) -> None:
+    """PromptError when the prompt is longer than the model's context."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if n_ctx is not None:
+        batch.validate(n_ctx=int(n_ctx))
+
+
+# ============================================================================ attention
+@dataclass
+class PromptView:
+    """One prompt as the explorer shows it: tokens, labels, roles and every head's pattern."""
+
+    tokens: list[int]
+    labels: list[str]
+    roles: list[str]
+    patterns: np.ndarray  # [layer, head, q, k]
+    readout: int
+    target: int
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.patterns.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.patterns.shape[1])
+
+
+def prompt_view(model: torch.nn.Module, batch: PromptBatch) -> PromptView:
+    """Run row 0 of ``batch`` and collect every head's attention pattern (a copy)."""
+    from probes.heads import attention_patterns
+
+    row = batch.select([0]).trim()
+    check_prompt_fits(model, row)
+    with torch.no_grad():
+        pat = attention_patterns(model, row.tokens)[:, 0]  # [L, H, q, k]
+    toks = row.tokens[0].tolist()
+    return PromptView(
+        tokens=toks,
+        labels=token_labels(model, toks),
+        roles=row.role_of_positions()[0],
+        patterns=pat.float().cpu().numpy(),
+        readout=int(row.readout[0]),
+        target=int(row.target[0]) if row.target is not None else -1,
+    )
+
+
+def readout_attention(view: PromptView, layer: int, head: int) -> np.ndarray:
+    """Attention of head (layer, head) from the read-out position to every token: [pos]."""
+    return view.patterns[layer, head, view.readout, : view.readout + 1]
+
+
+def role_mass(view: PromptView, role: str) -> np.ndarray:
+    """Per head, the attention mass from the read-out position onto tokens of ``role``: [L, H]."""
+    mask = np.array([r == role for r in view.roles[: view.readout + 1]], dtype=np.float32)
+    return np.einsum("lhk,k->lh", view.patterns[:, :, view.readout, : view.readout + 1], mask)
+
+
+def previous_token_mass(view: PromptView) -> np.ndarray:
+    """Per head, the mean attention A[i, i-1] over the prompt: [L, H]."""
+    T = view.patterns.shape[-1]
+    if T < 2:
+        return np.zeros(view.patterns.shape[:2], dtype=np.float32)
+    return np.diagonal(view.patterns, offset=-1, axis1=-2, axis2=-1).mean(-1)
+
+
+HEAD_SUMMARIES: dict[str, Callable[[PromptView], np.ndarray]] = {
+    "read-out → labels": lambda v: role_mass(v, "label"),
+    "read-out → forerunners": lambda v: role_mass(v, "forerunner"),
+    "read-out → query text": lambda v: role_mass(v, "query_text"),
+    "previous-token": previous_token_mass,
+}
+
+
+def token_strip_html(labels: Sequence[str], roles: Sequence[str], highlight: int | None = None) -> str:
+    """The prompt as coloured token chips (one colour per role), as HTML."""
+    chips = []
+    for i, (lab, role) in enumerate(zip(labels, roles)):
+        text = html.escape(lab.replace("\n", "⏎")) or "&nbsp;"
+        border = "2px solid #212529" if i == highlight else "1px solid #adb5bd"
+        chips.append(
+            f'<span title="{i}: {html.escape(ROLE_NAMES.get(role, role))}" style="background:'
+            f'{ROLE_COLOURS.get(role, "#fff")};border:{border};border-radius:4px;padding:1px 4px;'
+            f'margin:1px;display:inline-block;font-family:monospace;font-size:0.85em">{text}</span>'
+        )
+    legend = " ".join(
+        f'<span style="background:{ROLE_COLOURS[r]};padding:1px 6px;border-radius:4px;'
+        f'font-size:0.75em">{html.escape(ROLE_NAMES[r])}</span>'
+        for r in ROLE_COLOURS if r in set(roles)
+    )
+    return f'<div style="line-height:1.9">{"".join(chips)}</div><div>{legend}</div>'
+
+
+def _tick_labels(labels: Sequence[str]) -> list[str]:
+    return [f"{i}:{lab.strip() or repr(lab)}"[:14] for i, lab in enumerate(labels)]
+
+
+def attention_heatmap(view: PromptView, layer: int, head: int) -> go.Figure:
+    """Head (layer, head)'s attention pattern; hover shows query and key tokens and roles."""
+    pat = view.patterns[layer, head]
+    T = pat.shape[0]
+    ticks = _tick_labels(view.labels)
+    custom = np.empty((T, T, 2), dtype=object)
+    for q in range(T):
+        for k in range(T):
+            custom[q, k, 0] = f"{ticks[q]} ({view.roles[q]})"
+            custom[q, k, 1] = f"{ticks[k]} ({view.roles[k]})"
+    fig = go.Figure(go.Heatmap(
+        z=pat, x=list(range(T)), y=list(range(T)), customdata=custom, colorscale="Blues",
+        zmin=0.0, zmax=1.0,
+        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>attention %{z:.3f}"
+                      "<extra></extra>",
+    ))
+    fig.update_layout(
+        title=f"L{layer}H{head} attention pattern (rows: query, columns: key)",
+        xaxis=dict(tickmode="array", tickvals=list(range(T)), ticktext=ticks, tickangle=-60,
+                   title="key"),
+        yaxis=dict(tickmode="array", tickvals=list(range(T)), ticktext=ticks, autorange="reversed",
+                   title="query"),
+        height=min(900, 250 + 14 * T), margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return fig
+
+
+def readout_bar(view: PromptView, layer: int, head: int) -> go.Figure:
+    """Bar chart of the read-out position's attention over the tokens, coloured by role."""
+    row = readout_attention(view, layer, head)
+    n = len(row)
+    ticks = _tick_labels(view.labels[:n])
+    fig = go.Figure(go.Bar(
+        x=list(range(n)), y=row, marker_color=[ROLE_COLOURS.get(r, "#999") for r in view.roles[:n]],
+        marker_line=dict(color="#495057", width=0.5),
+        customdata=[[ticks[i], view.roles[i]] for i in range(n)],
+        hovertemplate="%{customdata[0]} (%{customdata[1]})<br>attention %{y:.3f}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=f"L{layer}H{head}: attention from the read-out position",
+        xaxis=dict(tickmode="array", tickvals=list(range(n)), ticktext=ticks, tickangle=-60),
+        yaxis=dict(title="attention", range=[0, 1]), height=320, margin=dict(l=10, r=10, t=40, b=10),
+    )
+    return fig
+
+
+def layer_head_heatmap(values: np.ndarray, title: str, selected: tuple[int, int] | None = None,
+                       colorscale: str = "Viridis") -> go.Figure:
+    """A layer x head grid of one score (rows: layers, columns: heads)."""
+    L, H = values.shape
+    fig = go.Figure(go.Heatmap(
+        z=values, x=[f"H{h}" for h in range(H)], y=[f"L{l}" for l in range(L)], colorscale=colorscale,
+        hovertemplate="%{y}%{x}: %{z:.3f}<extra></extra>",
+        text=[[f"{v:.2f}" for v in row] for row in values],
+        texttemplate="%{text}" if L * H <= 64 else None,
+    ))
+    if selected is not None:
+        fig.add_shape(type="rect", x0=selected[1] - 0.5, x1=selected[1] + 0.5, y0=selected[0] - 0.5,
+                      y1=selected[0] + 0.5, line=dict(color="red", width=3))
+    fig.update_layout(title=title, yaxis=dict(autorange="reversed"),
+                      height=max(220, 60 + 28 * L), margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+# ============================================================================ head scan
+def scan_frame(scan: dict[str, Any]) -> pd.DataFrame:
+    """``head_scan`` output as a tidy table: score, layer, head, value."""
+    rows = []
+    for name, hs in scan.items():
+        scores = hs.scores if hasattr(hs, "scores") else hs
+        arr = torch.as_tensor(scores).detach().float().cpu().numpy()
+        if arr.ndim != 2:
+            continue
+        for l in range(arr.shape[0]):
+            for h in range(arr.shape[1]):
+                rows.append((str(name), l, h, float(arr[l, h])))
+    return pd.DataFrame(rows, columns=["score", "layer", "head", "value"])
+
+
+def scan_matrix(df: pd.DataFrame, score: str) -> np.ndarray:
+    """One score of a tidy scan table as a [layer, head] array."""
+    sub = df[df["score"] == score]
+    if sub.empty:
+        raise AppInputError(f"no score {score!r} in the scan; scores: {sorted(df['score'].unique())}")
+    L, H = int(sub["layer"].max()) + 1, int(sub["head"].max()) + 1
+    out = np.full((L, H), np.nan)
+    out[sub["layer"].to_numpy(), sub["head"].to_numpy()] = sub["value"].to_numpy()
+    return out
+
+
+def top_heads(df: pd.DataFrame, score: str | None = None, n: int = 10) -> pd.DataFrame:
+    """Wide table, one row per head (L{l}H{h}) with every score, sorted by ``score`` descending."""
+    wide = df.pivot_table(index=["layer", "head"], columns="score", values="value").reset_index()
+    wide.columns.name = None
+    wide.insert(0, "head_id", [f"L{l}H{h}" for l, h in zip(wide["layer"], wide["head"])])
+    key = score or next((c for c in wide.columns if c not in ("head_id", "layer", "head")), None)
+    if key is not None:
+        wide = wide.sort_values(key, ascending=False, kind="stable")
+    return wide.head(n).reset_index(drop=True)
+
+
+def parse_head_id(head_id: str) -> tuple[int, int]:
+    """``"L1H3"`` -> (1, 3)."""
+    s = head_id.strip().upper()
+    if not s.startswith("L") or "H" not in s:
+        raise AppInputError(f"head {head_id!r} is not of the form L<layer>H<head>, e.g. L1H3")
+    layer, head = s[1:].split("H", 1)
+    return int(layer), int(head)
+
+
+# ============================================================================ results store
+def load_results(folder: str | Path) -> pd.DataFrame:
+    """Every result row under ``folder`` (Parquet files written by sweeps) as one DataFrame.
+
+    A sweep results store (``units/*.parquet``) is read with ``ResultsStore.frame``; any other
+    folder of Parquet files is read with DuckDB (``**/*.parquet``, columns unioned by name).
+    Raises AppInputError when the folder is missing or holds no results.
+    """
+    path = Path(folder).expanduser()
+    if not str(folder).strip():
+        raise AppInputError("no results folder given; run a sweep (`iclwb sweep run CONFIG`) or "
+                            "`iclwb demo`, then pass its folder: `iclwb app --results DIR`")
+    if not path.is_dir():
+        raise AppInputError(f"results folder {str(path)!r} does not exist; run `iclwb demo` or a "
+                            f"sweep first, or pass the right folder with `iclwb app --results DIR`")
+    df = _store_read(path)
+    if df is None:
+        files = sorted(path.rglob("*.parquet"))
+        if not files:
+            raise AppInputError(f"results folder {str(path)!r} holds no Parquet result files; run "
+                                f"`iclwb demo` or `iclwb sweep run CONFIG` to fill it")
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            glob = str(path / "**" / "*.parquet")
+            df = con.execute("SELECT * FROM read_parquet(?, union_by_name=true)", [glob]).df()
+        finally:
+            con.close()
+    if df.empty:
+        raise AppInputError(f"results folder {str(path)!r} holds no result rows yet")
+    return df
+
+
+def _store_read(path: Path) -> pd.DataFrame | None:
+    """The rows of a sweep results store (``experiments.sweep.store.ResultsStore``), or None if
+    ``path`` is not one (then plain Parquet files are read)."""
+    if not (path / "units").is_dir():
+        return None
+    try:
+        from experiments.sweep.store import ResultsStore
+    except ImportError:
+        return None
+    return ResultsStore(path, create=False).frame()
+
+
+FILTER_COLUMNS: tuple[str, ...] = ("model", "task", "k", "analysis")
+
+
+def filter_options(df: pd.DataFrame) -> dict[str, list[Any]]:
+    """The values a user can filter each of model, task, k, analysis by (columns present only)."""
+    out = {}
+    for col in FILTER_COLUMNS:
+        if col in df.columns:
+            out[col] = sorted(df[col].dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+    return out
+
+
+def filter_results(df: pd.DataFrame, **selected: Sequence[Any] | None) -> pd.DataFrame:
+    """Rows whose column values are in the selected lists (an empty or None list keeps all)."""
+    mask = pd.Series(True, index=df.index)
+    for col, values in selected.items():
+        if values and col in df.columns:
+            mask &= df[col].isin(list(values))
+    return df[mask]
+
+
+def metric_names(df: pd.DataFrame) -> list[str]:
+    """Metrics a user can plot: the ``metric`` column's values (tidy) or the numeric columns."""
+    if "metric" in df.columns and "value" in df.columns:
+        return sorted(df["metric"].dropna().astype(str).unique().tolist())
+    skip = set(FILTER_COLUMNS) | {"seed", "layer", "head", "wall_time", "wall_s"}
+    return [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def metric_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of one metric with its value in a ``value`` column."""
+    if "metric" in df.columns and "value" in df.columns:
+        sub = df[df["metric"].astype(str) == metric].copy()
+    elif metric in df.columns:
+        sub = df.copy()
+        sub["value"] = sub[metric]
+    else:
+        raise AppInputError(f"no metric {metric!r} in these results; metrics: {metric_names(df)}")
+    sub["value"] = pd.to_numeric(sub["value"], errors="coerce")
+    return sub.dropna(subset=["value"])
+
+
+def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model") -> go.Figure:
+    """Mean (± std over the other columns, e.g. seeds) of ``metric`` against ``x``, one line per
+    ``color`` group; a bar chart when ``x`` is categorical."""
+    sub = metric_series(df, metric)
+    if x not in sub.columns:
+        raise AppInputError(f"cannot plot against {x!r}: no such column")
+    groups = [color] if color and color in sub.columns and color != x else []
+    agg = sub.groupby(groups + [x], dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    agg["std"] = agg["std"].fillna(0.0)
+    fig = go.Figure()
+    numeric_x = pd.api.types.is_numeric_dtype(agg[x])
+    for key, part in (agg.groupby(groups, dropna=False) if groups else [("all", agg)]):
+        name = str(key[0] if isinstance(key, tuple) else key)
+        part = part.sort_values(x)
+        kw = dict(x=part[x], y=part["mean"], name=name,
+                  error_y=dict(type="data", array=part["std"], visible=True),
+                  customdata=part["count"], hovertemplate=f"{x}=%{{x}}<br>{metric}=%{{y:.4f}}"
+                  "<br>n=%{customdata}<extra>" + name + "</extra>")
+        fig.add_trace(go.Scatter(mode="lines+markers", **kw) if numeric_x else go.Bar(**kw))
+    fig.update_layout(title=f"{metric} by {x}", xaxis_title=x, yaxis_title=metric, height=400,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def results_csv(df: pd.DataFrame) -> bytes:
+    """The table as UTF-8 CSV bytes (what the download button serves)."""
+    return df.to_csv(index=False).encode("utf-8")
