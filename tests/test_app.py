@@ -1,0 +1,159 @@
+"""The Streamlit app, headless (streamlit.testing AppTest): every page runs, shows its figures and
+tables, shows the library's numbers for the same inputs, and turns bad input into st.error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from experiments import app_logic as al
+from tests.test_app_logic import make_store
+
+MAIN = Path(__file__).resolve().parents[1] / "app" / "main.py"
+TIMEOUT = 180
+
+
+def app(results: Path | str = "") -> AppTest:
+    at = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT)
+    at.session_state["results_dir"] = str(results)
+    return at
+
+
+def n_charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def metric(at: AppTest, label: str) -> float:
+    return float(next(m for m in at.metric if m.label == label).value)
+
+
+@pytest.fixture(scope="module")
+def induction():
+    from experiments.models import load_model
+
+    return load_model("induction-2l")
+
+
+def library_label_mass(model, task: str, k: int, seed: int, layer: int, head: int) -> float:
+    """Attention from the read-out to the label tokens, straight from probes/ and experiments.tasks."""
+    from experiments.tasks import make_prompts
+    from probes.heads import attention_patterns
+
+    batch = make_prompts(task, k, 1, seed)
+    pat = attention_patterns(model, batch.tokens)  # [L, B, H, q, k]
+    return float(pat[layer, 0, head, int(batch.readout[0]), batch.label[0]].sum())
+
+
+@pytest.mark.slow
+def test_explorer_shows_library_numbers_and_head_buttons(induction):
+    at = app().run()
+    no_exception(at)
+    assert n_charts(at) == 3  # head grid, attention pattern, read-out bars
+    assert at.selectbox(key="explorer_model_select").value == "induction-2l"
+    task, k = at.selectbox(key="ex_task").value, int(at.number_input(key="ex_k").value)
+    assert task == "induction"
+    assert metric(at, "read-out → labels") == pytest.approx(
+        library_label_mass(induction, task, k, 0, 0, 0), abs=1e-4)
+    at.button(key="ex_btn_1_2").click().run()
+    no_exception(at)
+    assert (at.session_state["ex_layer"], at.session_state["ex_head"]) == (1, 2)
+    assert at.subheader[-1].value == "Head L1H2"
+    assert metric(at, "read-out → labels") == pytest.approx(
+        library_label_mass(induction, task, k, 0, 1, 2), abs=1e-4)
+    # a new seed gives a new prompt, and the numbers follow the library
+    at.number_input(key="ex_seed").set_value(5).run()
+    no_exception(at)
+    assert metric(at, "read-out → labels") == pytest.approx(
+        library_label_mass(induction, task, k, 5, 1, 2), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_explorer_bad_input_shows_errors_not_tracebacks():
+    at = app().run()
+    at.number_input(key="ex_k").set_value(6).run()  # 7 copies of a 20-token segment > n_ctx 64
+    no_exception(at)
+    assert any("context" in e.value for e in at.error)
+    at.radio(key="ex_source").set_value("Typed prompt").run()
+    at.text_area(key="ex_text").input("3 17 42 | 8 21 5 | 3 17").run()
+    no_exception(at)
+    assert not at.error and n_charts(at) == 3
+    at.text_area(key="ex_text").input("3 17 banana").run()
+    no_exception(at)
+    assert any("not a token id" in e.value for e in at.error)
+    at.text_area(key="ex_text").input(" ".join(["7"] * 80)).run()
+    assert any("n_ctx" in e.value for e in at.error)
+    at.selectbox(key="explorer_model_select").set_value(al_other()).run()
+    at.text_input(key="explorer_model_other").input("no-such-model").run()
+    no_exception(at)
+    assert any("unknown model 'no-such-model'" in e.value for e in at.error)
+
+
+def al_other() -> str:
+    import sys
+
+    sys.path.insert(0, str(MAIN.parent))
+    import iclwb_ui
+
+    return iclwb_ui.OTHER
+
+
+@pytest.mark.slow
+def test_head_scan_page_numbers_and_click_through(induction):
+    from experiments.scan import head_scan
+
+    at = app().run()
+    at.switch_page("pages/2_head_scan.py").run()
+    no_exception(at)
+    scan = head_scan(induction, seed=0)
+    assert n_charts(at) == len(scan)
+    table = at.dataframe[0].value
+    score = at.selectbox(key="scan_sort").value
+    best = scan[score].scores.max().item()
+    assert table[score].iloc[0] == pytest.approx(best, abs=1e-6)
+    l, h, _ = scan[score].top(1)[0]
+    assert table["head_id"].iloc[0] == f"L{l}H{h}"
+    # sort by another score: the table follows
+    other = [s for s in scan if s != score][0]
+    at.selectbox(key="scan_sort").set_value(other).run()
+    assert at.dataframe[0].value[other].iloc[0] == pytest.approx(scan[other].scores.max().item(), abs=1e-6)
+    # click through to the explorer on a chosen head
+    at.selectbox(key="scan_open_head").set_value("L1H1").run()
+    at.button(key="scan_open").click().run()
+    no_exception(at)
+    assert at.title[0].value.endswith("Attention explorer")
+    assert (at.session_state["ex_layer"], at.session_state["ex_head"]) == (1, 1)
+    assert at.subheader[-1].value == "Head L1H1"
+
+
+def test_results_page_filters_plots_and_downloads(tmp_path):
+    root = make_store(tmp_path / "store")
+    at = app(root).run()
+    at.switch_page("pages/5_results.py").run()
+    no_exception(at)
+    assert n_charts(at) == 1 and len(at.dataframe) == 1
+    assert len(at.dataframe[0].value) == len(al.load_results(root))
+    at.multiselect(key="res_filter_model").set_value(["induction-2l"]).run()
+    at.multiselect(key="res_filter_k").set_value([2]).run()
+    at.selectbox(key="res_metric").set_value("accuracy").run()
+    no_exception(at)
+    shown = at.dataframe[0].value
+    assert set(shown["model"]) == {"induction-2l"} and set(shown["k"]) == {2}
+    acc = shown[shown["metric"] == "accuracy"]["value"]
+    assert sorted(acc) == pytest.approx([0.2, 0.21])
+    assert at.get("download_button")
+
+
+def test_results_page_empty_folder_is_a_message(tmp_path):
+    at = app(tmp_path).run()
+    at.switch_page("pages/5_results.py").run()
+    no_exception(at)
+    assert any("no Parquet result files" in e.value for e in at.error)
+    at.text_input(key="res_folder").input(str(tmp_path / "nope")).run()
+    assert any("does not exist" in e.value for e in at.error)

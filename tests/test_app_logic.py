@@ -1,0 +1,232 @@
+"""The app's pure logic (experiments.app_logic, experiments.app_cli): known answers and invariants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from experiments import app_logic as al
+from probes.heads import attention_patterns
+from probes.prompt import PromptError
+from tests.conftest import tiny_bridge
+
+
+def make_store(root: Path, models=("induction-2l", "icl-classify"), ks=(1, 2, 4), seeds=(0, 1)) -> Path:
+    """A small sweep results store with known numbers: accuracy = 0.1 * k + 0.01 * seed (+0.5 for
+    the second model), plus an attention metric by layer."""
+    from experiments.sweep.config import Unit
+    from experiments.sweep.store import ResultsStore
+
+    store = ResultsStore(root)
+    for mi, model in enumerate(models):
+        for k in ks:
+            for seed in seeds:
+                table = pd.DataFrame({
+                    "metric": ["accuracy", "accuracy_gd", "attn_to_label", "attn_to_label"],
+                    "value": [0.1 * k + 0.01 * seed + 0.5 * mi, 0.05 * k, 0.2, 0.4],
+                    "layer": [-1, -1, 0, 1],
+                })
+                store.write_unit(Unit(model=model, task="classify", k=k, seed=seed,
+                                      analysis="icl_vs_gd"), table, provenance={"wall_time_s": 0.1})
+    return root
+
+
+# ------------------------------------------------------------------------------------ prompts
+def test_kv_recall_prompt_roles_and_answer():
+    b = al.kv_recall_prompt(vocab=50, k=5, seed=3)
+    assert b.n_demos == 5 and b.seq_len == 3 * 5 + 2
+    labels = b.label_tokens[0].tolist()
+    assert sorted(b.candidates[0].tolist()) == sorted(labels)
+    j = int(b.query_class[0])
+    # the query repeats demonstration j's key and forerunner; its answer is that demo's label
+    assert b.tokens[0, -2:].tolist() == b.tokens[0, 3 * j: 3 * j + 2].tolist()
+    assert int(b.target[0]) == labels[j]
+    roles = b.role_of_positions()[0]
+    assert roles[:3] == ["demo_text", "forerunner", "label"] and roles[-1] == "readout"
+    with pytest.raises(al.AppInputError, match="smaller k"):
+        al.kv_recall_prompt(vocab=10, k=4)
+
+
+def test_parse_token_prompt_roles():
+    model = tiny_bridge(d_vocab=50, n_ctx=16)
+    b = al.parse_prompt(model, "1 2 3 | 4 5 6 7 | 1 2")
+    assert b.tokens[0].tolist() == [1, 2, 3, 4, 5, 6, 7, 1, 2]
+    assert b.role_of_positions()[0] == ["demo_text", "forerunner", "label", "demo_text", "demo_text",
+                                        "forerunner", "label", "query_text", "readout"]
+    plain = al.parse_prompt(model, "5 9 12")
+    assert plain.n_demos == 0 and int(plain.readout[0]) == 2
+
+
+@pytest.mark.parametrize("text, match", [
+    ("1 2 x", "not a token id"),
+    ("1 2 99", "outside the vocabulary"),
+    ("", "empty"),
+    ("1 | 2 3", "forerunner and a label"),
+    (" ".join(["3"] * 17), "context"),
+])
+def test_parse_token_prompt_errors(text, match):
+    model = tiny_bridge(d_vocab=50, n_ctx=16)
+    with pytest.raises(PromptError, match=match):
+        al.parse_prompt(model, text)
+
+
+class _WordTokenizer:
+    """A whitespace tokenizer: each word (with its leading space) or ':' / newline is one token."""
+
+    bos_token_id = 0
+    pad_token_id = 0
+
+    def __init__(self):
+        self.vocab = ["<bos>", ":", "\n"]
+
+    def _id(self, piece):
+        if piece not in self.vocab:
+            self.vocab.append(piece)
+        return self.vocab.index(piece)
+
+    def encode(self, text, add_special_tokens=False):
+        import re
+
+        return [self._id(p) for p in re.findall(r"\s?[^\s:]+|:|\n", text)]
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids)
+
+
+def test_parse_text_prompt_roles_and_single_token_labels():
+    model = tiny_bridge(d_vocab=50, n_ctx=32)
+    model.tokenizer = _WordTokenizer()
+    b = al.parse_prompt(model, "great movie: positive\nawful plot: negative\nloved it:")
+    roles = b.role_of_positions()[0]
+    labels = [model.tokenizer.decode([t]) for t in b.label_tokens[0].tolist()]
+    assert labels == [" positive", " negative"]
+    assert roles[0] == "other" and roles[-1] == "readout" and roles.count("label") == 2
+    assert sorted(b.candidates[0].tolist()) == sorted(b.label_tokens[0].tolist())
+    with pytest.raises(PromptError, match="single tokens"):
+        al.parse_prompt(model, "great movie: very good\nloved it:")
+
+
+def test_vector_model_rejects_prompts():
+    class Vec(torch.nn.Module):
+        cfg = None
+
+    with pytest.raises(PromptError, match="real vectors"):
+        al.parse_prompt(Vec(), "1 2 3")
+    assert al.model_kind(Vec()) == "vector" and al.available_tasks(Vec()) == []
+
+
+# ------------------------------------------------------------------------------------ attention
+def test_prompt_view_matches_probes_and_rows_sum_to_one():
+    model = tiny_bridge(d_vocab=50, n_ctx=32)
+    batch = al.kv_recall_prompt(50, 4, seed=1)
+    view = al.prompt_view(model, batch)
+    ref = attention_patterns(model, batch.tokens)[:, 0].numpy()
+    np.testing.assert_allclose(view.patterns, ref, atol=1e-6)
+    np.testing.assert_allclose(view.patterns.sum(-1), 1.0, atol=1e-5)
+    label_pos = batch.label[0].tolist()
+    mass = al.role_mass(view, "label")
+    np.testing.assert_allclose(mass[1, 2], ref[1, 2, view.readout, label_pos].sum(), atol=1e-6)
+    # every role's mass together is the whole row
+    total = sum(al.role_mass(view, r) for r in set(view.roles))
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    np.testing.assert_allclose(al.readout_attention(view, 0, 1), ref[0, 1, view.readout], atol=1e-6)
+
+
+def test_figures_carry_the_numbers():
+    model = tiny_bridge(d_vocab=50, n_ctx=32)
+    view = al.prompt_view(model, al.kv_recall_prompt(50, 3, seed=0))
+    heat = al.attention_heatmap(view, 1, 3)
+    np.testing.assert_allclose(np.asarray(heat.data[0].z), view.patterns[1, 3])
+    bar = al.readout_bar(view, 1, 3)
+    np.testing.assert_allclose(np.asarray(bar.data[0].y), view.patterns[1, 3, view.readout])
+    assert len(bar.data[0].x) == view.readout + 1
+    grid = al.layer_head_heatmap(al.previous_token_mass(view), "prev", selected=(1, 2))
+    assert np.asarray(grid.data[0].z).shape == (2, 4) and len(grid.layout.shapes) == 1
+    html = al.token_strip_html(["<a>", "b"], ["label", "readout"])
+    assert "&lt;a&gt;" in html and al.ROLE_COLOURS["label"] in html
+
+
+def test_previous_token_mass_known_answer():
+    T = 5
+    pat = np.zeros((1, 2, T, T), dtype=np.float32)
+    pat[0, 0, 0, 0] = 1
+    for i in range(1, T):
+        pat[0, 0, i, i - 1] = 1.0  # head 0: pure previous-token
+    pat[0, 1] = np.tril(np.ones((T, T))) / np.arange(1, T + 1)[:, None]  # head 1: uniform
+    view = al.PromptView(list(range(T)), [str(i) for i in range(T)], ["other"] * T, pat, T - 1, -1)
+    mass = al.previous_token_mass(view)
+    assert mass[0, 0] == pytest.approx(1.0)
+    assert mass[0, 1] == pytest.approx(np.mean([1 / i for i in range(2, T + 1)]))
+
+
+# ------------------------------------------------------------------------------------ head scan
+def test_scan_frame_round_trip_and_top_heads():
+    from probes.heads import HeadScores
+
+    a = torch.tensor([[0.1, 0.9], [0.5, 0.3]])
+    b = torch.tensor([[0.7, 0.2], [0.0, 0.4]])
+    df = al.scan_frame({"induction": HeadScores("induction", a), "copying": HeadScores("copying", b)})
+    np.testing.assert_allclose(al.scan_matrix(df, "induction"), a.numpy())
+    top = al.top_heads(df, "induction", n=3)
+    assert top["head_id"].tolist() == ["L0H1", "L1H0", "L1H1"]
+    assert top["copying"].tolist() == pytest.approx([0.2, 0.0, 0.4])
+    assert al.parse_head_id("L1H0") == (1, 0)
+    with pytest.raises(al.AppInputError):
+        al.parse_head_id("head 3")
+    with pytest.raises(al.AppInputError, match="no score"):
+        al.scan_matrix(df, "nope")
+
+
+# ------------------------------------------------------------------------------------ results
+def test_load_results_errors_name_the_fix(tmp_path):
+    with pytest.raises(al.AppInputError, match="does not exist"):
+        al.load_results(tmp_path / "missing")
+    with pytest.raises(al.AppInputError, match="no Parquet"):
+        al.load_results(tmp_path)
+    (tmp_path / "units").mkdir()
+    (tmp_path / "store.json").write_text("{}")
+    with pytest.raises(al.AppInputError, match="no result rows"):
+        al.load_results(tmp_path)
+
+
+def test_results_filter_plot_and_csv(tmp_path):
+    root = make_store(tmp_path / "store")
+    df = al.load_results(root)
+    assert len(df) == 2 * 3 * 2 * 4
+    opts = al.filter_options(df)
+    assert opts["k"] == [1, 2, 4] and opts["model"] == ["icl-classify", "induction-2l"]
+    sub = al.filter_results(df, model=["induction-2l"], k=[2, 4], analysis=[])
+    assert set(sub["model"]) == {"induction-2l"} and set(sub["k"]) == {2, 4}
+    assert "accuracy" in al.metric_names(df)
+    fig = al.metric_figure(df, "accuracy", x="k", color="model")
+    ind = next(t for t in fig.data if t.name == "induction-2l")
+    # mean over seeds 0 and 1 of 0.1 k + 0.01 seed
+    assert list(ind.y) == pytest.approx([0.1 * k + 0.005 for k in (1, 2, 4)])
+    assert list(ind.error_y.array) == pytest.approx([np.std([0, 0.01], ddof=1)] * 3, abs=1e-9)
+    back = pd.read_csv(__import__("io").BytesIO(al.results_csv(sub)))
+    assert len(back) == len(sub) and set(back["k"]) == {2, 4}
+    # plain Parquet folders (not a store) are read too
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pd.DataFrame({"model": ["m"], "k": [1], "accuracy": [0.25]}).to_parquet(plain / "a.parquet")
+    assert al.metric_names(al.load_results(plain)) == ["accuracy"]
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_app_cli_builds_a_localhost_streamlit_command(tmp_path):
+    from experiments.app_cli import streamlit_command
+    from experiments.cli import build_parser
+
+    args = build_parser().parse_args(["app", "--results", str(tmp_path), "--server.port", "8765",
+                                      "--theme.base=dark"])
+    assert args.results == str(tmp_path) and args.streamlit_args == ["--server.port", "8765",
+                                                                     "--theme.base=dark"]
+    cmd = streamlit_command(args.results, port=9000, extra=args.streamlit_args)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app/main.py")
+    assert cmd[cmd.index("--server.address") + 1] == "localhost"
+    assert cmd[-3:] == ["--", "--results", str(tmp_path.resolve())]
+    assert "--theme.base=dark" in cmd and cmd[cmd.index("--server.port") + 1] == "9000"
