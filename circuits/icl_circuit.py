@@ -1,0 +1,344 @@
+"""The summarize -> semantics-merge -> retrieve-and-copy ICL circuit (Cho et al. 2024, ICLR 2025).
+
+On any model and any PromptBatch with demonstrations and a candidate label set:
+
+1. Summarize (``step="summarize"``): per layer, accuracy of a centroid classifier (nearest class
+   mean, two-fold over the prompts) on the residual stream (``hook_resid_post``) at the query's
+   last text token (``metric="centroid_acc:x_q"``) and at its forerunner s_q (``"centroid_acc:s_q"``).
+2. Semantics merge (``step="merge"``): A[y_i -> s_i] for every head; per layer, the mean number of
+   heads (over prompts and demonstrations) whose weight exceeds 5/n_tokens (``n_heads:correct``) and
+   the copy magnitude, the largest head-mean weight (``copy_magnitude:correct``); again with every
+   demonstration label replaced by a wrong candidate (``...:wrong``).
+3. Retrieve and copy (``step="retrieve"``): per head, induction magnitude M = sum_i A[s_q -> y_i]
+   and correctness C = sum_{y_i = target} - sum_{y_i != target} A[s_q -> y_i] (means over prompts);
+   the label distribution p(c) ~ sum_{y_i = c} A[s_q -> y_i] of the best head (largest C): its mean
+   p(target) and accuracy.
+4. Ablations (``step="ablation"``): attention knockouts on a window of layers (all heads), each
+   beside its matched random control; accuracy among the candidates, plus unablated and zero-shot.
+
+``circuit_table`` runs all four on one batch per seed and returns one tidy pandas table: columns
+step, layer, head, metric, value, window, model, task, k, seed, n_prompts (layer/head -1 where a row
+is not per layer/head).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.interventions import (
+    Intervention, InterventionError, knockout, layer_window, random_control, readout_forward, sweep,
+)
+from circuits.patching import accuracy_metric
+from probes.prompt import PromptBatch, PromptBuilder
+
+COLUMNS = ["step", "layer", "head", "metric", "value", "window", "model", "task", "k", "seed", "n_prompts"]
+
+# name -> (query role, key role, pairing), Cho et al. Table 1 lines 2-5 and Table 2.
+ABLATIONS: dict[str, tuple[str, str, str]] = {
+    "xi_to_si": ("forerunner", "demo_text", "same_demo"),  # s_i <- its own x_i
+    "xq_to_sq": ("readout", "query", "all"),  # s_q <- x_q and itself
+    "si_to_yi": ("label", "forerunner", "same_demo"),  # y_i <- s_i
+    "yi_to_sq": ("readout", "label", "all"),  # s_q <- every y_i
+    "si_to_sj": ("forerunner", "forerunner", "demo_le"),  # s_j <- s_i, i <= j
+}
+
+
+class CircuitError(InterventionError):
+    """A batch or model that the circuit analysis cannot use; the message says what is missing."""
+
+
+def _check(batch: PromptBatch) -> None:
+    if batch.n_demos == 0:
+        raise CircuitError("the circuit needs demonstrations: build the batch with k >= 1")
+    if batch.candidates is None or batch.target is None:
+        raise CircuitError("the circuit needs batch.candidates (the label set) and batch.target")
+
+
+# ---------------------------------------------------------------------- capture
+def _capture_rows(model: Any, batch: PromptBatch, chunk: int = 16) -> dict[str, Tensor]:
+    """Residual streams at x_q's last token and s_q, and the attention rows of y_i and s_q.
+
+    Returns resid_xq / resid_sq [L, B, d], label_rows [L, B, H, K, T], readout_rows [L, B, H, T].
+    Only those rows are kept (gathered inside the hooks).
+    """
+    batch = batch.trim()
+    L = int(model.cfg.n_layers)
+    out: dict[str, list[Tensor]] = {"resid_xq": [], "resid_sq": [], "label_rows": [], "readout_rows": []}
+    for part in batch.batches(chunk):
+        part = part.trim()
+        B = part.batch_size
+        rows = torch.arange(B)
+        xq = (part.query_text[:, 1] - 1).clamp(min=0)
+        lab = part.label.clamp(min=0)
+        store: dict[str, list[Any]] = {k: [None] * L for k in out}
+
+        def resid_hook(l: int) -> Callable[..., None]:
+            def fn(x: Tensor, hook: Any) -> None:
+                store["resid_xq"][l] = x[rows, xq].detach().float()
+                store["resid_sq"][l] = x[rows, part.readout].detach().float()
+            return fn
+
+        def pattern_hook(l: int) -> Callable[..., None]:
+            def fn(p: Tensor, hook: Any) -> None:
+                idx = lab[:, None, :, None].expand(B, p.shape[1], lab.shape[1], p.shape[-1])
+                store["label_rows"][l] = p.gather(2, idx).detach().float()
+                store["readout_rows"][l] = p[rows, :, part.readout].detach().float()
+            return fn
+
+        hooks = [(f"blocks.{l}.hook_resid_post", resid_hook(l)) for l in range(L)]
+        hooks += [(f"blocks.{l}.attn.hook_pattern", pattern_hook(l)) for l in range(L)]
+        with torch.no_grad():
+            readout_forward(model, part.tokens, part.readout, hooks)
+        T = batch.seq_len
+        for k in out:
+            t = torch.stack(store[k])
+            if k in ("label_rows", "readout_rows") and t.shape[-1] < T:
+                t = torch.nn.functional.pad(t, (0, T - t.shape[-1]))
+            out[k].append(t)
+    return {k: torch.cat(v, dim=1) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------- step 1
+def centroid_accuracy(x: Float[Tensor, "n d"], y: Tensor, folds: int = 2, seed: int = 0) -> float:
+    """Accuracy of a nearest-class-mean classifier (Cho et al.'s centroid probe), k-fold.
+
+    Each fold's class means come from the other folds; classes missing from the training folds
+    cannot be predicted.
+    """
+    n = x.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    correct = 0
+    classes = y.unique()
+    for f in range(folds):
+        test = perm[f::folds]
+        train = torch.ones(n, dtype=torch.bool)
+        train[test] = False
+        mus, cls = [], []
+        for c in classes:
+            sel = train & (y == c)
+            if sel.any():
+                mus.append(x[sel].mean(0))
+                cls.append(c)
+        mu = torch.stack(mus)
+        d = torch.cdist(x[test], mu)
+        pred = torch.stack(cls)[d.argmin(-1)]
+        correct += int((pred == y[test]).sum())
+    return correct / n
+
+
+def _summarize_probe() -> Callable[[Tensor, Tensor], float] | None:
+    """probes.representation's centroid probe when it exists (the shared implementation)."""
+    try:
+        from probes import representation  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(representation, "centroid_probe_accuracy", None)
+    return fn if callable(fn) else None
+
+
+def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0) -> list[dict]:
+    y = batch.query_class if batch.query_class is not None and (batch.query_class >= 0).all() else batch.target
+    rows = []
+    for name, key in (("x_q", "resid_xq"), ("s_q", "resid_sq")):
+        for l in range(cap[key].shape[0]):
+            acc = centroid_accuracy(cap[key][l], y, seed=seed)
+            rows.append(dict(step="summarize", layer=l, head=-1, metric=f"centroid_acc:{name}", value=acc))
+    return rows
+
+
+# ---------------------------------------------------------------------- step 2
+def wrong_label_batch(batch: PromptBatch, seed: int = 0) -> PromptBatch:
+    """The same prompts with every demonstration label replaced by a different candidate."""
+    _check(batch)
+    g = torch.Generator().manual_seed(seed)
+    toks = batch.tokens.clone()
+    for b in range(batch.batch_size):
+        cands = [int(c) for c in batch.candidates[b] if c >= 0]
+        if len(cands) < 2:
+            raise CircuitError("wrong labels need at least two candidate labels per prompt")
+        for i in range(batch.n_demos):
+            p = int(batch.label[b, i])
+            if p < 0:
+                continue
+            others = [c for c in cands if c != int(toks[b, p])]
+            toks[b, p] = others[int(torch.randint(len(others), (1,), generator=g))]
+    from dataclasses import replace
+
+    return replace(batch, tokens=toks)
+
+
+def merge_rows(label_rows: Tensor, batch: PromptBatch, tag: str) -> list[dict]:
+    """A[y_i -> s_i] per head, and per layer the head count above 5/n_tokens and the copy magnitude."""
+    L, B, H, K, T = label_rows.shape
+    s = batch.forerunner.clamp(min=0)
+    a = label_rows.gather(-1, s[None, :, None, :, None].expand(L, B, H, K, 1)).squeeze(-1)  # [L,B,H,K]
+    valid = batch.demo_mask[None, :, None, :].float()
+    thresh = (5.0 / batch.lengths.float())[None, :, None, None]
+    above = ((a > thresh).float() * valid).sum(2)  # [L, B, K] heads above threshold
+    n_heads = above.sum((1, 2)) / valid[0, :, 0].sum()
+    head_mean = (a * valid).sum((1, 3)) / valid.sum((1, 3))  # [L, H]
+    rows = []
+    for l in range(L):
+        rows.append(dict(step="merge", layer=l, head=-1, metric=f"n_heads:{tag}", value=float(n_heads[l])))
+        rows.append(dict(step="merge", layer=l, head=-1, metric=f"copy_magnitude:{tag}",
+                         value=float(head_mean[l].max())))
+        for h in range(H):
+            rows.append(dict(step="merge", layer=l, head=h, metric=f"A[y_i->s_i]:{tag}",
+                             value=float(head_mean[l, h])))
+    return rows
+
+
+# ---------------------------------------------------------------------- step 3
+def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
+    """Induction magnitude M, correctness C per head; the best head's label distribution."""
+    L, B, H, T = readout_rows.shape
+    lab = batch.label.clamp(min=0)
+    a = readout_rows.gather(-1, lab[None, :, None, :].expand(L, B, H, lab.shape[1]))  # [L,B,H,K]
+    valid = batch.demo_mask[None, :, None, :]
+    a = a * valid
+    ytok = batch.label_tokens  # [B, K]
+    correct = (ytok == batch.target[:, None])[None, :, None, :]
+    M = a.sum(-1).mean(1)  # [L, H]
+    C = (torch.where(correct, a, -a) * valid).sum(-1).mean(1)
+    rows = []
+    for l in range(L):
+        for h in range(H):
+            rows.append(dict(step="retrieve", layer=l, head=h, metric="M", value=float(M[l, h])))
+            rows.append(dict(step="retrieve", layer=l, head=h, metric="C", value=float(C[l, h])))
+    flat = int(C.flatten().argmax())
+    bl, bh = flat // H, flat % H
+    cand = batch.candidates  # [B, n_cand]
+    # p(c) ~ sum_{y_i = c} A[s_q -> y_i] for the best head
+    match = (ytok[:, :, None] == cand[:, None, :]) & batch.demo_mask[:, :, None]  # [B, K, n_cand]
+    mass = (a[bl, :, bh, :, None] * match).sum(1)  # [B, n_cand]
+    p = mass / mass.sum(-1, keepdim=True).clamp(min=1e-12)
+    is_t = cand == batch.target[:, None]
+    p_t = (p * is_t).sum(-1)
+    pred_ok = is_t.gather(1, p.argmax(-1, keepdim=True)).squeeze(1) & (mass.sum(-1) > 0)
+    rows.append(dict(step="retrieve", layer=bl, head=bh, metric="best_head_p_target", value=float(p_t.mean())))
+    rows.append(dict(step="retrieve", layer=bl, head=bh, metric="best_head_accuracy", value=float(pred_ok.float().mean())))
+    rows.append(dict(step="retrieve", layer=-1, head=-1, metric="chance", value=float(1.0 / (cand >= 0).sum(-1).float().mean())))
+    return rows
+
+
+# ---------------------------------------------------------------------- step 4
+def zero_shot_batch(batch: PromptBatch) -> PromptBatch:
+    """Each prompt with its demonstrations removed: the tokens before demo 0, then x_q and s_q."""
+    rows = []
+    for b in range(batch.batch_size):
+        pb = PromptBuilder()
+        first = int(batch.demo_text[b, 0, 0]) if batch.n_demos and batch.demo_text[b, 0, 0] >= 0 else int(batch.query_text[b, 0])
+        pb.add(batch.tokens[b, :first].tolist())
+        qs, qe = batch.query_text[b].tolist()
+        L = int(batch.lengths[b])
+        pb.query(batch.tokens[b, qs:qe].tolist(), batch.tokens[b, qe:L].tolist())
+        rows.append(pb.build(target=int(batch.target[b]), candidates=[int(c) for c in batch.candidates[b]],
+                             query_class=-1 if batch.query_class is None else int(batch.query_class[b]),
+                             pad_id=batch.pad_id))
+    return PromptBatch.concat(rows)
+
+
+def ablation_interventions(layers: Sequence[int], seed: int = 0,
+                           names: Sequence[str] = tuple(ABLATIONS)) -> list[Intervention]:
+    """Each named knockout on ``layers`` (all heads), followed by its random control."""
+    out = []
+    for name in names:
+        q, k, pairing = ABLATIONS[name]
+        iv = knockout(q, k, layers, pairing=pairing, name=name)
+        out += [iv, random_control(iv, seed=seed)]
+    return out
+
+
+def ablation_rows(model: Any, batch: PromptBatch, layers: Sequence[int], seed: int = 0,
+                  zero_shot: PromptBatch | None = None) -> list[dict]:
+    ivs = ablation_interventions(layers, seed)
+    with torch.no_grad():
+        accs = sweep(model, batch, ivs, accuracy_metric, max_rows=256)
+        base = accuracy_metric(readout_forward(model, batch.trim().tokens, batch.readout), batch)
+        zs = zero_shot if zero_shot is not None else zero_shot_batch(batch)
+        zacc = accuracy_metric(readout_forward(model, zs.trim().tokens, zs.readout), zs)
+    rows = [dict(step="ablation", layer=-1, head=-1, metric="acc:unablated", value=float(base)),
+            dict(step="ablation", layer=-1, head=-1, metric="acc:zero_shot", value=float(zacc))]
+    for iv, acc in zip(ivs, accs):
+        rows.append(dict(step="ablation", layer=-1, head=-1, metric=f"acc:{iv.name.replace(' (random)', ':random')}",
+                         value=float(acc)))
+    return rows
+
+
+# ---------------------------------------------------------------------- the whole circuit
+def run_circuit(model: Any, batch: PromptBatch, seed: int = 0, window: tuple[float, float] = (0.0, 0.25),
+                layers: Sequence[int] | None = None, zero_shot: PromptBatch | None = None,
+                steps: Sequence[str] = ("summarize", "merge", "retrieve", "ablation")) -> pd.DataFrame:
+    """All steps on one batch; ``layers`` overrides the fractional ``window`` of ablated layers."""
+    _check(batch)
+    model.eval()
+    batch = batch.trim()
+    abl_layers = list(layers) if layers is not None else layer_window(int(model.cfg.n_layers), *window)
+    win = f"{min(abl_layers)}-{max(abl_layers)}"
+    rows: list[dict] = []
+    if any(s in steps for s in ("summarize", "merge", "retrieve")):
+        cap = _capture_rows(model, batch)
+        if "summarize" in steps:
+            rows += summarize_rows(cap, batch, seed)
+        if "merge" in steps:
+            rows += merge_rows(cap["label_rows"], batch, "correct")
+            wrong = wrong_label_batch(batch, seed)
+            rows += merge_rows(_capture_rows(model, wrong)["label_rows"], wrong, "wrong")
+        if "retrieve" in steps:
+            rows += retrieve_rows(cap["readout_rows"], batch)
+    if "ablation" in steps:
+        rows += ablation_rows(model, batch, abl_layers, seed, zero_shot)
+    df = pd.DataFrame(rows)
+    df["window"] = win
+    df["seed"] = seed
+    df["n_prompts"] = batch.batch_size
+    df["k"] = batch.n_demos
+    df["model"] = batch.meta.get("model", "")
+    df["task"] = batch.meta.get("task", "")
+    return df
+
+
+def circuit_table(model: Any, batches: Mapping[int, PromptBatch], model_name: str = "", task: str = "",
+                  zero_shot: Mapping[int, PromptBatch] | None = None, **kw: Any) -> pd.DataFrame:
+    """``run_circuit`` for each seed's batch, stacked into one tidy table with provenance."""
+    parts = []
+    for seed, batch in batches.items():
+        df = run_circuit(model, batch, seed=seed, zero_shot=None if zero_shot is None else zero_shot.get(seed), **kw)
+        df["model"] = model_name or df["model"]
+        df["task"] = task or df["task"]
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread over seeds of every (step, layer, head, metric)."""
+    g = table.groupby(["model", "task", "step", "layer", "head", "metric", "window", "k"], sort=False)["value"]
+    out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    out["n_prompts"] = table.groupby(["model", "task"])["n_prompts"].transform("first").iloc[0] if len(table) else 0
+    return out
+
+
+def ablation_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per ablation: accuracy (mean, std over seeds) beside its random control."""
+    abl = table[table.step == "ablation"]
+    rows = []
+    for (model, task), t in abl.groupby(["model", "task"], sort=False):
+        stats = t.groupby("metric")["value"].agg(["mean", "std", "count"])
+        n = int(t["n_prompts"].iloc[0])
+        win = t["window"].iloc[0]
+        for name in ["unablated", "zero_shot", *ABLATIONS]:
+            key = f"acc:{name}"
+            if key not in stats.index:
+                continue
+            r = dict(model=model, task=task, ablation=name, window=win, acc_mean=stats.loc[key, "mean"],
+                     acc_std=stats.loc[key, "std"], n_seeds=int(stats.loc[key, "count"]), n_prompts=n)
+            rk = f"acc:{name}:random"
+            if rk in stats.index:
+                r.update(random_mean=stats.loc[rk, "mean"], random_std=stats.loc[rk, "std"])
+            rows.append(r)
+    return pd.DataFrame(rows)
