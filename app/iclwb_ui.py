@@ -33,7 +33,7 @@ def builtin_names() -> list[str]:
 def show_error(err: BaseException, what: str = "") -> None:
     """A clear message on the page instead of a traceback."""
     prefix = f"{what}: " if what else ""
-    st.error(f"{prefix}{err}", icon="🚫")
+    st.error(f"{prefix}{err}", icon=":material/error:")
 
 
 def model_picker(key: str, default: str = "induction-2l", label: str = "Model") -> str:

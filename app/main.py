@@ -24,15 +24,15 @@ def _cli_results() -> str:
     return args.results or os.environ.get("ICLWB_RESULTS", "results/demo")
 
 
-st.set_page_config(page_title="ICL Workbench", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="ICL Workbench", page_icon=":material/biotech:", layout="wide")
 st.session_state.setdefault("results_dir", _cli_results())
 
 PAGES = [
-    st.Page(str(HERE / "pages" / "1_explorer.py"), title="Attention explorer", icon="🔍",
+    st.Page(str(HERE / "pages" / "1_explorer.py"), title="Attention explorer", icon=":material/search:",
             url_path="explorer", default=True),
-    st.Page(str(HERE / "pages" / "2_head_scan.py"), title="Head scan", icon="🧭", url_path="head_scan"),
-    st.Page(str(HERE / "pages" / "3_circuit.py"), title="Circuit", icon="🔌", url_path="circuit"),
-    st.Page(str(HERE / "pages" / "4_icl_vs_gd.py"), title="ICL vs GD", icon="📉", url_path="icl_vs_gd"),
-    st.Page(str(HERE / "pages" / "5_results.py"), title="Results", icon="🗂️", url_path="results"),
+    st.Page(str(HERE / "pages" / "2_head_scan.py"), title="Head scan", icon=":material/grid_view:", url_path="head_scan"),
+    st.Page(str(HERE / "pages" / "3_circuit.py"), title="Circuit", icon=":material/account_tree:", url_path="circuit"),
+    st.Page(str(HERE / "pages" / "4_icl_vs_gd.py"), title="ICL vs GD", icon=":material/show_chart:", url_path="icl_vs_gd"),
+    st.Page(str(HERE / "pages" / "5_results.py"), title="Results", icon=":material/table_view:", url_path="results"),
 ]
 st.navigation(PAGES).run()

@@ -29,7 +29,7 @@ def set_head(layer: int, head: int) -> None:
     st.session_state["ex_head"] = head
 
 
-st.title("🔍 Attention explorer")
+st.title("Attention explorer")
 goto = st.session_state.pop("explorer_goto", None)  # set by the head-scan page
 if goto is not None:
     st.session_state["explorer_model_goto"] = goto["model"]

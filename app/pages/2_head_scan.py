@@ -21,7 +21,7 @@ def cached_scan(model_name: str, seed: int):
     return al.scan_frame(head_scan(ui.get_model(model_name), seed=seed))
 
 
-st.title("🧭 Head scan")
+st.title("Head scan")
 st.caption("Layer × head tables of every head score in probes/ (previous-token, induction, prefix "
            "matching, copying, n-gram, ...), computed on the prompts each score defines.")
 c1, c2 = st.columns([3, 1])

@@ -27,7 +27,7 @@ def cached_results(folder: str, signature: tuple):
     return al.load_results(folder)
 
 
-st.title("🗂️ Results")
+st.title("Results")
 folder = st.text_input("Results folder", value=st.session_state.get("results_dir", ""),
                        key="res_folder", help="Written by `iclwb sweep run` or `iclwb demo`")
 try:
