@@ -1,0 +1,86 @@
+"""The summarize-merge-retrieve circuit on the hand-built label-copy model (known answers)."""
+
+import pytest
+import torch
+
+from circuits import icl_circuit as C
+from circuits import toy
+from circuits.interventions import layer_window
+
+
+@pytest.fixture(scope="module")
+def table():
+    model = toy.label_copy_model()
+    batches = {s: toy.label_copy_batch(16, 3, seed=s) for s in (0, 1)}
+    return C.circuit_table(model, batches, model_name="label-copy-toy", task="label-copy")
+
+
+def _val(t, step, metric, **kw):
+    sel = t[(t.step == step) & (t.metric == metric)]
+    for k, v in kw.items():
+        sel = sel[sel[k] == v]
+    return sel.value
+
+
+def test_table_is_tidy_with_provenance(table):
+    assert list(table.columns) == C.COLUMNS
+    assert set(table.step) == {"summarize", "merge", "retrieve", "ablation"}
+    assert (table.model == "label-copy-toy").all() and (table.k == 3).all() and (table.n_prompts == 16).all()
+    assert set(table.seed) == {0, 1} and (table.window == "0-0").all()
+
+
+def test_ablations_known_answers(table):
+    s = C.ablation_summary(table).set_index("ablation")
+    assert s.loc["unablated", "acc_mean"] == 1.0
+    assert s.loc["zero_shot", "acc_mean"] == 0.5  # no labels in context: chance
+    assert s.loc["yi_to_sq", "acc_mean"] == 0.5  # the only label path: chance
+    for unused in ("xi_to_si", "si_to_yi", "si_to_sj"):
+        assert s.loc[unused, "acc_mean"] == 1.0, unused
+    assert s.loc["yi_to_sq", "random_mean"] > s.loc["yi_to_sq", "acc_mean"]
+    assert (s.n_seeds == 2).all()
+
+
+def test_retrieve_finds_the_copy_head(table):
+    M = _val(table, "retrieve", "M", layer=0, head=0)
+    C_ = _val(table, "retrieve", "C", layer=0, head=0)
+    assert torch.allclose(torch.tensor(M.values).float(), torch.ones(2), atol=1e-4)  # all of s_q's attention on labels
+    assert torch.allclose(torch.tensor(C_.values).float(), torch.full((2,), 1 / 3), atol=1e-4)  # (2 right - 1 wrong)/3
+    assert (_val(table, "retrieve", "best_head_accuracy", layer=0, head=0) == 1.0).all()
+    assert (_val(table, "retrieve", "M", layer=0, head=1) < 0.5).all()
+
+
+def test_summarize_and_merge(table):
+    assert (_val(table, "summarize", "centroid_acc:s_q") == 1.0).all()  # s_q holds the copied label
+    # no head of this model lets y_i read its forerunner above 5/n_tokens
+    assert (_val(table, "merge", "n_heads:correct") == 0).all()
+    head1 = _val(table, "merge", "A[y_i->s_i]:correct", head=1)
+    assert ((head1 > 0) & (head1 < 0.5)).all()
+
+
+def test_centroid_accuracy_known_answer():
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(40) % 2
+    x = torch.randn(40, 5, generator=g) * 0.1 + y[:, None].float() * 3
+    assert C.centroid_accuracy(x, y) == 1.0
+    assert C.centroid_accuracy(torch.zeros(40, 5), y) <= 0.5
+
+
+def test_wrong_and_zero_shot_batches():
+    batch = toy.label_copy_batch(6, 3)
+    wrong = C.wrong_label_batch(batch)
+    changed = wrong.tokens != batch.tokens
+    assert torch.equal(changed, batch.role_mask("label"))
+    zs = C.zero_shot_batch(batch)
+    assert zs.n_demos == 0 and torch.equal(zs.target, batch.target)
+    assert torch.equal(zs.tokens[torch.arange(6), zs.readout], torch.full((6,), toy.COLON))
+
+
+def test_errors_and_window():
+    batch = toy.label_copy_batch(4, 1)
+    from dataclasses import replace
+
+    with pytest.raises(C.CircuitError, match="candidates"):
+        C.run_circuit(toy.label_copy_model(), replace(batch, candidates=None))
+    assert layer_window(1) == [0]
+    t = C.run_circuit(toy.label_copy_model(), batch, layers=[0], steps=("ablation",))
+    assert set(t.step) == {"ablation"}
