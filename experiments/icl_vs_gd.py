@@ -169,3 +169,233 @@ def provenance(config: dict[str, Any]) -> dict[str, Any]:
     return {"config_hash": hashlib.sha1(blob.encode()).hexdigest()[:12],
             "torch_version": versions.get("torch", ""),
             "tl_version": versions.get("transformer-lens", "")}
+
+
+# ====================================================================== language models
+# ---------------------------------------------------------------------- distribution metrics
+def kl_divergence(logp: Float[Tensor, "b v"], logq: Float[Tensor, "b v"]) -> Float[Tensor, " b"]:
+    """KL(p || q) per row, from log-probabilities (0 where p = q)."""
+    return (logp.exp() * (logp - logq)).sum(-1).clamp(min=0.0)
+
+
+def total_variation(p: Float[Tensor, "b v"], q: Float[Tensor, "b v"]) -> Float[Tensor, " b"]:
+    return 0.5 * (p - q).abs().sum(-1)
+
+
+def topk_overlap(p: Float[Tensor, "b v"], q: Float[Tensor, "b v"], k: int = 10) -> Float[Tensor, " b"]:
+    """|top-k(p) ∩ top-k(q)| / k per row (Shen et al.'s token overlap; 1 for p = q)."""
+    k = min(k, p.shape[-1])
+    tp, tq = p.topk(k, -1).indices, q.topk(k, -1).indices
+    return (tp[:, :, None] == tq[:, None, :]).any(-1).float().mean(-1)
+
+
+def rec2ftp(zs_correct: Tensor, icl_correct: Tensor, gd_correct: Tensor) -> float:
+    """Dai et al.'s Recall-to-fine-tuning-prediction: of the queries zero-shot gets wrong and GD
+    gets right, the share ICL also gets right (nan when GD fixes nothing)."""
+    zs, icl, gd = (torch.as_tensor(t, dtype=torch.bool) for t in (zs_correct, icl_correct, gd_correct))
+    f2t_gd = ~zs & gd
+    n = int(f2t_gd.sum())
+    return float("nan") if n == 0 else float((f2t_gd & icl).sum()) / n
+
+
+def simaou(h_zs: Float[Tensor, "b l d"], h_icl: Float[Tensor, "b l d"], h_gd: Float[Tensor, "b l d"],
+           seed: int = 0) -> tuple[Float[Tensor, " l"], Float[Tensor, " l"]]:
+    """Per layer: mean cos(h_ICL - h_ZS, h_GD - h_ZS) on L2-normalised attention outputs, and the
+    random baseline mean cos(h_ICL - h_ZS, u) with u ~ U[0, 1]^d (Dai et al. 2023)."""
+    norm = torch.nn.functional.normalize
+    zs, icl, gd = norm(h_zs, dim=-1), norm(h_icl, dim=-1), norm(h_gd, dim=-1)
+    d_icl, d_gd = icl - zs, gd - zs
+    cos = torch.nn.functional.cosine_similarity(d_icl, d_gd, dim=-1, eps=1e-12)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(d_icl.shape, generator=g)
+    rnd = torch.nn.functional.cosine_similarity(d_icl, u, dim=-1, eps=1e-12)
+    return cos.mean(0), rnd.mean(0)
+
+
+# ---------------------------------------------------------------------- read-out capture
+def _readout_and_attn(model: torch.nn.Module, batch: "PromptBatch", layers: int
+                      ) -> tuple[Float[Tensor, "b v"], Float[Tensor, "b l d"]]:
+    """Read-out logits and every layer's attention output at the read-out position."""
+    from probes.readout import readout_logits
+
+    outs: list[Tensor | None] = [None] * layers
+    idx = torch.arange(batch.batch_size)
+
+    def make(l: int):
+        def hook(t: Tensor, hook: Any) -> None:
+            outs[l] = t[idx, batch.readout].detach().clone()
+        return hook
+
+    hooks = [(f"blocks.{l}.hook_attn_out", make(l)) for l in range(layers)]
+    with torch.no_grad():
+        logits = readout_logits(model, batch.trim(), fwd_hooks=hooks)
+    return logits.float(), torch.stack(outs, 1)  # type: ignore[arg-type]
+
+
+def _scores(logits: Tensor, batch: "PromptBatch") -> tuple[Tensor, Tensor]:
+    """(log-probs over the vocabulary, correct per row) with probes.readout's prediction rule."""
+    from probes.readout import predictions
+
+    correct = predictions(logits, batch) == batch.target
+    return logits.log_softmax(-1), correct
+
+
+def _order_probs(logp: Tensor, batch: "PromptBatch", ref: Tensor) -> Tensor:
+    """Probabilities that order sensitivity tracks: the candidate labels if the batch has them,
+    else the reference distribution's top-10 tokens."""
+    if batch.candidates is not None:
+        cand = batch.candidates[0]
+        cand = cand[cand >= 0]
+        return logp[:, cand].exp()
+    return logp[:, ref].exp()
+
+
+# ---------------------------------------------------------------------- the comparison
+PromptSource = Any  # PromptBatch | Mapping[int, PromptBatch] | Callable[[int, int], PromptBatch]
+
+
+def _prompts_for(source: PromptSource, k: int, seed: int, n_prompts: int) -> "PromptBatch":
+    from probes.prompt import PromptBatch
+
+    if isinstance(source, PromptBatch):
+        if source.n_demos != k:
+            raise ICLvsGDError(f"the PromptBatch has {source.n_demos} demonstrations but k={k} "
+                               f"was asked; pass a dict {{k: PromptBatch}} or a make(k, seed) function")
+        return source.select(slice(0, n_prompts))
+    if isinstance(source, dict):
+        if k not in source:
+            raise ICLvsGDError(f"no prompts for k={k}; the dict has k in {sorted(source)}")
+        return source[k].select(slice(0, n_prompts))
+    if callable(source):
+        return source(k, seed)
+    raise ICLvsGDError("prompts must be a PromptBatch, a dict {k: PromptBatch} or a function "
+                       "make(k, seed) -> PromptBatch")
+
+
+def compare_icl_gd(model: torch.nn.Module, prompts: PromptSource, ks: Sequence[int] = (1, 2, 4, 8),
+                   seeds: Sequence[int] = (0,), gd: "GDConfig | None" = None, n_prompts: int = 16,
+                   n_perms: int = 4, topk: int = 10, gd_online: bool = True,
+                   n_order_prompts: int = 4, model_name: str | None = None, task_name: str | None = None,
+                   progress: bool = False) -> pd.DataFrame:
+    """The whole ICL-versus-GD comparison for a language model, as a tidy DataFrame.
+
+    For every ``k`` and ``seed``: ``prompts`` gives a PromptBatch with k demonstrations (a
+    ``make(k, seed)`` function, a ``{k: PromptBatch}`` dict or one PromptBatch); each prompt is
+    read (1) zero-shot (demonstrations removed), (2) with ICL, (3) zero-shot by a copy of the
+    model fine-tuned on its k demonstrations (``experiments.gd``, config ``gd``). Rows have
+    ``model, task, k, seed, metric, value, layer, n_prompts`` plus the GD settings and
+    provenance. Metrics: ``acc_zs, acc_icl, acc_gd, topk_overlap, kl_icl_gd, kl_gd_icl, tv_icl_gd``
+    (also ``*_zs_*`` references), ``rec2ftp``, ``simaou`` / ``simaou_random`` per layer,
+    ``order_std_icl``, ``order_std_gd`` (full batch) and ``order_std_sgd`` (online, if
+    ``gd_online``; on the first ``n_order_prompts`` prompts, ``n_perms`` orders each),
+    ``gd_final_loss``.
+    """
+    from experiments.gd import FineTuner, GDConfig, permute_demos, zero_shot_batch
+    from probes.prompt import PromptBatch
+    from probes.readout import readout_logits
+
+    gd = gd or GDConfig()
+    n_layers = int(model.cfg.n_layers)
+    name = model_name or getattr(getattr(model, "cfg", None), "model_name", None) or _model_name(model)
+    tuner = FineTuner(model, gd)
+    online = FineTuner(model, GDConfig(**{**gd.to_dict(), "batching": "online"})) if gd_online else None
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        for k in ks:
+            batch = _prompts_for(prompts, k, seed, n_prompts)
+            if isinstance(batch, PromptBatch) and batch.target is None:
+                raise ICLvsGDError("prompts need batch.target (the correct label) for accuracy")
+            task = task_name or str(batch.meta.get("task", "prompts"))
+            n = batch.batch_size
+            zs_batch = zero_shot_batch(batch)
+            lg_icl, h_icl = _readout_and_attn(model, batch, n_layers)
+            lg_zs, h_zs = _readout_and_attn(model, zs_batch, n_layers)
+            lg_gd, h_gd, gd_loss = [], [], []
+            for b in range(n):
+                tuned = tuner.tune(batch, b)
+                lg, h = _readout_and_attn(tuned, zs_batch.select([b]), n_layers)
+                lg_gd.append(lg)
+                h_gd.append(h)
+                gd_loss.append(tuner.last_losses[-1] if tuner.last_losses else float("nan"))
+                if progress:
+                    print(f"  k={k} seed={seed} prompt {b + 1}/{n} gd loss {gd_loss[-1]:.3f}", flush=True)
+            lp_icl, ok_icl = _scores(lg_icl, batch)
+            lp_zs, ok_zs = _scores(lg_zs, zs_batch)
+            lp_gd, ok_gd = _scores(torch.cat(lg_gd), zs_batch)
+            p_icl, p_zs, p_gd = lp_icl.exp(), lp_zs.exp(), lp_gd.exp()
+            metrics: dict[str, float] = {
+                "acc_zs": float(ok_zs.float().mean()),
+                "acc_icl": float(ok_icl.float().mean()),
+                "acc_gd": float(ok_gd.float().mean()),
+                "topk_overlap": float(topk_overlap(p_icl, p_gd, topk).mean()),
+                "topk_overlap_icl_zs": float(topk_overlap(p_icl, p_zs, topk).mean()),
+                "kl_icl_gd": float(kl_divergence(lp_icl, lp_gd).mean()),
+                "kl_gd_icl": float(kl_divergence(lp_gd, lp_icl).mean()),
+                "kl_icl_zs": float(kl_divergence(lp_icl, lp_zs).mean()),
+                "kl_gd_zs": float(kl_divergence(lp_gd, lp_zs).mean()),
+                "tv_icl_gd": float(total_variation(p_icl, p_gd).mean()),
+                "tv_icl_zs": float(total_variation(p_icl, p_zs).mean()),
+                "rec2ftp": rec2ftp(ok_zs, ok_icl, ok_gd),
+                "n_gd_fixes": float((~ok_zs & ok_gd).sum()),
+                "gd_final_loss": float(np.nanmean(gd_loss)),
+            }
+            m_ord = min(n_order_prompts, n)
+            metrics.update(_order_sensitivity(model, batch.select(slice(0, m_ord)), tuner, online,
+                                              zs_batch.select(slice(0, m_ord)), n_perms, seed))
+            base = {"model": name, "task": task, "k": k, "seed": seed, "n_prompts": n}
+            rows += [{**base, "metric": m, "value": v, "layer": -1} for m, v in metrics.items()]
+            sim, rnd = simaou(h_zs, h_icl, torch.cat(h_gd), seed=seed)
+            for l in range(n_layers):
+                rows.append({**base, "metric": "simaou", "value": float(sim[l]), "layer": l})
+                rows.append({**base, "metric": "simaou_random", "value": float(rnd[l]), "layer": l})
+    df = pd.DataFrame(rows)
+    settings = {f"gd_{key}": val for key, val in gd.to_dict().items()}
+    for key, val in settings.items():
+        df[key] = val if val is not None else -1
+    df["gd_trainable_params"] = tuner.n_trainable
+    for key, val in provenance({"ks": list(ks), "seeds": list(seeds), "n_prompts": n_prompts,
+                                "n_perms": n_perms, "topk": topk, **settings, "model": name}).items():
+        df[key] = val
+    return df
+
+
+def _order_sensitivity(model: torch.nn.Module, batch: "PromptBatch", tuner: Any, online: Any,
+                       zs_batch: "PromptBatch", n_perms: int, seed: int) -> dict[str, float]:
+    """Mean over prompts of the std over demonstration orders of the tracked probabilities."""
+    from experiments.gd import permute_demos
+    from probes.prompt import PromptBatch
+    from probes.readout import readout_logits
+
+    k = batch.n_demos
+    if k < 2 or n_perms < 2:
+        return {}
+    g = torch.Generator().manual_seed(seed + 99)
+    perms = [list(range(k))] + [torch.randperm(k, generator=g).tolist() for _ in range(n_perms - 1)]
+    out: dict[str, list[float]] = {"order_std_icl": [], "order_std_gd": [], "order_std_sgd": []}
+    for b in range(batch.batch_size):
+        with torch.no_grad():
+            icl = readout_logits(model, PromptBatch.concat([permute_demos(batch, b, p) for p in perms]).trim())
+        ref = icl[0].topk(10).indices
+        row = batch.select([b])
+        track = lambda lg: _order_probs(lg.float().log_softmax(-1), row, ref)  # noqa: E731
+        out["order_std_icl"].append(float(track(icl).std(0, unbiased=False).mean()))
+        zs_row = zs_batch.select([b]).trim()
+        for key, ft in (("order_std_gd", tuner), ("order_std_sgd", online)):
+            if ft is None:
+                continue
+            lgs = []
+            for p in perms:
+                tuned = ft.tune(batch, b, order=p)
+                with torch.no_grad():
+                    lgs.append(readout_logits(tuned, zs_row))
+            out[key].append(float(track(torch.cat(lgs)).std(0, unbiased=False).mean()))
+    return {key: float(np.mean(v)) for key, v in out.items() if v}
+
+
+def summarize_lm(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, task, k): the headline metrics, seeds averaged, SimAOU averaged over layers."""
+    flat = df[df["layer"] < 0].pivot_table(index=["model", "task", "k"], columns="metric",
+                                           values="value", aggfunc="mean")
+    lay = df[df["layer"] >= 0].pivot_table(index=["model", "task", "k"], columns="metric",
+                                           values="value", aggfunc="mean")
+    return flat.join(lay).reset_index()
