@@ -256,6 +256,21 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
     return model
 
 
+def load_tokenizer(name: str = "smollm2-135m") -> Any:
+    """The tokenizer of a pretrained alias without loading its weights: from the dequantized cache
+    where it exists (~1 s), else from the hub cache, else straight from the GGUF file (~5-10 s)."""
+    if name not in ALIASES:
+        raise ModelLoadError(f"unknown pretrained alias {name!r}; known: {', '.join(ALIASES)}")
+    from transformers import AutoTokenizer
+
+    if _cache_valid(cache_dir(name)):
+        return AutoTokenizer.from_pretrained(str(cache_dir(name)))
+    if hub_cached(ALIASES[name]):
+        return AutoTokenizer.from_pretrained(ALIASES[name])
+    gguf = gguf_path()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
 @torch.no_grad()
 def greedy_complete(model: Any, text: str, max_new_tokens: int = 5) -> str:
     """Greedy continuation of ``text`` without a KV cache (safe on TL 4.3 bridges)."""

@@ -1,0 +1,409 @@
+"""Task 5: natural-language ICL tasks for pretrained models, on small datasets written here.
+
+Datasets (``DATASETS``; ``datasets`` lists their names):
+
+- ``sentiment``: single words, 53 positive and 50 negative (classes 0 = positive, 1 = negative);
+- ``sentiment-phrases``: short phrases, 40 positive and 40 negative (same classes);
+- ``capitals``: country -> capital city (46 pairs);
+- ``antonyms``: word -> its opposite (50 pairs);
+- ``uppercase``: lowercase word -> the same word in capitals (57 words);
+- ``en-fr``: English word -> French word (41 pairs, none spelled the same in both languages).
+
+The open-vocabulary answers were chosen so that each is one token (with its leading space) under
+SmolLM2's tokenizer; under another tokenizer, items whose answer is several tokens are dropped
+(``multi_token="drop"``, the count is in ``batch.meta["dropped"]``) or raise (``"error"``).
+
+Prompt layout (default template ``"Word: {x}\\nLabel: {y}\\n"``)::
+
+    [BOS] Word: x_1\\nLabel: y_1\\n ... Word: x_k\\nLabel: y_k\\nWord: x_q\\nLabel:
+
+Each piece is tokenized on its own and the pieces are concatenated with ``PromptBuilder``, so role
+positions are exact by construction. **Leading-space convention**: a space just before ``{x}`` or
+``{y}`` in the template belongs to the word, as GPT-2/Llama-3-style BPE tokenizers write it
+(``" positive"`` is one token, ``"positive"`` after ``": "`` would be a stray space token). So the
+default template tokenizes as ``"Word" ":" | " x" | "\\n" "Label" ":" | " y" | "\\n"``; this matches
+the tokenization of the whole string for SmolLM2.
+
+Roles: ``demo_text[i]`` = the tokens of x_i (with its leading space); ``forerunner[i]`` = the last
+token of the label prefix (the ``:`` of ``Label:``); ``label[i]`` = y_i's single token;
+``query_text`` = x_q's tokens; ``readout`` = the query's ``:``; ``target`` = the correct answer's
+token under the chosen label set.
+
+Label sets (classification datasets only): ``"natural"`` (" positive"/" negative"), ``"flipped"``
+(the natural labels swapped: positive items are labelled " negative" in the demonstrations, and the
+target follows the demonstrations), ``"arbitrary"`` (" foo"/" bar"), or a tuple of label strings,
+one per class. ``candidates`` = the label set's tokens (accuracy is the argmax among them, chance
+1/#classes); ``demo_class``/``query_class`` = the class index (0 positive, 1 negative).
+
+Open-vocabulary datasets (capitals, antonyms, uppercase, en-fr) have only the natural label set;
+``candidates`` is None, so ``probes.readout.accuracy`` is top-1 over the whole vocabulary (the
+measure the issue quotes for capitals); ``meta["answer_tokens"]`` holds the tokens of every answer
+in the dataset for a restricted scoring if wanted; ``demo_class``/``query_class`` are -1.
+
+Sampling (deterministic in ``seed``): for classification datasets the query's class is uniform and
+demonstrations are drawn uniformly from the other items (so their classes are random); for open
+datasets the k demonstrations and the query are k+1 distinct items.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from experiments.tasks import TaskError
+from probes.prompt import PromptBatch, PromptBuilder, PromptError, single_token_id
+
+DEFAULT_TEMPLATE = "Word: {x}\nLabel: {y}\n"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A list of (input, answer) pairs. With ``classes`` set, answers are class indices."""
+
+    name: str
+    description: str
+    items: tuple[tuple[str, Any], ...]
+    classes: tuple[str, ...] | None = None
+    """Class names; the natural label of class c is ``" " + classes[c]``."""
+    label_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.classes is not None
+
+
+# ---------------------------------------------------------------------- the data
+POSITIVE_WORDS = """happy good great wonderful excellent love joy beautiful amazing delightful
+pleasant kind brilliant cheerful fantastic lovely perfect nice awesome glad success win hope peace
+smile friendly gentle generous proud calm bright fun best charming superb fresh healthy warm grateful
+thrilled excited laugh treasure victory sunshine gift blessing comfort elegant honest brave
+delicious paradise""".split()
+
+NEGATIVE_WORDS = """sad bad terrible awful horrible hate pain ugly angry disgusting nasty cruel
+miserable poor worst evil fear failure lose death disaster broken sick rude boring lonely hurt
+stupid annoying dirty weak worried gloomy bitter painful tragic hostile filthy fail war crime grief
+shame guilt misery rotten dreadful toxic violent greedy""".split()
+
+POSITIVE_PHRASES = [
+    "a great day", "truly wonderful", "I love it", "very happy", "so much fun",
+    "the best meal ever", "a perfect gift", "highly recommended", "works like a charm",
+    "a joy to watch", "beautiful and kind", "what a lovely surprise", "simply amazing",
+    "an excellent choice", "made my day", "pure delight", "a warm welcome", "well done",
+    "brilliant work", "feeling great", "a happy ending", "full of hope", "so proud of you",
+    "a big success", "absolutely fantastic", "worth every penny", "a fun evening",
+    "very friendly staff", "the view was stunning", "a great friend", "it tastes delicious",
+    "such a nice person", "a fresh start", "we won the game", "smooth and easy",
+    "a true masterpiece", "I feel wonderful", "a pleasant trip", "clean and bright",
+    "kind and generous",
+]
+
+NEGATIVE_PHRASES = [
+    "a terrible day", "truly awful", "I hate it", "very sad", "so boring",
+    "the worst meal ever", "a total waste", "not recommended", "it broke at once",
+    "painful to watch", "rude and cruel", "what a nasty surprise", "simply horrible",
+    "a poor choice", "ruined my day", "pure misery", "a cold welcome", "badly done",
+    "sloppy work", "feeling sick", "a tragic ending", "full of fear", "so ashamed of you",
+    "a big failure", "absolutely dreadful", "a waste of money", "a dull evening",
+    "very rude staff", "the room was filthy", "a false friend", "it tastes disgusting",
+    "such a mean person", "a bad start", "we lost the game", "slow and painful",
+    "a complete disaster", "I feel terrible", "an awful trip", "dirty and dark",
+    "cruel and greedy",
+]
+
+CAPITALS = [
+    ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
+    ("Japan", "Tokyo"), ("China", "Beijing"), ("Russia", "Moscow"), ("England", "London"),
+    ("Egypt", "Cairo"), ("Greece", "Athens"), ("Portugal", "Lisbon"), ("Austria", "Vienna"),
+    ("Ireland", "Dublin"), ("Norway", "Oslo"), ("Sweden", "Stockholm"),
+    ("Denmark", "Copenhagen"), ("Finland", "Helsinki"), ("Poland", "Warsaw"),
+    ("Hungary", "Budapest"), ("Czechia", "Prague"), ("Belgium", "Brussels"),
+    ("Netherlands", "Amsterdam"), ("Switzerland", "Bern"), ("India", "Delhi"),
+    ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Chile", "Santiago"), ("Cuba", "Havana"),
+    ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Iran", "Tehran"), ("Iraq", "Baghdad"),
+    ("Syria", "Damascus"), ("Israel", "Jerusalem"), ("Afghanistan", "Kabul"),
+    ("Philippines", "Manila"), ("South Korea", "Seoul"), ("Bulgaria", "Sofia"),
+    ("Scotland", "Edinburgh"), ("Wales", "Cardiff"), ("Jamaica", "Kingston"),
+    ("Tunisia", "Tunis"), ("United States", "Washington"), ("New Zealand", "Wellington"),
+    ("Luxembourg", "Luxembourg"), ("Singapore", "Singapore"),
+]
+
+ANTONYMS = [
+    ("hot", "cold"), ("big", "small"), ("up", "down"), ("fast", "slow"), ("happy", "sad"),
+    ("good", "bad"), ("light", "dark"), ("old", "new"), ("open", "closed"), ("rich", "poor"),
+    ("high", "low"), ("early", "late"), ("strong", "weak"), ("hard", "soft"), ("long", "short"),
+    ("full", "empty"), ("wet", "dry"), ("clean", "dirty"), ("true", "false"), ("win", "lose"),
+    ("in", "out"), ("left", "right"), ("black", "white"), ("day", "night"), ("love", "hate"),
+    ("push", "pull"), ("buy", "sell"), ("give", "take"), ("begin", "end"), ("first", "last"),
+    ("alive", "dead"), ("inside", "outside"), ("above", "below"), ("before", "after"),
+    ("thick", "thin"), ("wide", "narrow"), ("loud", "quiet"), ("cheap", "expensive"),
+    ("deep", "shallow"), ("friend", "enemy"), ("yes", "no"), ("north", "south"),
+    ("east", "west"), ("male", "female"), ("asleep", "awake"), ("front", "back"),
+    ("sweet", "sour"), ("top", "bottom"), ("accept", "reject"), ("increase", "decrease"),
+]
+
+UPPERCASE_WORDS = """the and new one man car red big top end not for all cat out off on in up it
+is go do we us my he you how who what now get set art act map key no if or at by to this that
+with from have will can are but only more time free""".split()
+
+EN_FR = [
+    ("the", "le"), ("and", "et"), ("of", "de"), ("for", "pour"), ("on", "sur"), ("in", "dans"),
+    ("or", "ou"), ("who", "qui"), ("is", "est"), ("not", "pas"), ("all", "tout"),
+    ("more", "plus"), ("he", "il"), ("my", "mon"), ("short", "court"), ("pink", "rose"),
+    ("cat", "chat"), ("bread", "pain"), ("wine", "vin"), ("green", "vert"), ("sea", "mer"),
+    ("day", "jour"), ("hand", "main"), ("bed", "lit"), ("good", "bon"), ("big", "grand"),
+    ("no", "non"), ("one", "un"), ("coffee", "café"), ("office", "bureau"),
+    ("thing", "chose"), ("end", "fin"), ("word", "mot"), ("name", "nom"), ("year", "an"),
+    ("do", "faire"), ("say", "dire"), ("gold", "or"), ("iron", "fer"), ("bridge", "pont"),
+    ("road", "route"),
+]
+
+SENTIMENT_LABEL_SETS = {
+    "natural": ("positive", "negative"),
+    "flipped": ("negative", "positive"),
+    "arbitrary": ("foo", "bar"),
+}
+
+
+def _classified(pos: Sequence[str], neg: Sequence[str]) -> tuple[tuple[str, int], ...]:
+    return tuple((w, 0) for w in pos) + tuple((w, 1) for w in neg)
+
+
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("sentiment", "sentiment of single words (positive / negative)",
+                _classified(POSITIVE_WORDS, NEGATIVE_WORDS), ("positive", "negative"),
+                SENTIMENT_LABEL_SETS),
+        Dataset("sentiment-phrases", "sentiment of short phrases (positive / negative)",
+                _classified(POSITIVE_PHRASES, NEGATIVE_PHRASES), ("positive", "negative"),
+                SENTIMENT_LABEL_SETS),
+        Dataset("capitals", "country -> capital city", tuple(CAPITALS)),
+        Dataset("antonyms", "word -> its opposite", tuple(ANTONYMS)),
+        Dataset("uppercase", "lowercase word -> the word in capitals",
+                tuple((w, w.upper()) for w in UPPERCASE_WORDS)),
+        Dataset("en-fr", "English word -> French word", tuple(EN_FR)),
+    )
+}
+
+datasets: list[str] = list(DATASETS)
+"""Names of the datasets, for the app and sweeps."""
+
+LABEL_SETS: tuple[str, ...] = ("natural", "flipped", "arbitrary")
+
+
+def names() -> list[str]:
+    """Dataset names (what ``make_prompts``'s ``dataset`` accepts)."""
+    return list(DATASETS)
+
+
+def get_dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise TaskError(f"unknown language dataset {name!r}; use one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# ---------------------------------------------------------------------- templates
+@dataclass(frozen=True)
+class Template:
+    """A demonstration template split into the pieces that are tokenized on their own.
+
+    ``"Word: {x}\\nLabel: {y}\\n"`` -> prefix ``"Word:"``, x space ``" "``, middle ``"\\nLabel:"``,
+    y space ``" "``, suffix ``"\\n"``. The space before {x}/{y} is glued to the word.
+    """
+
+    prefix: str
+    x_space: str
+    middle: str
+    y_space: str
+    suffix: str
+
+    @staticmethod
+    def parse(template: str) -> "Template":
+        if template.count("{x}") != 1 or template.count("{y}") != 1 or (
+            template.index("{x}") > template.index("{y}")
+        ):
+            raise TaskError(
+                f"template {template!r} must contain '{{x}}' once and then '{{y}}' once, "
+                f"e.g. {DEFAULT_TEMPLATE!r}"
+            )
+        prefix, rest = template.split("{x}")
+        middle, suffix = rest.split("{y}")
+        x_space = " " if prefix.endswith(" ") else ""
+        y_space = " " if middle.endswith(" ") else ""
+        prefix, middle = prefix[: len(prefix) - len(x_space)], middle[: len(middle) - len(y_space)]
+        if not middle:
+            raise TaskError(
+                f"template {template!r} needs text between {{x}} and {{y}} (e.g. '\\nLabel:'): its "
+                f"last token is the forerunner, where the label is predicted"
+            )
+        return Template(prefix, x_space, middle, y_space, suffix)
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+
+# ---------------------------------------------------------------------- prompts
+def make_prompts(
+    tokenizer: Any,
+    dataset: str | int = "sentiment",
+    k: int | None = None,
+    n_prompts: int | None = None,
+    seed: int = 0,
+    label_set: str | Sequence[str] = "natural",
+    template: str = DEFAULT_TEMPLATE,
+    bos: bool | None = None,
+    multi_token: Literal["drop", "error"] = "drop",
+    task: str | None = None,
+) -> PromptBatch:
+    """``n_prompts`` prompts of ``dataset`` with ``k`` demonstrations each (see the module doc).
+
+    ``label_set``: "natural", "flipped", "arbitrary" or a tuple of label words, one per class
+    (classification datasets only). ``bos``: start with the tokenizer's BOS token (default: if it
+    has one). ``multi_token``: what to do with open-vocabulary items whose answer is not a single
+    token ("drop" them or raise "error"); a label set's labels must always be single tokens.
+
+    Also accepts the task registry's calling form ``make_prompts(tokenizer, k, n_prompts, seed,
+    dataset=... or task=...)``: an integer second argument is read as ``k``.
+    """
+    if isinstance(dataset, int):  # registry form: (tokenizer, k, n_prompts, seed, ...)
+        dataset, k, n_prompts, seed = task or "sentiment", dataset, k, (
+            n_prompts if n_prompts is not None else seed)
+    elif task is not None and task != dataset:
+        raise TaskError(f"pass the dataset once: got dataset={dataset!r} and task={task!r}")
+    if k is None or n_prompts is None:
+        raise TaskError("make_prompts needs k and n_prompts: make_prompts(tok, 'sentiment', 4, 40, 0)")
+    if k < 0:
+        raise TaskError(f"k (number of demonstrations) must be >= 0, got {k}")
+    if n_prompts < 1:
+        raise TaskError(f"n_prompts must be >= 1, got {n_prompts}")
+    ds = get_dataset(str(dataset))
+    tpl = Template.parse(template)
+    label_words = _label_words(ds, label_set)
+
+    # Tokenize every piece once.
+    prefix, middle, suffix = (_encode(tokenizer, s) for s in (tpl.prefix, tpl.middle, tpl.suffix))
+    if not middle:
+        raise TaskError(f"the label prefix {tpl.middle!r} encodes to no tokens")
+    if label_words is not None:
+        label_ids = [single_token_id(tokenizer, tpl.y_space + w, what=f"label of class {c}")
+                     for c, w in enumerate(label_words)]
+        if len(set(label_ids)) != len(label_ids):
+            raise PromptError(f"label set {label_words} maps two classes to the same token")
+        items = [(_encode(tokenizer, tpl.x_space + x), label_ids[c], c) for x, c in ds.items]
+        dropped = 0
+    else:
+        items, dropped = [], 0
+        for x, y in ds.items:
+            try:
+                y_id = single_token_id(tokenizer, tpl.y_space + y, what=f"{ds.name} answer")
+            except PromptError:
+                if multi_token == "error":
+                    raise
+                dropped += 1
+                continue
+            items.append((_encode(tokenizer, tpl.x_space + x), y_id, -1))
+    if len(items) < k + 1:
+        raise PromptError(
+            f"dataset {ds.name!r} has {len(items)} usable items under this tokenizer "
+            f"({dropped} answers are not single tokens) but k={k} needs {k + 1}; use a smaller k"
+        )
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    use_bos = (bos_id is not None) if bos is None else bos
+    if use_bos and bos_id is None:
+        raise TaskError("bos=True but this tokenizer has no BOS token")
+    pad_id = getattr(tokenizer, "pad_token_id", None)
+    pad_id = int(pad_id if pad_id is not None else (getattr(tokenizer, "eos_token_id", None) or 0))
+
+    candidates = None if label_words is None else label_ids
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n_prompts):
+        if label_words is not None:
+            cls = rng.randrange(len(label_words))
+            pool = [i for i, it in enumerate(items) if it[2] == cls]
+            q = rng.choice(pool)
+            demos = rng.sample([i for i in range(len(items)) if i != q], k)
+        else:
+            chosen = rng.sample(range(len(items)), k + 1)
+            demos, q = chosen[:k], chosen[k]
+        pb = PromptBuilder()
+        if use_bos:
+            pb.add([bos_id])
+        for i in demos:
+            x_ids, y_id, c = items[i]
+            pb.add(prefix).demo(x_ids, middle, y_id, cls=c).add(suffix)
+        x_ids, y_id, c = items[q]
+        pb.add(prefix).query(x_ids, middle)
+        rows.append(pb.build(target=y_id, candidates=candidates, query_class=c, pad_id=pad_id))
+    batch = PromptBatch.concat(rows)
+    batch.meta = {
+        "task": "language",
+        "dataset": ds.name,
+        "k": k,
+        "seed": seed,
+        "label_set": label_set if isinstance(label_set, str) else list(label_set),
+        "label_words": None if label_words is None else list(label_words),
+        "template": template,
+        "bos": use_bos,
+        "n_items": len(items),
+        "dropped": dropped,
+        "answer_tokens": sorted({it[1] for it in items}),
+        "chance": None if label_words is None else 1.0 / len(label_words),
+    }
+    return batch
+
+
+def _label_words(ds: Dataset, label_set: str | Sequence[str]) -> tuple[str, ...] | None:
+    """The label word of each class, or None for an open-vocabulary dataset."""
+    if not ds.is_classification:
+        if label_set != "natural":
+            raise TaskError(
+                f"dataset {ds.name!r} is open-vocabulary (its answers are the labels): only "
+                f"label_set='natural' applies; label sets are for {classification_datasets()}"
+            )
+        return None
+    assert ds.classes is not None
+    if isinstance(label_set, str):
+        if label_set not in ds.label_sets:
+            raise TaskError(
+                f"unknown label set {label_set!r} for {ds.name!r}; use one of "
+                f"{', '.join(ds.label_sets)} or a tuple of {len(ds.classes)} label words"
+            )
+        words = tuple(ds.label_sets[label_set])
+    else:
+        words = tuple(label_set)
+    if len(words) != len(ds.classes):
+        raise TaskError(f"{ds.name!r} has {len(ds.classes)} classes {ds.classes}; got labels {words}")
+    return words
+
+
+def classification_datasets() -> list[str]:
+    return [n for n, d in DATASETS.items() if d.is_classification]
+
+
+def accuracy_table(model: Any, dataset: str, ks: Sequence[int], label_sets: Sequence[str] = ("natural",),
+                   n_prompts: int = 40, seed: int = 0, batch_size: int = 20,
+                   **options: Any) -> list[dict[str, Any]]:
+    """Accuracy vs k (rows of dicts) of ``model`` on ``dataset``, one row per (label set, k).
+
+    Scores with ``probes.readout.model_accuracy``: argmax over the candidates for classification
+    datasets, top-1 over the vocabulary for open ones.
+    """
+    from probes.readout import model_accuracy
+
+    rows = []
+    for ls in label_sets:
+        for k in ks:
+            batch = make_prompts(model.tokenizer, dataset, k, n_prompts, seed, label_set=ls, **options)
+            acc = model_accuracy(model, batch, batch_size=batch_size)
+            rows.append({"dataset": dataset, "label_set": ls, "k": k, "n_prompts": n_prompts,
+                         "accuracy": acc, "chance": batch.meta["chance"]})
+    return rows
+
+
+__all__ = [
+    "DATASETS", "DEFAULT_TEMPLATE", "Dataset", "LABEL_SETS", "Template", "accuracy_table",
+    "classification_datasets", "datasets", "get_dataset", "make_prompts", "names",
+]
