@@ -148,30 +148,53 @@ def _call(fn: Callable, **kwargs: Any) -> Any:
 # ------------------------------------------------------------------------------------ task hooks
 def task_prompt_len(model: str, task: str, k: int) -> int | None:
     """Token length of the longest k-shot prompt of ``task`` for ``model`` (None when unknown)."""
-    batch = make_task_batch(model, task, k, seed=0, n_prompts=4)
+    from experiments import tasks
+
+    if task not in getattr(tasks, "TOKEN_TASKS", ()) and _cached_tokenizer(model) is None:
+        return None  # do not load a whole model just to validate a config
+    batch = make_task_batch(model, task, k, seed=0, n_prompts=16)
     if batch is None:
         return None
     return int(batch.lengths.max()) if hasattr(batch, "lengths") else None
 
 
-def make_task_batch(model: str, task: str, k: int, seed: int, n_prompts: int):
-    """A PromptBatch of ``task`` at ``k`` for ``model`` via the task registry, or None."""
-    try:
-        tasks = importlib.import_module("experiments.tasks")
-    except ImportError:
+def make_task_batch(model: str, task: str, k: int, seed: int, n_prompts: int, **options: Any):
+    """A PromptBatch of ``task`` at ``k`` for ``model`` (None for vector tasks such as linreg)."""
+    from experiments import tasks
+
+    if task == "linreg":
         return None
-    make = getattr(tasks, "make_batch", None)
-    if make is None:
-        return None
-    tok = _tokenizer_of(model)
-    return _call(make, name=task, task=task, k=k, n=n_prompts, n_prompts=n_prompts, seed=seed,
-                 tokenizer=tok, model=model)
+    if task == "language" or task not in getattr(tasks, "TOKEN_TASKS", ()):
+        tok = tokenizer_of(model)
+        if tok is None:
+            return None
+        return tasks.get_task(task).make_prompts(tok, k, n_prompts, seed, **options)
+    return tasks.make_prompts(task, k, n_prompts, seed, **options)
 
 
-def _tokenizer_of(model: str):
-    if model in ("smollm2-135m",):
-        return getattr(get_model(model), "tokenizer", None)
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(model: str):
+    """The tokenizer from a local folder (no model weights loaded), or None."""
+    from pathlib import Path
+
+    d = Path(model)
+    if model == "smollm2-135m":
+        try:
+            from experiments import pretrained
+
+            d = pretrained.cache_dir(model)
+        except Exception:
+            return None
+    if d.is_dir() and ((d / "tokenizer.json").exists() or (d / "tokenizer_config.json").exists()):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(d))
     return None
+
+
+def tokenizer_of(model: str):
+    """The tokenizer of a pretrained model (from its folder where possible, else the model's)."""
+    return _cached_tokenizer(model) or getattr(get_model(model), "tokenizer", None)
 
 
 # ------------------------------------------------------------------------------------ head_scan

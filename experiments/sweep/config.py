@@ -309,18 +309,14 @@ def validate_config(cfg: SweepConfig) -> None:
                         raise SweepConfigError(
                             f"{where}.tasks[{j}]: unknown task {t!r}; allowed: {', '.join(task_names)}")
         # k against each model's context, for the analyses that use k
-        if any(get_analysis(a).uses_k for a in g.analyses):
-            for m in g.models:
-                for t in g.tasks or [""]:
-                    kmax = modelinfo.max_k(m, t)
-                    if kmax is None:
-                        continue
-                    for j, k in enumerate(g.k):
-                        if k > kmax:
-                            raise SweepConfigError(
-                                f"{where}.k[{j}]: k={k} does not fit the context of model {m!r}"
-                                f"{f' on task {t!r}' if t else ''}: at most k={kmax} demonstrations fit "
-                                f"(n_ctx={modelinfo.n_ctx(m)}); use k <= {kmax}")
+        k_tasks = sorted({t for a in g.analyses if get_analysis(a).uses_k
+                          for t in (g.tasks if get_analysis(a).uses_task else [""])})
+        for m in g.models:
+            for t in k_tasks:
+                for j, k in enumerate(g.k):
+                    why = modelinfo.k_problem(m, t, k)
+                    if why:
+                        raise SweepConfigError(f"{where}.k[{j}]: {why}")
         for a in g.analyses:
             spec = get_analysis(a)
             for m in g.models:

@@ -83,32 +83,51 @@ def task_names() -> list[str]:
 
 
 def prompt_len(model: str, task: str, k: int) -> int | None:
-    """Length in tokens (or points) of a k-shot prompt of ``task`` for ``model``; None if unknown."""
+    """Longest k-shot prompt of ``task`` for ``model`` in tokens (None when it cannot be told
+    without loading a model)."""
     from experiments.sweep import analyses
 
     return analyses.task_prompt_len(model, task, k)
 
 
-def max_k(model: str, task: str) -> int | None:
-    """Largest k whose prompt fits the model's context, or None when it cannot be told cheaply."""
+def zoo_max_k(model: str) -> int | None:
+    """The zoo's vector models declare the largest k they were built for (``max_k``)."""
+    zoo = _zoo()
+    if model in zoo.ZOO_MODULES:
+        try:
+            cfg = zoo.read_card(model).get("config", {})
+        except FileNotFoundError:
+            return None
+        if "max_k" in cfg:
+            return int(cfg["max_k"])
+    return None
+
+
+def k_problem(model: str, task: str, k: int) -> str | None:
+    """None when a k-shot prompt of ``task`` fits ``model``'s context, else what is wrong."""
+    mk = zoo_max_k(model)
+    if mk is not None:
+        return None if k <= mk else (f"k={k} is larger than model {model!r} allows "
+                                     f"(max_k={mk}); use k <= {mk}")
     ctx = n_ctx(model)
     if ctx is None or not task:
         return None
     try:
-        lens = {k: prompt_len(model, task, k) for k in (0, 1)}
-    except Exception:
+        n = prompt_len(model, task, k)
+    except Exception:  # a task that cannot build k-shot prompts reports it when run
         return None
-    if lens[0] is None or lens[1] is None:
+    if n is None or n <= ctx:
         return None
-    per = max(1, lens[1] - lens[0])
-    # prompts are affine in k up to the length of individual demonstrations; check a candidate
-    kmax = max(0, (ctx - lens[0]) // per)
-    try:
-        while kmax > 0 and (prompt_len(model, task, kmax) or 0) > ctx:
-            kmax -= 1
-    except Exception:
-        pass
-    return kmax
+    lo, hi = 0, k  # largest fitting k, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            ok = (prompt_len(model, task, mid) or 0) <= ctx
+        except Exception:
+            ok = False
+        lo, hi = (mid, hi) if ok else (lo, mid - 1)
+    return (f"k={k} does not fit the context of model {model!r} on task {task!r}: its prompts "
+            f"are {n} tokens, n_ctx={ctx}; at most k={lo} fits, use k <= {lo}")
 
 
 # ------------------------------------------------------------------------------------ provenance

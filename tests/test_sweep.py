@@ -1,0 +1,298 @@
+"""Sweeps: config validation, resumable runs, kill-and-resume, two sweeps on one store, executors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.sweep import ResultsStore, SweepConfigError, loads_config, run_sweep
+from experiments.sweep.store import PROVENANCE_COLUMNS
+from tests.test_sweep_helpers import expected_value
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def checksum_config(n_seeds: int, sleep: float = 0.0, name: str = "t") -> str:
+    return textwrap.dedent(f"""
+        name = "{name}"
+        imports = ["tests.test_sweep_helpers"]
+        seeds = {list(range(n_seeds))}
+        [[grid]]
+        models = ["induction-2l"]
+        analyses = ["checksum"]
+        [grid.params.checksum]
+        sleep = {sleep}
+        """)
+
+
+def write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([PY, "-m", "experiments.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------ configs
+BAD_CONFIGS = {
+    "unknown model": ('models = ["gpt-17"]\nanalyses = ["head_scan"]', "models[0]", "unknown model 'gpt-17'"),
+    "unknown analysis": ('models = ["induction-2l"]\nanalyses = ["telepathy"]', "analyses[0]",
+                         "allowed: "),
+    "wrong type": ('models = ["induction-2l"]\nanalyses = ["head_scan"]\nseeds = ["one"]', "seeds[0]",
+                   "expected integer"),
+    "wrong param type": ('models = ["induction-2l"]\nanalyses = ["head_scan"]\n[params.head_scan]\n'
+                         'seg_len = 2.5', "params.head_scan", "must be int"),
+    "unknown field": ('models = ["induction-2l"]\nanalysis = ["head_scan"]', "analysis", "allowed fields"),
+    "unknown param": ('models = ["induction-2l"]\nanalyses = ["head_scan"]\n[params.head_scan]\n'
+                      'layers = 3', "params.head_scan", "allowed: "),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_names_the_field(case):
+    text, field, phrase = BAD_CONFIGS[case]
+    with pytest.raises(SweepConfigError) as err:
+        loads_config(text)
+    msg = str(err.value)
+    assert field in msg and phrase in msg, msg
+    assert "\n" not in msg
+
+
+def _k_test_analysis():
+    from experiments.sweep.analyses import REGISTRY, AnalysisSpec, register
+
+    if "probe_k" not in REGISTRY:
+        register(AnalysisSpec(name="probe_k", fn=lambda *a: pd.DataFrame({"metric": ["k"], "value": [a[2]]}),
+                              params={}, uses_task=True, uses_k=True))
+
+
+def test_k_larger_than_context_is_rejected():
+    _k_test_analysis()
+    text = ('[[grid]]\nmodels = ["induction-2l"]\ntasks = ["induction"]\nk = [1, 50]\n'
+            'analyses = ["probe_k"]')
+    with pytest.raises(SweepConfigError) as err:
+        loads_config(text)
+    msg = str(err.value)
+    assert "grid[0].k[1]" in msg and "n_ctx=64" in msg and "k <= " in msg, msg
+    # the largest k it names really fits, and one more does not
+    kmax = int(msg.rsplit("k <= ", 1)[1].split()[0].rstrip(".;"))
+    from experiments.sweep.modelinfo import prompt_len
+
+    assert prompt_len("induction-2l", "induction", kmax) <= 64 < prompt_len("induction-2l", "induction", kmax + 1)
+    assert len(loads_config(text.replace(", 50", "")).units()) == 1
+
+
+def test_cli_bad_configs_exit_nonzero_before_any_work(tmp_path):
+    for i, case in enumerate(["unknown model", "unknown analysis", "wrong type"]):
+        cfg = write(tmp_path, BAD_CONFIGS[case][0], f"bad{i}.toml")
+        store = tmp_path / f"store{i}"
+        r = cli("sweep", "run", str(cfg), "--store", str(store))
+        assert r.returncode == 2, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("iclwb: error:"), r.stderr
+        assert BAD_CONFIGS[case][1] in lines[0]
+        assert not store.exists()
+
+
+def test_units_expand_grid_and_dedupe():
+    cfg = loads_config(textwrap.dedent("""
+        seeds = [0, 1]
+        imports = ["tests.test_sweep_helpers"]
+        [[grid]]
+        models = ["induction-2l"]
+        analyses = ["checksum", "head_scan"]
+        [[grid]]
+        models = ["induction-2l"]
+        analyses = ["checksum"]
+        seeds = [1, 2]
+        """))
+    units = cfg.units()
+    # checksum: seeds {0,1,2}; head_scan: seeds {0,1}; the shared (checksum, seed 1) only once
+    assert sorted((u.analysis, u.seed) for u in units) == [
+        ("checksum", 0), ("checksum", 1), ("checksum", 2), ("head_scan", 0), ("head_scan", 1)]
+    assert len({u.key for u in units}) == 5
+    assert all(u.task == "" and u.k == 0 for u in units)
+    # the hash ignores formatting and comments
+    again = loads_config("# comment\n" + cfg.source.replace("seeds = [0, 1]", "seeds=[0,1]"))
+    assert again.config_hash == cfg.config_hash
+
+
+# ------------------------------------------------------------------------------------ store
+def test_run_store_provenance_and_resume(tmp_path):
+    from experiments.sweep.modelinfo import file_hash
+    from experiments import zoo
+
+    cfg = loads_config(checksum_config(3))
+    store = ResultsStore(tmp_path / "res")
+    rep = run_sweep(cfg, store, progress=False)
+    assert rep.ok and len(rep.computed) == 3 and rep.already_done == 0
+    df = store.frame()
+    assert set(PROVENANCE_COLUMNS) <= set(df.columns)
+    assert len(df) == 9
+    sha = file_hash(zoo.checkpoint_path("induction-2l") / "model.safetensors")
+    assert (df["model_hash"] == sha).all()
+    assert (df["config_hash"] == cfg.config_hash).all() and (df["sweep"] == "t").all()
+    assert df["versions"].str.contains("torch").all() and (df["wall_time_s"] >= 0).all()
+    for _, row in df.iterrows():
+        assert row["value"] == pytest.approx(expected_value("induction-2l", int(row["seed"]), int(row["i"])))
+    # DuckDB and pandas see the same rows
+    agg = store.sql("SELECT seed, sum(value) AS s FROM results GROUP BY seed ORDER BY seed")
+    assert agg["s"].tolist() == pytest.approx(df.groupby("seed")["value"].sum().sort_index().tolist())
+    # tensors beside the table
+    u = cfg.units()[0]
+    import torch
+
+    t = store.tensors(u.key)["noise"]
+    assert torch.equal(t, torch.randn(3, 4, generator=torch.Generator().manual_seed(u.seed)))
+    # a finished sweep recomputes nothing
+    rep2 = run_sweep(cfg, store, progress=False)
+    assert rep2.computed == [] and rep2.already_done == 3
+    # a larger sweep computes only the new units
+    rep3 = run_sweep(loads_config(checksum_config(5)), store, progress=False)
+    assert len(rep3.computed) == 2 and rep3.already_done == 3
+    assert not list((tmp_path / "res" / "tmp").iterdir()) and not list((tmp_path / "res" / "locks").iterdir())
+
+
+def test_failed_unit_is_reported_and_retried(tmp_path):
+    from experiments.sweep.analyses import REGISTRY, AnalysisSpec, register
+
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+
+    def flaky(model, task, k, seed, params):
+        if Path(params["flag"]).exists():
+            raise RuntimeError("boom")
+        return pd.DataFrame({"metric": ["x"], "value": [1.0]})
+
+    register(AnalysisSpec(name="flaky", fn=flaky, params={"flag": ""}, uses_task=False, uses_k=False))
+    try:
+        cfg = loads_config(f'models = ["induction-2l"]\nanalyses = ["flaky"]\n[params.flaky]\nflag = "{flag}"')
+        store = ResultsStore(tmp_path / "res")
+        rep = run_sweep(cfg, store, progress=False)
+        assert not rep.ok and "boom" in next(iter(rep.failed.values()))
+        assert store.errors() and not store.finished_keys()
+        flag.unlink()
+        rep = run_sweep(cfg, store, progress=False)
+        assert rep.ok and len(rep.computed) == 1 and not store.errors()
+    finally:
+        REGISTRY.pop("flaky", None)
+
+
+def _wait_for(pred, timeout: float, what: str):
+    t0 = time.time()
+    while not pred():
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_computes_only_missing(tmp_path):
+    n = 12
+    cfg_path = write(tmp_path, checksum_config(n, sleep=0.4))
+    store_dir = tmp_path / "res"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([PY, "-m", "experiments.cli", "sweep", "run", str(cfg_path), "--store",
+                             str(store_dir), "--workers", "1", "--quiet"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    units_dir = store_dir / "units"
+    try:
+        _wait_for(lambda: units_dir.is_dir() and len(list(units_dir.glob("*.parquet"))) >= 3, 90,
+                  "three finished units")
+        time.sleep(0.2)  # land somewhere inside a unit
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in units_dir.glob("*.parquet")}
+    assert 3 <= len(before) < n, "the kill must land mid-run"
+    # every file present is a complete, readable unit; the killed run left its lock behind
+    for name in before:
+        assert len(pd.read_parquet(units_dir / name)) == 3
+    cfg = loads_config(cfg_path.read_text())
+    rep = run_sweep(cfg, ResultsStore(store_dir), progress=False)
+    assert rep.ok
+    assert rep.already_done == len(before)
+    assert sorted(rep.computed) == sorted(u.key for u in cfg.units() if f"{u.key}.parquet" not in before)
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in units_dir.glob("*.parquet")}
+    assert len(after) == n
+    assert all(after[k] == v for k, v in before.items()), "finished units were rewritten"
+    df = ResultsStore(store_dir).frame()
+    assert len(df) == 3 * n
+    for _, row in df.iterrows():
+        assert row["value"] == pytest.approx(expected_value("induction-2l", int(row["seed"]), int(row["i"])))
+    # and a third run computes nothing
+    assert run_sweep(cfg, ResultsStore(store_dir), progress=False).computed == []
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_store_share_work_without_corruption(tmp_path):
+    n = 10
+    cfg_path = write(tmp_path, checksum_config(n, sleep=0.3))
+    store_dir = tmp_path / "res"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = [PY, "-m", "experiments.cli", "sweep", "run", str(cfg_path), "--store", str(store_dir),
+            "--workers", "1", "--quiet"]
+    procs = [subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=150) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    df = ResultsStore(store_dir).frame()
+    assert len(df) == 3 * n and df["unit_key"].nunique() == n
+    for _, row in df.iterrows():
+        assert row["value"] == pytest.approx(expected_value("induction-2l", int(row["seed"]), int(row["i"])))
+    # each unit was computed exactly once in all: the two runs' "computed" counts add up to n
+    computed = [int(o[0].split(" units; ")[1].split(" computed")[0]) for o in outs]
+    assert sum(computed) == n, outs
+    assert df["run_id"].nunique() == 2 and min(computed) >= 1, "both sweeps should have done work"
+    assert not list((store_dir / "tmp").iterdir()) and not list((store_dir / "locks").iterdir())
+
+
+@pytest.mark.slow
+def test_process_pool_equals_inline(tmp_path):
+    cfg = loads_config(checksum_config(4))
+    a = run_sweep(cfg, ResultsStore(tmp_path / "a"), workers=1, progress=False)
+    b = run_sweep(cfg, ResultsStore(tmp_path / "b"), workers=2, progress=False)
+    assert a.ok and b.ok and len(b.computed) == 4
+    fa, fb = (ResultsStore(tmp_path / x).frame().sort_values(["seed", "i"]).reset_index(drop=True)
+              for x in "ab")
+    assert fa["value"].tolist() == fb["value"].tolist()
+    assert fb["pid"].nunique() >= 1 and (fb["pid"] != os.getpid()).all()  # computed in workers
+
+
+@pytest.mark.slow
+def test_ray_executor_equals_local(tmp_path):
+    import ray
+
+    cfg = loads_config(checksum_config(3))
+    local = run_sweep(cfg, ResultsStore(tmp_path / "local"), progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}})
+    try:
+        rep = run_sweep(cfg, ResultsStore(tmp_path / "ray"), executor="ray", workers=2, progress=False)
+    finally:
+        ray.shutdown()
+    assert local.ok and rep.ok and len(rep.computed) == 3
+    cols = ["seed", "metric", "i", "value"]
+    fl, fr = (ResultsStore(tmp_path / x).frame().sort_values(cols).reset_index(drop=True)
+              for x in ("local", "ray"))
+    assert fl[cols].equals(fr[cols])
+    assert (fr["pid"] != os.getpid()).all()  # computed in Ray workers, not in the driver
+    import torch
+
+    for u in cfg.units():
+        assert torch.equal(ResultsStore(tmp_path / "local").tensors(u.key)["noise"],
+                           ResultsStore(tmp_path / "ray").tensors(u.key)["noise"])
