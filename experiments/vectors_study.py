@@ -109,13 +109,14 @@ class PromptSets:
 
 
 def prompt_sets(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int,
-                n_extract: int | None = None, **opts: Any) -> PromptSets:
-    """Three disjoint prompt sets: extract (seed), dev (seed+1), eval (seed+2)."""
+                n_extract: int | None = None, n_dev: int | None = None, **opts: Any) -> PromptSets:
+    """Three disjoint prompt sets: extract (seed), dev (seed+1), eval (seed+2); ``n_prompts`` each
+    unless ``n_extract`` / ``n_dev`` say otherwise."""
     if k < 1:
         raise StudyError("the ICL vector methods need demonstrations: use k >= 1")
     return PromptSets(
         extract=make_task_prompts(model, task, k, n_extract or n_prompts, seed, **opts),
-        dev=make_task_prompts(model, task, k, n_prompts, seed + 1, **opts),
+        dev=make_task_prompts(model, task, k, n_dev or n_prompts, seed + 1, **opts),
         eval=make_task_prompts(model, task, k, n_prompts, seed + 2, **opts),
     )
 
@@ -145,6 +146,8 @@ def _sweep_readout(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, me
         rand = vectors.random_like(v, seed=seed + 1000 + layer)
         for cond, vec in (("with vector", v), ("with random vector", rand)):
             for split, b in zs.items():
+                if cond == "with random vector" and split == "dev":
+                    continue  # the control is only reported, never used to choose
                 hooks = vectors.readout_hooks(b, layer, vec, site="resid_post", mode=mode)  # type: ignore[arg-type]
                 rows.append(info.row(method=method, condition=cond, layer=layer, lam=math.nan, split=split,
                                      accuracy=_acc(model, b, hooks), n_prompts=len(b),
@@ -167,11 +170,12 @@ def task_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
 
 def function_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, n_heads: int = 10,
                           layers: Sequence[int] | None = None, n_aie_prompts: int = 16,
-                          exact_budget: int = 4096, shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
+                          exact_budget: int = 4096, n_exact: int | None = None, shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
     """Function vectors: mean z at s_q over ``sets.extract``; AIE of each head on label-shuffled
     extract prompts (exact for every head when heads x prompts <= ``exact_budget``, else exact on
     the top 3 * n_heads by ``head_aie_attribution``); FV from the top ``n_heads``; added at
-    blocks.{L}.hook_resid_post at s_q of the zero-shot prompts, for each L in ``layers``.
+    blocks.{L}.hook_resid_post at s_q of the zero-shot prompts, for each L in ``layers``
+    (``n_exact`` candidates, default 3 * n_heads).
     Returns the accuracy table and the [layer, head] AIE (NaN where not computed exactly)."""
     mean_z = vectors.mean_head_outputs(model, sets.extract)
     shuffled = vectors.shuffle_labels(sets.extract.select(slice(0, n_aie_prompts)), seed=shuffle_seed)
@@ -181,7 +185,7 @@ def function_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyI
         how = "exact"
     else:
         approx = vectors.head_aie_attribution(model, shuffled, mean_z)
-        cand = vectors.top_heads(approx, 3 * n_heads)
+        cand = vectors.top_heads(approx, n_exact or 3 * n_heads)
         aie = vectors.head_aie(model, shuffled, mean_z, heads=cand)
         how = "attribution+exact"
     heads = vectors.top_heads(aie, n_heads)
@@ -206,6 +210,8 @@ def icv_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
         zs = vectors.strip_demos(getattr(sets, split))
         for lam in lambdas:
             for cond, vec in (("with vector", icv), ("with random vector", rand)):
+                if cond == "with random vector" and split == "dev":
+                    continue
                 hooks = vectors.icv_hooks(model, vec, lam, site=site)
                 rows.append(info.row(method="icv", condition=cond, layer=math.nan, lam=float(lam), split=split,
                                      accuracy=_acc(model, zs, hooks), n_prompts=len(zs), site=site))
@@ -230,7 +236,7 @@ def summary_table(acc: pd.DataFrame) -> pd.DataFrame:
     layer / lambda chosen by the best dev accuracy of "with vector"."""
     out = []
     for key, g in acc.groupby(["model", "task", "k", "seed", "method"], sort=False):
-        dev = g[(g.split == "dev") & (g.condition == "with vector")]
+        dev = g[(g.split == "dev") & (g.condition == "with vector") & ~(g.lam == 0)]  # lam 0 = zero-shot
         if dev.empty:
             continue
         best = dev.loc[dev.accuracy.idxmax()]
@@ -252,28 +258,45 @@ def summary_table(acc: pd.DataFrame) -> pd.DataFrame:
 def run_study(model: torch.nn.Module, model_name: str, task: str, k: int = 4, n_prompts: int = 32,
               seed: int = 0, methods: Sequence[str] = METHODS + ("anchors",), n_heads: int = 10,
               lambdas: Sequence[float] = DEFAULT_LAMBDAS, layers: Sequence[int] | None = None,
+              n_dev: int | None = None, n_aie_prompts: int = 16, n_exact: int | None = None,
+              n_anchor_prompts: int | None = None, progress: Any = None,
               **task_opts: Any) -> dict[str, pd.DataFrame]:
     """Every requested method on one model and task. Returns {"accuracy": long table of every
-    condition, "summary": ``summary_table``, "anchors": flows by layer, "aie": head AIE}."""
+    condition, "summary": ``summary_table``, "anchors": flows by layer, "aie": head AIE}.
+    ``progress(fraction, text)`` is called between methods when given (the app's progress bar)."""
     unknown = set(methods) - set(METHODS + ("anchors",))
     if unknown:
         raise StudyError(f"unknown methods {sorted(unknown)}; use any of {METHODS + ('anchors',)}")
     info = StudyInfo(model_name, task, k, seed)
-    sets = prompt_sets(model, task, k, n_prompts, seed, **task_opts)
+    sets = prompt_sets(model, task, k, n_prompts, seed, n_dev=n_dev, **task_opts)
+    step = [0]
+
+    def tick(text: str) -> None:
+        if progress is not None:
+            progress(step[0] / max(1, len(methods)), text)
+        step[0] += 1
     frames, out = [], {}
     if "task_vector" in methods:
+        tick("task vectors")
         frames.append(task_vector_study(model, sets, info, layers))
     if "function_vector" in methods:
-        fv, aie = function_vector_study(model, sets, info, n_heads=n_heads, layers=layers)
+        tick("function vectors")
+        fv, aie = function_vector_study(model, sets, info, n_heads=n_heads, layers=layers,
+                                        n_aie_prompts=n_aie_prompts, n_exact=n_exact)
         frames.append(fv)
         out["aie"] = pd.DataFrame([info.row(method="function_vector", layer=l, head=h, aie=float(aie[l, h]))
                                    for l in range(aie.shape[0]) for h in range(aie.shape[1])])
     if "icv" in methods:
+        tick("in-context vectors")
         frames.append(icv_study(model, sets, info, lambdas))
     if frames:
         acc = pd.concat(frames, ignore_index=True)
         out["accuracy"] = acc
         out["summary"] = summary_table(acc)
     if "anchors" in methods:
-        out["anchors"] = anchors_study(model, sets.eval, info)
+        tick("label-word anchors")
+        ev = sets.eval if n_anchor_prompts is None else sets.eval.select(slice(0, n_anchor_prompts))
+        out["anchors"] = anchors_study(model, ev, info)
+    if progress is not None:
+        progress(1.0, "done")
     return out
