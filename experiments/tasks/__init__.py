@@ -1,0 +1,85 @@
+"""ICL task generators: prompts whose right answer is known, for any number of demonstrations k.
+
+Every task lives in one module of this package, listed in ``TASKS`` (name -> module path) and
+imported lazily by ``get_task(name)``, so listing tasks costs nothing and a task's heavy
+dependencies (a tokenizer, say) load only when it is used.
+
+The contract for token tasks
+----------------------------
+Each token-task module defines
+
+    make_prompts(k: int, n_prompts: int, seed: int, **options) -> probes.prompt.PromptBatch
+
+- ``k`` is the number of demonstrations before the query (what "demonstration" means is defined
+  per task in its module docstring; 0 is allowed wherever the task has a meaning for it);
+- ``n_prompts`` rows, generated deterministically from ``seed`` (same arguments, same tokens);
+- every role is filled: ``demo_text``, ``forerunner``, ``label`` for each of the k
+  demonstrations, ``query_text``, ``readout`` (the last real token, where the prediction is
+  read), ``target`` (the correct next token at the read-out), and, where the task has them,
+  ``candidates`` (the label tokens the answer is scored over), ``demo_class``/``query_class``;
+- ``batch.meta`` holds ``{"task": name, "k": k, ...}`` plus the task's options and, per task,
+  extra per-row ground truth documented in the module;
+- the vocabulary is the task's own (``VOCAB_SIZE`` / ``token_names()`` in the module) for the
+  synthetic tasks; a model trained on the task must use ``d_vocab >= VOCAB_SIZE``.
+
+Exceptions: ``language.make_prompts(tokenizer, k, n_prompts, seed, **options)`` takes the model's
+tokenizer first (its prompts are text), and ``linreg`` builds real-vector batches of its own type
+rather than token PromptBatches (see ``experiments.tasks.linreg``).
+
+Tasks
+-----
+- ``induction``: a random segment repeated (and Olsson et al.'s BOS + 25 tokens x 4 variant);
+- ``icll``: in-context language learning on random DFAs (Akyürek et al. 2024), with the
+  in-context n-gram baselines and the DFA accuracy / L1 metrics;
+- ``classify``: few-shot classification with an arbitrary class-to-label mapping per prompt
+  (Chan et al. 2022; Reddy 2023), with flipped-label and no-demonstration variants;
+- ``linreg``: in-context linear regression (Garg et al. 2022; von Oswald et al. 2023);
+- ``language``: natural-language tasks for pretrained models.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+TASKS: dict[str, str] = {
+    "induction": "experiments.tasks.induction",
+    "icll": "experiments.tasks.icll",
+    "classify": "experiments.tasks.classify",
+    "linreg": "experiments.tasks.linreg",
+    "language": "experiments.tasks.language",
+}
+
+TOKEN_TASKS: tuple[str, ...] = ("induction", "icll", "classify")
+"""Tasks whose ``make_prompts(k, n_prompts, seed, **options)`` needs nothing else."""
+
+
+class TaskError(ValueError):
+    """An unknown task name or a bad task option; the message names the fix."""
+
+
+def names() -> list[str]:
+    """All registered task names."""
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> ModuleType:
+    """The module of task ``name`` (imported on first use)."""
+    if name not in TASKS:
+        raise TaskError(f"unknown task {name!r}; registered tasks: {', '.join(names())}")
+    return importlib.import_module(TASKS[name])
+
+
+def make_prompts(name: str, k: int, n_prompts: int, seed: int, *args: Any, **options: Any):
+    """Build prompts of task ``name``: ``get_task(name).make_prompts(k, n_prompts, seed, ...)``.
+
+    The language task needs a tokenizer first: call
+    ``get_task("language").make_prompts(tokenizer, k, n_prompts, seed, ...)`` directly.
+    """
+    if name == "language":
+        raise TaskError(
+            "the language task needs the model's tokenizer: call "
+            "get_task('language').make_prompts(tokenizer, k, n_prompts, seed, ...)"
+        )
+    return get_task(name).make_prompts(k, n_prompts, seed, *args, **options)

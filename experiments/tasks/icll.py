@@ -1,0 +1,493 @@
+"""Task 2: in-context language learning (ICLL) on random DFAs (Akyürek, Wang, Kim, Andreas 2024).
+
+Each prompt shows strings of one random regular language; the model must infer the language from
+the prompt and predict legal next symbols.
+
+DFA (``random_dfa``), as in research/icl-methods.md section B1:
+
+- 4-12 states (counted after trimming to the states reachable from the start state 0; DFAs
+  outside the range are resampled), all accepting;
+- an alphabet of 4-18 letters drawn from the 18 letters a..r;
+- each state gets 1-3 outgoing edges with distinct symbols and distinct targets, no self loops;
+- strings are sampled by walking from state 0, choosing uniformly among the outgoing edges (every
+  reachable state has at least one, so walks never get stuck).
+
+Identity and splits: ``DFA.canonical_hash()`` hashes the *minimised* DFA with states renumbered in
+breadth-first order (equal hashes = same language and same string distribution). The held-out set
+is ``heldout_dfas()``: ``N_HELDOUT`` DFAs drawn from ``HELDOUT_SEED``; the training sampler
+rejects every DFA whose hash is held out, so train and held-out DFAs are disjoint by language.
+
+Vocabulary (``VOCAB_SIZE`` = 21): letters a..r = 0..17, ``SEP`` '|' = 18, ``PAD`` '.' = 19,
+``BOS`` = 20. A sequence is ``[BOS] w_1 | w_2 | ... | w_n`` right-padded with '.'.
+
+Length: the paper's prompts hold 10-19 strings of length 1-49 (up to ~950 tokens), too long for a
+small model trained on 2 CPU cores (attention cost grows with the square of the length). Here
+sequences are capped at ``MAX_LEN`` = 128 tokens and strings are 1-24 letters (``STRING_LEN``,
+half the paper's): 10-19 strings are drawn and appended while they fit whole, so a sequence holds
+about 9 strings (~115 tokens). Pass ``max_len``/``string_len`` for the paper's lengths.
+
+Metrics (section B2), on next-symbol probabilities over the 18 letters, so models and baselines
+are scored alike: a prediction is made at every position t >= 1 whose next token is a letter
+(predictions of '|' and padding are skipped, as in the paper; BOS has no context):
+
+- ``dfa_accuracy``: the argmax letter is a legal continuation of the current string;
+- ``dfa_l1``: sum_c |p(c) - u(c)| with u uniform over the legal next letters, plus the mass p
+  puts outside the letters (the full-vocabulary L1 when u is zero there); 2 x TVD.
+
+Baseline (section B3, ``ngram_probs``): the in-context n-gram model of ``berlino/seq_icl``
+``ngram.py``: strings of the prompt so far (the current partial string included) are padded on the
+left with n-1 boundary symbols; P(c|h) = count(hc)/count(h); letters unseen after h share the
+left-over mass (count(h) also counts occurrences not yet followed by a letter: string ends and
+the current position) in proportion to the (n-1)-gram probabilities (Katz-style back-off, no
+discounting, no add-one); only letters already seen in the prompt get mass.
+
+Token-task roles (``make_prompts``): demonstration i = string w_i: ``label[i]`` = its last symbol,
+``forerunner[i]`` = the token before it (the previous letter, or the '|' / BOS before a 1-letter
+string), ``demo_text[i]`` = the letters before the forerunner. The query is string k+1 cut at a
+random point: ``readout`` = the token before the cut (a letter, or the '|' before the string),
+``target`` = the letter the walk chose next, ``query_text`` = the query's letters before the
+read-out. ``candidates`` = the DFA's alphabet; ``meta["legal_next"]`` = Bool [batch, 18] of the
+legal next letters at each read-out (use ``readout_dfa_accuracy``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from experiments.tasks import TaskError
+from probes.prompt import PromptBatch, PromptBuilder
+
+N_LETTERS = 18
+LETTERS = "abcdefghijklmnopqr"
+SEP = 18
+PAD = 19
+BOS = 20
+VOCAB_SIZE = 21
+MAX_LEN = 128
+N_STATES = (4, 12)
+ALPHABET_SIZE = (4, 18)
+OUT_EDGES = (1, 3)
+N_STRINGS = (10, 19)
+STRING_LEN = (1, 24)
+N_HELDOUT = 500
+HELDOUT_SEED = 2024_0301
+
+
+def token_names() -> list[str]:
+    return list(LETTERS) + ["|", ".", "<bos>"]
+
+
+def decode(tokens: Tensor | list[int]) -> str:
+    """Tokens as a string: letters, '|', '.' for padding and '^' for BOS."""
+    names = list(LETTERS) + ["|", ".", "^"]
+    return "".join(names[int(t)] for t in tokens)
+
+
+# ---------------------------------------------------------------------------------------- DFA
+@dataclass(frozen=True)
+class DFA:
+    """A partial DFA: ``transitions[s]`` maps a letter id to the next state; all states accept."""
+
+    n_states: int
+    alphabet: tuple[int, ...]
+    transitions: tuple[dict[int, int], ...]
+    start: int = 0
+
+    def accepts(self, word: list[int]) -> bool:
+        """True if walking ``word`` from the start never leaves the DFA (all states accept)."""
+        return self.run(word) is not None
+
+    def run(self, word: list[int]) -> int | None:
+        """The state reached after ``word``, or None if a symbol has no transition."""
+        s = self.start
+        for c in word:
+            nxt = self.transitions[s].get(int(c))
+            if nxt is None:
+                return None
+            s = nxt
+        return s
+
+    def legal(self, state: int) -> list[int]:
+        return sorted(self.transitions[state])
+
+    def sample(self, length: int, rng: random.Random) -> list[int]:
+        """A string of ``length`` letters by a uniform walk from the start state."""
+        s, out = self.start, []
+        for _ in range(length):
+            c = rng.choice(sorted(self.transitions[s]))
+            out.append(c)
+            s = self.transitions[s][c]
+        return out
+
+    def used_symbols(self) -> list[int]:
+        return sorted({c for t in self.transitions for c in t})
+
+    def minimized(self) -> "DFA":
+        """The minimal DFA of the same language (Moore partition refinement, canonical numbering)."""
+        part = [0] * self.n_states  # all states accepting; the missing-edge sink is implicit
+        while True:
+            sigs = [
+                (part[s], tuple(sorted((c, part[t]) for c, t in self.transitions[s].items())))
+                for s in range(self.n_states)
+            ]
+            ids: dict = {}
+            new = [ids.setdefault(sig, len(ids)) for sig in sigs]
+            if len(ids) == len(set(part)):
+                break
+            part = new
+        # one representative per block, renumbered breadth-first from the start
+        order = {part[self.start]: 0}
+        queue, trans = deque([self.start]), {}
+        while queue:
+            s = queue.popleft()
+            b = order[part[s]]
+            if b in trans:
+                continue
+            trans[b] = {}
+            for c in sorted(self.transitions[s]):
+                t = self.transitions[s][c]
+                if part[t] not in order:
+                    order[part[t]] = len(order)
+                    queue.append(t)
+                trans[b][c] = order[part[t]]
+        n = len(order)
+        return DFA(n, self.alphabet, tuple(trans[i] for i in range(n)))
+
+    def canonical_hash(self) -> str:
+        """Hash of the minimal DFA in breadth-first numbering: same language <=> same hash."""
+        m = self.minimized()
+        text = ";".join(",".join(f"{c}>{t}" for c, t in sorted(tr.items())) for tr in m.transitions)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"n_states": self.n_states, "alphabet": list(self.alphabet),
+                "transitions": [{LETTERS[c]: t for c, t in tr.items()} for tr in self.transitions]}
+
+
+def random_dfa(rng: random.Random) -> DFA:
+    """One DFA per the module docstring (resampled until 4-12 states are reachable)."""
+    while True:
+        n = rng.randint(*N_STATES)
+        alphabet = sorted(rng.sample(range(N_LETTERS), rng.randint(*ALPHABET_SIZE)))
+        trans: list[dict[int, int]] = []
+        for s in range(n):
+            m = min(rng.randint(*OUT_EDGES), len(alphabet), n - 1)
+            syms = rng.sample(alphabet, m)
+            targets = rng.sample([t for t in range(n) if t != s], m)
+            trans.append(dict(zip(syms, targets)))
+        dfa = _trim(DFA(n, tuple(alphabet), tuple(trans)))
+        if N_STATES[0] <= dfa.n_states <= N_STATES[1]:
+            return dfa
+
+
+def _trim(dfa: DFA) -> DFA:
+    """Keep the states reachable from the start, renumbered in breadth-first order."""
+    order, queue = {dfa.start: 0}, deque([dfa.start])
+    while queue:
+        s = queue.popleft()
+        for c in sorted(dfa.transitions[s]):
+            t = dfa.transitions[s][c]
+            if t not in order:
+                order[t] = len(order)
+                queue.append(t)
+    inv = sorted(order, key=order.get)
+    trans = tuple({c: order[t] for c, t in dfa.transitions[s].items()} for s in inv)
+    return DFA(len(order), dfa.alphabet, trans)
+
+
+@functools.lru_cache(maxsize=4)
+def heldout_dfas(n: int = N_HELDOUT, seed: int = HELDOUT_SEED) -> tuple[DFA, ...]:
+    """The fixed held-out DFAs (distinct languages), drawn from ``seed``."""
+    rng = random.Random(seed)
+    out, seen = [], set()
+    while len(out) < n:
+        d = random_dfa(rng)
+        h = d.canonical_hash()
+        if h not in seen:
+            seen.add(h)
+            out.append(d)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=4)
+def heldout_hashes(n: int = N_HELDOUT, seed: int = HELDOUT_SEED) -> frozenset[str]:
+    return frozenset(d.canonical_hash() for d in heldout_dfas(n, seed))
+
+
+def train_dfa(rng: random.Random) -> DFA:
+    """A random DFA whose language is not in the held-out set."""
+    held = heldout_hashes()
+    while True:
+        d = random_dfa(rng)
+        if d.canonical_hash() not in held:
+            return d
+
+
+def dfas_for_split(split: str, n: int, rng: random.Random) -> list[DFA]:
+    if split == "train":
+        return [train_dfa(rng) for _ in range(n)]
+    if split == "heldout":
+        pool = heldout_dfas()
+        return [pool[i] for i in rng.sample(range(len(pool)), n)] if n <= len(pool) else \
+            [pool[rng.randrange(len(pool))] for _ in range(n)]
+    raise TaskError(f"unknown split {split!r}; use 'train' or 'heldout'")
+
+
+# ---------------------------------------------------------------------------------- sequences
+@dataclass
+class ICLLSequences:
+    """Full ICLL sequences with the DFA's ground truth at every position.
+
+    ``legal[b, t]`` are the legal letters after tokens[b, :t+1] (the continuation of the current
+    string); ``eval_mask[b, t]`` is True where a prediction is scored (t >= 1, next token a letter).
+    """
+
+    tokens: Int[Tensor, "batch pos"]
+    lengths: Int[Tensor, " batch"]
+    legal: Bool[Tensor, "batch pos letter"]
+    eval_mask: Bool[Tensor, "batch pos"]
+    dfas: list[DFA] = field(default_factory=list)
+
+    @property
+    def targets(self) -> Int[Tensor, "batch pos"]:
+        """Next token at each position (PAD after the end)."""
+        return torch.cat([self.tokens[:, 1:], torch.full_like(self.tokens[:, :1], PAD)], dim=1)
+
+
+def sample_sequences(
+    n: int,
+    seed: int,
+    split: str = "train",
+    max_len: int = MAX_LEN,
+    n_strings: tuple[int, int] = N_STRINGS,
+    string_len: tuple[int, int] = STRING_LEN,
+    dfas: list[DFA] | None = None,
+) -> ICLLSequences:
+    """``n`` sequences ``[BOS] w_1 | ... | w_m`` (whole strings, at most ``max_len`` tokens)."""
+    rng = random.Random(seed)
+    dfas = dfas if dfas is not None else dfas_for_split(split, n, rng)
+    rows = []
+    for dfa in dfas:
+        want = rng.randint(*n_strings)
+        toks = [BOS]
+        for i in range(want):
+            w = dfa.sample(rng.randint(*string_len), rng)
+            extra = len(w) + (1 if i else 0)
+            if len(toks) + extra > max_len:
+                if i == 0:
+                    w = w[: max_len - 1]
+                else:
+                    break
+            toks += ([SEP] if i else []) + w
+        rows.append(toks)
+    return _sequences_from_rows(rows, dfas, max(len(r) for r in rows))
+
+
+def _sequences_from_rows(rows: list[list[int]], dfas: list[DFA], T: int) -> ICLLSequences:
+    B = len(rows)
+    tokens = torch.full((B, T), PAD, dtype=torch.long)
+    legal = [[[False] * N_LETTERS for _ in range(T)] for _ in range(B)]
+    eval_mask = [[False] * T for _ in range(B)]
+    for b, (row, dfa) in enumerate(zip(rows, dfas)):
+        tokens[b, : len(row)] = torch.tensor(row)
+        state: int | None = dfa.start
+        for t, tok in enumerate(row):
+            if tok in (BOS, SEP):
+                state = dfa.start
+            elif state is not None:
+                state = dfa.transitions[state].get(tok)
+            if state is not None:
+                for c in dfa.transitions[state]:
+                    legal[b][t][c] = True
+            eval_mask[b][t] = t >= 1 and t + 1 < len(row) and row[t + 1] < N_LETTERS
+    lengths = torch.tensor([len(r) for r in rows])
+    return ICLLSequences(tokens, lengths, torch.tensor(legal), torch.tensor(eval_mask), list(dfas))
+
+
+def letter_probs(logits: Float[Tensor, "... vocab"]) -> Float[Tensor, "... letter"]:
+    """Softmax over the whole vocabulary, restricted to the letters (may sum to < 1)."""
+    return logits.float().softmax(-1)[..., :N_LETTERS]
+
+
+# ----------------------------------------------------------------------------------- metrics
+def dfa_accuracy(probs: Float[Tensor, "batch pos letter"], legal: Bool[Tensor, "batch pos letter"],
+                 mask: Bool[Tensor, "batch pos"]) -> float:
+    """Share of scored positions whose argmax letter is a legal continuation."""
+    _check_shapes(probs, legal, mask)
+    hit = legal.gather(-1, probs.argmax(-1, keepdim=True)).squeeze(-1)
+    return float(hit[mask].float().mean())
+
+
+def dfa_l1(probs: Float[Tensor, "batch pos letter"], legal: Bool[Tensor, "batch pos letter"],
+           mask: Bool[Tensor, "batch pos"]) -> float:
+    """Mean L1 distance to the DFA's uniform legal-next distribution (mass off the letters counts)."""
+    _check_shapes(probs, legal, mask)
+    u = legal.float() / legal.float().sum(-1, keepdim=True).clamp(min=1)
+    off = (1 - probs.sum(-1)).clamp(min=0)
+    d = (probs - u).abs().sum(-1) + off
+    return float(d[mask].mean())
+
+
+def _check_shapes(probs: Tensor, legal: Tensor, mask: Tensor) -> None:
+    if probs.shape != legal.shape or probs.shape[:-1] != mask.shape or probs.shape[-1] != N_LETTERS:
+        raise TaskError(
+            f"metric shapes disagree: probs {tuple(probs.shape)}, legal {tuple(legal.shape)}, "
+            f"mask {tuple(mask.shape)}; probs must be [batch, pos, {N_LETTERS}] next-letter "
+            f"probabilities (use letter_probs(logits))"
+        )
+    if not (legal.any(-1) | ~mask).all():
+        raise TaskError("a scored position has no legal next letter; check the DFA ground truth")
+
+
+def readout_dfa_accuracy(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> float:
+    """Share of rows whose argmax letter at the read-out is legal (``make_prompts`` batches)."""
+    legal = batch.meta.get("legal_next")
+    if legal is None or legal.shape[0] != batch.batch_size:
+        raise TaskError("batch.meta['legal_next'] is missing or has the wrong rows; build the batch "
+                        "with experiments.tasks.icll.make_prompts (and don't select() rows)")
+    pred = letter_probs(logits).argmax(-1)
+    return float(legal[torch.arange(batch.batch_size), pred].float().mean())
+
+
+def model_probs(model: torch.nn.Module, seqs: ICLLSequences, batch_size: int = 32) -> Float[Tensor, "batch pos letter"]:
+    """A model's next-letter probabilities at every position of ``seqs``."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, seqs.tokens.shape[0], batch_size):
+            out.append(letter_probs(model(seqs.tokens[s : s + batch_size])))
+    return torch.cat(out)
+
+
+def evaluate(probs: Float[Tensor, "batch pos letter"], seqs: ICLLSequences) -> dict[str, float]:
+    return {"accuracy": dfa_accuracy(probs, seqs.legal, seqs.eval_mask),
+            "l1": dfa_l1(probs, seqs.legal, seqs.eval_mask)}
+
+
+# ------------------------------------------------------------------------------ n-gram model
+BOUNDARY = -1
+
+
+def ngram_probs_row(tokens: list[int] | Tensor, n: int) -> Float[Tensor, "pos letter"]:
+    """In-context n-gram (with back-off) next-letter probabilities after each token of one row.
+
+    Row t is the prediction after tokens[: t+1]; BOS and '|' start a new string, padding ends the
+    row (later rows are zero). Rows before any letter has been seen are zero.
+    """
+    if n < 1:
+        raise TaskError(f"n-gram order must be >= 1, got {n}")
+    toks = [int(t) for t in tokens]
+    out = torch.zeros(len(toks), N_LETTERS)
+    counts: list[Counter] = [Counter() for _ in range(n + 1)]  # counts[m][m-gram tuple]
+    cur: list[int] = []
+    for t, tok in enumerate(toks):
+        if tok == PAD:
+            break
+        if tok in (BOS, SEP):
+            cur = [BOUNDARY] * (n - 1)
+            for m in range(1, n):  # the padding's own m-grams, counted once per string
+                for i in range(len(cur) - m + 1):
+                    counts[m][tuple(cur[i : i + m])] += 1
+        else:
+            cur.append(tok)
+            for m in range(1, n + 1):
+                if len(cur) >= m:
+                    counts[m][tuple(cur[-m:])] += 1
+        vocab = sorted(c for c in range(N_LETTERS) if counts[1][(c,)] > 0)
+        if vocab:
+            out[t] = _backoff(cur, n, counts, vocab)
+    return out
+
+
+def _backoff(cur: list[int], n: int, counts: list[Counter], vocab: list[int]) -> Tensor:
+    p = torch.zeros(N_LETTERS)
+    uni = torch.tensor([counts[1][(c,)] for c in vocab], dtype=torch.float)
+    p[vocab] = uni / uni.sum()
+    for m in range(2, n + 1):
+        h = tuple(cur[-(m - 1):])
+        ch = counts[m - 1][h]
+        seen = {c: counts[m][h + (c,)] for c in vocab if counts[m][h + (c,)] > 0}
+        q = torch.zeros(N_LETTERS)
+        for c, cnt in seen.items():
+            q[c] = cnt / ch
+        unseen = [c for c in vocab if c not in seen]
+        beta = 1.0 - float(q.sum())
+        if unseen:
+            lower = p[unseen]
+            q[unseen] = beta * lower / lower.sum() if lower.sum() > 0 else beta / len(unseen)
+        p = q
+    return p
+
+
+def ngram_probs(seqs: ICLLSequences | Tensor, n: int) -> Float[Tensor, "batch pos letter"]:
+    """``ngram_probs_row`` for every row of a sequences batch (or a token tensor)."""
+    tokens = seqs.tokens if isinstance(seqs, ICLLSequences) else seqs
+    return torch.stack([ngram_probs_row(row, n) for row in tokens])
+
+
+# ---------------------------------------------------------------------------- token prompts
+def make_prompts(
+    k: int,
+    n_prompts: int,
+    seed: int,
+    split: str = "heldout",
+    max_len: int = MAX_LEN,
+    string_len: tuple[int, int] = STRING_LEN,
+) -> PromptBatch:
+    """``k`` complete strings of one DFA, then a cut query string (roles in the module doc).
+
+    String lengths are drawn from ``string_len`` capped so that k+1 strings fit ``max_len``.
+    """
+    if k < 0:
+        raise TaskError(f"k must be >= 0, got {k}")
+    cap = min(string_len[1], (max_len - 1) // (k + 1) - 1)
+    if cap < max(string_len[0], 1):
+        raise TaskError(f"{k + 1} strings cannot fit in max_len={max_len}; lower k or raise max_len")
+    rng = random.Random(seed)
+    dfas = dfas_for_split(split, n_prompts, rng)
+    rows, legal = [], torch.zeros(n_prompts, N_LETTERS, dtype=torch.bool)
+    for b, dfa in enumerate(dfas):
+        pb = PromptBuilder().add([BOS])
+        for _ in range(k):
+            w = dfa.sample(rng.randint(string_len[0], cap), rng)
+            if len(w) >= 2:
+                pb.demo(w[:-2], w[-2], w[-1])
+            else:
+                _demo_one_letter(pb, w[0])
+            pb.add([SEP])
+        w = dfa.sample(max(rng.randint(string_len[0], cap), 1), rng)
+        cut = rng.randrange(len(w))  # predict w[cut] from w[:cut]
+        if cut == 0:
+            _query_at_boundary(pb)
+        else:
+            pb.query(w[: cut - 1], w[cut - 1])
+        state = dfa.run(w[:cut])
+        legal[b, dfa.legal(state)] = True
+        rows.append(pb.build(target=w[cut], candidates=list(dfa.alphabet), pad_id=PAD))
+    batch = PromptBatch.concat(rows)
+    batch.meta = {"task": "icll", "k": k, "split": split, "seed": seed, "max_len": max_len,
+                  "legal_next": legal, "dfa_hashes": [d.canonical_hash() for d in dfas]}
+    return batch
+
+
+def _demo_one_letter(pb: PromptBuilder, letter: int) -> None:
+    """A 1-letter string: its forerunner is the BOS/'|' token already in the prompt."""
+    sep_pos = len(pb.tokens) - 1
+    pb.demo_spans.append((sep_pos, sep_pos))
+    pb.forerunners.append(sep_pos)
+    pb.labels.append(len(pb.tokens))
+    pb.add([letter])
+    pb.demo_classes.append(-1)
+
+
+def _query_at_boundary(pb: PromptBuilder) -> None:
+    """The query is cut before its first letter: read out at the '|' (or BOS) just added."""
+    pos = len(pb.tokens) - 1
+    pb.query_span = (pos, pos)
