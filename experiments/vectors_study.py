@@ -300,3 +300,92 @@ def run_study(model: torch.nn.Module, model_name: str, task: str, k: int = 4, n_
     if progress is not None:
         progress(1.0, "done")
     return out
+
+
+# ---------------------------------------------------------------------- figures
+def tasks_for(model: torch.nn.Module) -> list[str]:
+    """The tasks this study can run on ``model``: word tasks for a model with a tokenizer,
+    ``classify`` for a model whose vocabulary covers it (the icl-classify zoo model), else ``toy``."""
+    if getattr(model, "tokenizer", None) is not None:
+        return list(LANGUAGE_TASKS)
+    out = []
+    card = getattr(model, "zoo_card", None) or {}
+    task_name = str((card.get("task") or {}).get("name", "")) if isinstance(card.get("task"), dict) else ""
+    try:
+        from experiments.tasks import classify
+
+        if int(model.cfg.d_vocab) >= int(classify.VOCAB_SIZE):
+            out.append("classify")
+    except (ImportError, AttributeError):
+        pass
+    if "classify" in task_name and "classify" in out:
+        out.remove("classify")
+        out.insert(0, "classify")
+    if int(model.cfg.d_vocab) >= 13:
+        out.append("toy")
+    return out
+
+
+def summary_figure(summary: pd.DataFrame) -> "go.Figure":
+    """Grouped bars: per method, eval accuracy in each condition."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    colors = {"zero-shot": "#9e9e9e", "ICL": "#1f77b4", "with vector": "#d62728", "with random vector": "#ff9896"}
+    for cond in CONDITIONS:
+        fig.add_bar(name=cond, x=summary["method"], y=summary[cond], marker_color=colors[cond],
+                    hovertemplate="%{x}<br>" + cond + ": %{y:.3f}<extra></extra>")
+    fig.update_layout(barmode="group", yaxis_title="accuracy (eval)", yaxis_range=[0, 1.02],
+                      title="Accuracy with and without the vector", height=360, margin=dict(t=50, b=40))
+    return fig
+
+
+def sweep_figure(acc: pd.DataFrame, method: str) -> "go.Figure":
+    """Eval accuracy against the layer (task / function vectors) or lambda (ICV), with the
+    zero-shot and ICL accuracy as horizontal lines."""
+    import plotly.graph_objects as go
+
+    g = acc[(acc.method == method) & (acc.split == "eval")]
+    if g.empty:
+        raise StudyError(f"no rows for method {method!r}")
+    key = "lam" if method == "icv" else "layer"
+    fig = go.Figure()
+    for cond, dash in (("with vector", "solid"), ("with random vector", "dot")):
+        s = g[g.condition == cond].sort_values(key)
+        fig.add_scatter(x=s[key], y=s.accuracy, mode="lines+markers", name=cond, line=dict(dash=dash))
+    for cond, color in (("zero-shot", "#9e9e9e"), ("ICL", "#1f77b4")):
+        v = g[g.condition == cond].accuracy
+        if len(v):
+            fig.add_hline(y=float(v.iloc[0]), line_dash="dash", line_color=color,
+                          annotation_text=cond, annotation_position="top left")
+    title = {"task_vector": "Task vector (replace resid_post at s_q)",
+             "function_vector": "Function vector (add to resid_post at s_q)",
+             "icv": "In-context vector (every layer and position)"}.get(method, method)
+    fig.update_layout(title=title, xaxis_title="lambda" if key == "lam" else "layer",
+                      yaxis_title="accuracy (eval)", yaxis_range=[0, 1.02], height=340, margin=dict(t=50, b=40))
+    return fig
+
+
+def flows_figure(flows_df: pd.DataFrame) -> "go.Figure":
+    """S_wp, S_pq, S_ww by layer (mean over prompts, std as error bars)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name in anchors.FLOWS:
+        s = flows_df[flows_df.flow == name].sort_values("layer")
+        fig.add_scatter(x=s.layer, y=s.value, error_y=dict(array=s["std"]), mode="lines+markers", name=name)
+    fig.update_layout(title="Label words as anchors: information flow by layer", xaxis_title="layer",
+                      yaxis_title="mean saliency", height=340, margin=dict(t=50, b=40))
+    return fig
+
+
+def aie_figure(aie_df: pd.DataFrame) -> "go.Figure":
+    """Layer x head heatmap of the function-vector AIE (blank where not computed exactly)."""
+    import plotly.graph_objects as go
+
+    m = aie_df.pivot_table(index="layer", columns="head", values="aie", dropna=False)
+    fig = go.Figure(go.Heatmap(z=m.values, x=[f"H{h}" for h in m.columns], y=[f"L{l}" for l in m.index],
+                               colorscale="RdBu", zmid=0, colorbar_title="AIE",
+                               hovertemplate="%{y}%{x}: %{z:.4f}<extra></extra>"))
+    fig.update_layout(title="Head AIE on label-shuffled prompts", height=340, margin=dict(t=50, b=40))
+    return fig
