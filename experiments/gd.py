@@ -261,3 +261,29 @@ def label_loss(model: torch.nn.Module, batch: PromptBatch, b: int) -> Float[Tens
     with torch.no_grad():
         logits = model(toks)
     return F.cross_entropy(logits[torch.arange(len(pos)), pos], labels)
+
+
+def query_loss(model: torch.nn.Module, zs_row: PromptBatch) -> float:
+    """Cross-entropy of the correct answer at a (one-row) zero-shot prompt's read-out."""
+    from probes.readout import readout_logits
+
+    with torch.no_grad():
+        logits = readout_logits(model, zs_row.trim())
+    return float(F.cross_entropy(logits.float(), zs_row.target))
+
+
+def best_finetune_lr(model: torch.nn.Module, batch: PromptBatch, grid: Sequence[float],
+                     config: GDConfig = GDConfig()) -> tuple[float, dict[float, float]]:
+    """The lr on ``grid`` whose fine-tuned copies have the lowest mean query cross-entropy on
+    ``batch`` (use held-out prompts: a different seed from the comparison's)."""
+    from dataclasses import replace
+
+    zs = zero_shot_batch(batch)
+    losses: dict[float, float] = {}
+    for lr in grid:
+        tuner = FineTuner(model, replace(config, lr=lr))
+        vals = [query_loss(tuner.tune(batch, b), zs.select([b])) for b in range(batch.batch_size)]
+        losses[lr] = float(sum(vals) / len(vals))
+        del tuner
+    best = min(losses, key=lambda lr: (losses[lr], lr))
+    return best, losses

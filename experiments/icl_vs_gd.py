@@ -11,7 +11,9 @@ callable ``LinRegBatch -> y_hat``), ``compare_linreg`` measures per k:
 - ``preds_diff`` = mean |y_model - y_GD| (von Oswald's "preds diff");
 - ``sens_cos`` / ``sens_l2``: mean cosine / L2 distance between ``d y / d x_q`` of the model and
   of GD, both by autograd ("model cos" / "model diff");
-- squared error / d of the model and every baseline (least squares, ridge, GD, kNN, averaging).
+- squared error / d of the model and every baseline (least squares, ridge, GD, kNN, averaging);
+- ``ls_preds_diff`` / ``ls_sens_cos``: the same agreement with least squares (the alternative
+  hypothesis for deep models).
 
 GD is ``gd_steps`` full-batch steps from ``w = 0`` with the lr that minimises held-out loss
 (``experiments.tasks.linreg.best_gd_lr``). ``linreg_order_sensitivity`` measures the spread of
@@ -107,9 +109,11 @@ def compare_linreg(model: Any, ks: Sequence[int], d: int | None = None, n_tasks:
         lr = gd_lr if gd_lr is not None else lr_task.best_gd_lr(k, d, gd_steps, x_dist)
         gd_fn = (lambda lr_: (lambda b: lr_task.gd(b, lr_, gd_steps)))(lr)
         m = compare_predictors(predict, gd_fn, tasks)
+        ls = compare_predictors(predict, lr_task.least_squares, tasks)
         row: dict[str, Any] = {"model": name or _model_name(model), "task": f"linreg-{x_dist}",
                                "k": k, "d": d, "seed": seed, "n_tasks": n_tasks,
-                               "gd_steps": gd_steps, "gd_lr": lr, **m}
+                               "gd_steps": gd_steps, "gd_lr": lr, **m,
+                               "ls_preds_diff": ls["preds_diff"], "ls_sens_cos": ls["sens_cos"]}
         with torch.no_grad():
             for bname, fn in lr_task.baselines(k, d, x_dist, gd_steps=sorted({1, gd_steps, 5}),
                                                ridge_lam=ridge_lam).items():
@@ -399,3 +403,85 @@ def summarize_lm(df: pd.DataFrame) -> pd.DataFrame:
     lay = df[df["layer"] >= 0].pivot_table(index=["model", "task", "k"], columns="metric",
                                            values="value", aggfunc="mean")
     return flat.join(lay).reset_index()
+
+
+# ====================================================================== figures
+def fig_error_vs_k(df: pd.DataFrame, title: str = "Squared error / d vs number of demonstrations"):
+    """Error curves from ``compare_linreg`` (columns ``err_*``) or ``error_vs_k`` rows
+    (``k, predictor, error``): the model beside every baseline, log-scale y."""
+    import plotly.graph_objects as go
+
+    if "predictor" in df.columns:
+        long = df.rename(columns={"error": "value"})
+    else:
+        cols = [c for c in df.columns if c.startswith("err_") and c != "err_ref"]
+        long = df.melt(id_vars=["k"], value_vars=cols, var_name="predictor", value_name="value")
+        long["predictor"] = long["predictor"].str.removeprefix("err_")
+    fig = go.Figure()
+    for name, part in long.groupby("predictor", sort=False):
+        part = part.groupby("k", as_index=False)["value"].mean()
+        is_model = name == "model"
+        fig.add_trace(go.Scatter(x=part["k"], y=part["value"].clip(lower=1e-8), name=str(name),
+                                 mode="lines+markers",
+                                 line={"width": 4 if is_model else 1.5,
+                                       "dash": "solid" if is_model else "dot"}))
+    fig.update_layout(title=title, xaxis_title="k (demonstrations)", yaxis_title="squared error / d",
+                      yaxis_type="log", template="plotly_white")
+    return fig
+
+
+def fig_sensitivity(dfs: dict[str, pd.DataFrame] | pd.DataFrame,
+                    title: str = "Agreement with gradient descent"):
+    """Sensitivity cosine (left axis) and prediction difference (right axis) vs k, per model."""
+    import plotly.graph_objects as go
+
+    if isinstance(dfs, pd.DataFrame):
+        dfs = {str(m): part for m, part in dfs.groupby("model")}
+    fig = go.Figure()
+    for name, df in dfs.items():
+        fig.add_trace(go.Scatter(x=df["k"], y=df["sens_cos"], name=f"{name}: cos(dy/dx_q)",
+                                 mode="lines+markers"))
+        fig.add_trace(go.Scatter(x=df["k"], y=df["preds_diff"], name=f"{name}: |y - y_GD|",
+                                 mode="lines+markers", yaxis="y2", line={"dash": "dot"}))
+    fig.update_layout(title=title, xaxis_title="k (demonstrations)",
+                      yaxis={"title": "sensitivity cosine", "range": [-1.05, 1.05]},
+                      yaxis2={"title": "mean |y_model - y_GD|", "overlaying": "y", "side": "right"},
+                      template="plotly_white")
+    return fig
+
+
+def fig_order_sensitivity(df: pd.DataFrame, title: str = "Order sensitivity"):
+    """Bar chart of the spread over demonstration orders per k and method.
+
+    Accepts ``linreg_order_sensitivity`` output (``method, order_std``) or ``compare_icl_gd``
+    output (metrics ``order_std_*``)."""
+    import plotly.graph_objects as go
+
+    if "method" not in df.columns:
+        df = df[df["metric"].str.startswith("order_std_")].copy()
+        df["method"] = df["metric"].str.removeprefix("order_std_")
+        df = df.rename(columns={"value": "order_std"})
+    fig = go.Figure()
+    for method, part in df.groupby("method", sort=False):
+        part = part.groupby("k", as_index=False)["order_std"].mean()
+        fig.add_trace(go.Bar(x=part["k"].astype(str), y=part["order_std"], name=str(method)))
+    fig.update_layout(title=title, xaxis_title="k (demonstrations)",
+                      yaxis_title="std of prediction over orders", barmode="group",
+                      template="plotly_white")
+    return fig
+
+
+def fig_simaou(df: pd.DataFrame, title: str = "SimAOU per layer"):
+    """SimAOU and its random baseline per layer, one line per k (from ``compare_icl_gd``)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for metric, dash in (("simaou", "solid"), ("simaou_random", "dot")):
+        part = df[df["metric"] == metric]
+        for k, sub in part.groupby("k"):
+            sub = sub.groupby("layer", as_index=False)["value"].mean()
+            fig.add_trace(go.Scatter(x=sub["layer"], y=sub["value"], name=f"{metric} k={k}",
+                                     mode="lines+markers", line={"dash": dash}))
+    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="cosine",
+                      template="plotly_white")
+    return fig

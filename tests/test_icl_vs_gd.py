@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -199,3 +200,19 @@ def test_compare_icl_gd_tidy_and_weights_unchanged():
     assert ((acc >= 0) & (acc <= 1)).all()
     summary = ivg.summarize_lm(df)
     assert set(summary["k"]) == {1, 2}
+
+
+def test_figures_build():
+    import plotly.graph_objects as go
+
+    df = ivg.compare_linreg(gd_lsa(4, 0.5), ks=[2, 4], n_tasks=32, gd_lr=0.5, name="hand")
+    fig = ivg.fig_error_vs_k(df)
+    assert isinstance(fig, go.Figure)
+    names = {t.name for t in fig.data}
+    assert {"model", "least_squares", "gd1"} <= names
+    assert len(ivg.fig_sensitivity(df).data) == 2
+    od = ivg.linreg_order_sensitivity(gd_lsa(4, 0.5), ks=[4], n_tasks=8, n_perms=2)
+    assert {t.name for t in ivg.fig_order_sensitivity(od).data} == {"model", "gd1", "sgd"}
+    lm = pd.DataFrame({"k": [1, 1], "metric": ["simaou", "simaou_random"], "value": [0.3, 0.0],
+                       "layer": [0, 0]})
+    assert len(ivg.fig_simaou(lm).data) == 2

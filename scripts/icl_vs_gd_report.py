@@ -1,0 +1,167 @@
+"""Does ICL look like gradient descent? The numbers for the zoo models and SmolLM2-135M.
+
+    python scripts/icl_vs_gd_report.py                 # everything (~10 min on 2 busy cores)
+    python scripts/icl_vs_gd_report.py --skip-lm       # linear regression only (~1 min)
+    python scripts/icl_vs_gd_report.py --only smollm2  # one part: linreg | classify | smollm2
+
+Linear regression (k in {1, 2, 4, 8}): the hand-built one-GD-step LSA layer, a random LSA layer,
+``linreg-lsa-1l`` and ``linreg-gpt`` against one step of GD from w = 0 with the grid-searched lr:
+prediction difference, sensitivity cosine / L2, error beside least squares, ridge, GD, 3-NN and
+averaging, and order sensitivity (model vs full-batch GD vs SGD).
+
+Language models: ``icl-classify`` on its classification task and ``smollm2-135m`` on sentiment
+words (natural labels), ICL vs a fine-tuned copy (GD on the k demonstrations; lr chosen on
+held-out prompts). Pass ``--out DIR`` to save every table as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+pd.set_option("display.width", 200)
+pd.set_option("display.max_columns", 30)
+pd.set_option("display.float_format", lambda v: f"{v:.4g}")
+
+KS = (1, 2, 4, 8)
+
+
+def section(title: str) -> None:
+    print(f"\n## {title}\n", flush=True)
+
+
+def linreg_part(n_tasks: int, out: Path | None) -> None:
+    from experiments import icl_vs_gd as ivg
+    from experiments.models import load_model
+    from experiments.tasks.linreg import best_gd_lr
+    from experiments.zoo.linreg import gd_lsa, random_lsa
+
+    models = {}
+    for name in ("linreg-lsa-1l", "linreg-gpt"):
+        try:
+            models[name] = load_model(name)
+        except FileNotFoundError as err:
+            print(f"(skipping {name}: {err})")
+    d_hand = 10
+    eta = best_gd_lr(8, d_hand, 1)
+    models = {f"hand-gd-lsa(eta={eta:g})": gd_lsa(d_hand, eta), "random-lsa": random_lsa(d_hand, seed=1),
+              **models}
+    cols = ["k", "gd_lr", "preds_diff", "sens_cos", "sens_l2", "ls_sens_cos", "err_model", "err_gd1",
+            "err_gd5", "err_least_squares", "err_ridge", "err_knn3", "err_averaging"]
+    all_cmp, all_ord = [], []
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        kw = {"gd_lr": eta} if name.startswith("hand") else {}
+        cmp = ivg.compare_linreg(model, KS, n_tasks=n_tasks, name=name, **kw)
+        section(f"linreg: {name} (d={model.cfg.d}) vs 1 step of GD from w=0")
+        print(cmp[cols].to_string(index=False))
+        order = ivg.linreg_order_sensitivity(model, KS[1:], n_tasks=min(n_tasks, 256), n_perms=8,
+                                             name=name)
+        piv = order.pivot(index="k", columns="method", values="order_std")
+        print("\norder sensitivity (mean std of y_hat over 8 demonstration orders):")
+        print(piv.to_string())
+        print(f"({time.perf_counter() - t0:.1f}s)")
+        all_cmp.append(cmp)
+        all_ord.append(order)
+    if out:
+        pd.concat(all_cmp).to_csv(out / "linreg_vs_gd.csv", index=False)
+        pd.concat(all_ord).to_csv(out / "linreg_order.csv", index=False)
+
+
+def lm_table(df: pd.DataFrame) -> pd.DataFrame:
+    from experiments.icl_vs_gd import summarize_lm
+
+    s = summarize_lm(df)
+    cols = ["k", "acc_zs", "acc_icl", "acc_gd", "topk_overlap", "kl_icl_gd", "kl_gd_icl",
+            "tv_icl_gd", "tv_icl_zs", "rec2ftp", "n_gd_fixes", "simaou", "simaou_random",
+            "order_std_icl", "order_std_gd", "order_std_sgd", "gd_final_loss"]
+    return s[[c for c in cols if c in s.columns]]
+
+
+def lm_part(name: str, model, make, gd_base, grid, n_prompts: int, n_perms: int,
+            n_order_prompts: int, out: Path | None) -> None:
+    from dataclasses import replace
+
+    from experiments import icl_vs_gd as ivg
+    from experiments.gd import best_finetune_lr
+
+    t0 = time.perf_counter()
+    held_out = make(4, 10_000)
+    lr, losses = best_finetune_lr(model, held_out.select(slice(0, min(4, len(held_out)))), grid, gd_base)
+    gd = replace(gd_base, lr=lr)
+    print(f"GD: subset={gd.subset} optimizer={gd.optimizer} epochs={gd.epochs} batching={gd.batching}; "
+          f"lr={lr:g} chosen on 4 held-out k=4 prompts from {grid} "
+          f"(query CE: { {k: round(v, 3) for k, v in losses.items()} })")
+    df = ivg.compare_icl_gd(model, make, ks=KS, seeds=(0,), gd=gd, n_prompts=n_prompts,
+                            n_perms=n_perms, n_order_prompts=n_order_prompts, model_name=name)
+    print(f"trainable parameters: {int(df['gd_trainable_params'].iloc[0]):,}; prompts per k: "
+          f"{n_prompts}; order sensitivity: {n_order_prompts} prompts x {n_perms} orders; "
+          f"{time.perf_counter() - t0:.0f}s")
+    print(lm_table(df).to_string(index=False))
+    if out:
+        df.to_csv(out / f"lm_{name}.csv", index=False)
+
+
+def classify_part(out: Path | None, n_prompts: int) -> None:
+    from experiments.gd import GDConfig
+    from experiments.models import load_model
+    from experiments.tasks import classify
+
+    section("icl-classify: ICL vs GD (fine-tuned copy) on few-shot classification")
+    try:
+        model = load_model("icl-classify")
+    except FileNotFoundError as err:
+        print(f"(skipped: {err})")
+        return
+    make = lambda k, seed: classify.make_prompts(k, n_prompts, seed)  # noqa: E731
+    lm_part("icl-classify", model, make, GDConfig(subset="all", optimizer="sgd", epochs=10),
+            (0.01, 0.03, 0.1, 0.3, 1.0), n_prompts, 6, min(n_prompts, 8), out)
+
+
+def smollm_part(out: Path | None, n_prompts: int) -> None:
+    from experiments.gd import GDConfig
+    from experiments.models import load_model
+    from experiments.tasks import language
+
+    section("smollm2-135m: ICL vs GD on sentiment words (natural labels)")
+    model = load_model("smollm2-135m")
+    tok = model.tokenizer
+    make = lambda k, seed: language.make_prompts(tok, "sentiment", k, n_prompts, seed)  # noqa: E731
+    lm_part("smollm2-135m", model, make,
+            GDConfig(subset="attn_kv", optimizer="sgd", epochs=3), (0.003, 0.03, 0.3),
+            n_prompts, 3, 2, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", choices=["linreg", "classify", "smollm2"], default=None)
+    p.add_argument("--skip-lm", action="store_true")
+    p.add_argument("--n-tasks", type=int, default=512, help="linear-regression tasks per k")
+    p.add_argument("--n-prompts-classify", type=int, default=32)
+    p.add_argument("--n-prompts-smollm", type=int, default=6)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    parts = [args.only] if args.only else ["linreg"] + ([] if args.skip_lm else ["classify", "smollm2"])
+    t0 = time.perf_counter()
+    print(f"# ICL vs GD report (k in {KS}); torch threads {torch.get_num_threads()}")
+    if "linreg" in parts:
+        linreg_part(args.n_tasks, args.out)
+    if "classify" in parts:
+        classify_part(args.out, args.n_prompts_classify)
+    if "smollm2" in parts:
+        smollm_part(args.out, args.n_prompts_smollm)
+    print(f"\ntotal: {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
