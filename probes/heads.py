@@ -1,48 +1,88 @@
-"""Head scores: layer x head tables computed from attention patterns on known prompts.
+"""Head scores: layer x head tables that say which heads implement ICL.
 
-Every score function takes a model and returns a ``HeadScores`` (a [n_layers, n_heads] tensor plus
-the tokens it was computed on). Patterns are captured with a hook that copies them, so no cache
-handed in by a caller is ever modified.
+Every attention-based score is one instance of a general rule (``attention_mass_scores``): build a
+boolean mask ``D[b, i, j]`` of the keys a head of that kind should attend to from query ``i``,
+run the model, and average the attention mass ``sum_j A[i, j] D[i, j]`` over the queries whose
+mask is non-empty. The masks (research/icl-methods.md):
+
+- previous token (A3): ``D[i, i-1]``;
+- duplicate token (A7): ``{j < i : x_j = x_i}``;
+- n-gram head (B4): ``S_i = {j < i : x_{j-1-k} = x_{i-k}, k = 0..n-2}``, the positions whose
+  preceding n-1 tokens equal the current last n-1 tokens; n = 2 is the induction / prefix-matching
+  set ``{j : x_{j-1} = x_i}``;
+- Olsson prefix matching (A2): the n = 2 set on 25 random tokens repeated 4 times after BOS;
+- induction on repeated random tokens (A1): the stripe ``t -> t - L + 1`` (``induction_scores``).
+
+Weight-based scores: the OV copying score (A4b, ``copying_scores``) and Q/K/V composition
+(A6, ``composition_scores``). The model-level in-context learning score (A5) is ``icl_score``.
+
+Patterns are read inside hooks (reduced to the per-head mass at once, nothing else kept), or from
+a cache the caller passes, which is only read, never written (TransformerLens's ``detect_head``
+edits its input pattern in place; nothing here does).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
+
+class HeadScoreError(ValueError):
+    """A head-score request that cannot be computed; the message names the fix."""
 
 
 @dataclass
 class HeadScores:
+    """A [n_layers, n_heads] score table and the prompts it was computed on."""
+
     name: str
     scores: Float[Tensor, "layer head"]
     tokens: Int[Tensor, "batch pos"] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
-        flat = self.scores.flatten()
+        flat = torch.nan_to_num(self.scores.flatten(), nan=-math.inf)
         idx = flat.argsort(descending=True)[:n]
         H = self.scores.shape[1]
-        return [(int(i) // H, int(i) % H, float(flat[i])) for i in idx]
+        return [(int(i) // H, int(i) % H, float(self.scores.flatten()[i])) for i in idx]
+
+    def by_layer(self, reduce: str = "max") -> Float[Tensor, " layer"]:
+        """Per-layer summary (``"max"`` or ``"mean"`` over heads)."""
+        s = torch.nan_to_num(self.scores, nan=-math.inf if reduce == "max" else 0.0)
+        return s.max(dim=1).values if reduce == "max" else s.mean(dim=1)
+
+    def above(self, threshold: float) -> list[tuple[int, int]]:
+        """(layer, head) of every head scoring above ``threshold``."""
+        return [(int(l), int(h)) for l, h in (self.scores > threshold).nonzero().tolist()]
+
+    def figure(self, **kw: Any):
+        return head_scores_figure(self, **kw)
 
 
-def attention_patterns(model: torch.nn.Module, tokens: Tensor) -> Float[Tensor, "layer batch head q k"]:
-    """All layers' attention patterns on ``tokens`` (a copy; only hook_pattern is kept)."""
-    n_layers = model.cfg.n_layers
-    out: list[Tensor | None] = [None] * n_layers
-
-    def make_hook(layer: int):
-        def hook(pattern: Tensor, hook: Any) -> None:
-            out[layer] = pattern.detach().clone()
-        return hook
-
-    hooks = [(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in range(n_layers)]
-    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        model(tokens)
-    return torch.stack(out)  # type: ignore[arg-type]
+# ---------------------------------------------------------------------- token helpers
+def as_token_batch(tokens: Tensor | Sequence[Sequence[int]], pad_id: int = 0,
+                   lengths: Tensor | None = None) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """Tokens as a right-padded [batch, pos] tensor plus lengths (lists are padded)."""
+    if isinstance(tokens, Tensor):
+        if tokens.dim() == 1:
+            tokens = tokens[None]
+        if tokens.dim() != 2:
+            raise HeadScoreError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        lens = torch.full((tokens.shape[0],), tokens.shape[1]) if lengths is None else lengths.long()
+        return tokens.long(), lens
+    rows = [list(map(int, r)) for r in tokens]
+    if not rows or min(len(r) for r in rows) < 1:
+        raise HeadScoreError("token prompts must be non-empty lists of token ids")
+    T = max(len(r) for r in rows)
+    out = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    for b, r in enumerate(rows):
+        out[b, : len(r)] = torch.tensor(r)
+    return out, torch.tensor([len(r) for r in rows])
 
 
 def repeated_random_tokens(batch: int, seg_len: int, vocab: int, seed: int = 0,
@@ -56,21 +96,385 @@ def repeated_random_tokens(batch: int, seg_len: int, vocab: int, seed: int = 0,
     return toks
 
 
-def previous_token_scores(model: torch.nn.Module, tokens: Tensor) -> HeadScores:
-    """Mean attention A[i, i-1] over positions i >= 1."""
-    pat = attention_patterns(model, tokens)
-    diag = pat.diagonal(offset=-1, dim1=-2, dim2=-1)  # [L, B, H, T-1]
-    return HeadScores("previous_token", diag.mean(dim=(1, 3)), tokens)
+# ---------------------------------------------------------------------- masks (pure)
+def previous_token_mask(tokens: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch q k"]:
+    B, T = tokens.shape
+    return torch.eye(T, dtype=torch.bool).roll(-1, dims=1).tril(-1).expand(B, T, T).clone()
+
+
+def duplicate_token_mask(tokens: Int[Tensor, "batch pos"]) -> Bool[Tensor, "batch q k"]:
+    """D[i, j] = 1 where j < i and x_j = x_i."""
+    T = tokens.shape[1]
+    eq = tokens[:, :, None] == tokens[:, None, :]
+    return eq & torch.ones(T, T, dtype=torch.bool).tril(-1)
+
+
+def ngram_mask(tokens: Int[Tensor, "batch pos"], n: int) -> Bool[Tensor, "batch q k"]:
+    """D[i, j] = 1 for j in S_i = {j < i : x_{j-1-k} = x_{i-k} for k = 0..n-2} (B4).
+
+    The keys whose preceding n-1 tokens equal the n-1 tokens ending at the query; n = 2 gives the
+    induction / prefix-matching set {j < i : x_{j-1} = x_i}.
+    """
+    if n < 2:
+        raise HeadScoreError(f"n-gram heads need n >= 2 (n = 2 is the induction head), got {n}")
+    B, T = tokens.shape
+    eq = tokens[:, :, None] == tokens[:, None, :]  # eq[b, a, c] = x_a == x_c
+    mask = torch.ones(B, T, T, dtype=torch.bool).tril(-1)
+    for k in range(n - 1):
+        # need eq[i-k, j-1-k]: shift rows down by k and columns right by k+1
+        shifted = torch.zeros_like(eq)
+        shifted[:, k:, k + 1:] = eq[:, : T - k, : T - k - 1]
+        mask &= shifted
+    return mask
+
+
+# ---------------------------------------------------------------------- the general score
+def attention_patterns(model: torch.nn.Module, tokens: Tensor,
+                       cache: Mapping[str, Tensor] | None = None) -> Float[Tensor, "layer batch head q k"]:
+    """All layers' attention patterns on ``tokens`` (a copy; only hook_pattern is kept).
+
+    With ``cache`` (an ActivationCache or dict holding ``blocks.{l}.attn.hook_pattern``) the
+    patterns are read from it (stacked into a new tensor; the cache is not modified).
+    """
+    n_layers = model.cfg.n_layers
+    if cache is not None:
+        return torch.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in range(n_layers)])
+    out: list[Tensor | None] = [None] * n_layers
+
+    def make_hook(layer: int):
+        def hook(pattern: Tensor, hook: Any) -> None:
+            out[layer] = pattern.detach().clone()
+        return hook
+
+    hooks = [(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in range(n_layers)]
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        model(tokens)
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def attention_mass_scores(
+    model: torch.nn.Module,
+    tokens: Tensor | Sequence[Sequence[int]],
+    mask_fn: Callable[[Tensor], Tensor] | Tensor,
+    name: str,
+    lengths: Tensor | None = None,
+    batch_size: int = 32,
+    cache: Mapping[str, Tensor] | None = None,
+    info: dict[str, Any] | None = None,
+    pad_id: int = 0,
+) -> HeadScores:
+    """Mean attention mass on ``mask`` over the real queries whose mask row is non-empty.
+
+    ``mask_fn(tokens) -> Bool[batch, q, k]`` (or the mask itself). Padding (positions at or past
+    ``lengths``) is neither a query nor a key. The score of head (l, h) is
+    ``sum_{b,i valid} sum_j A[l,b,h,i,j] D[b,i,j] / #valid queries``: 1 for a head that always
+    attends inside the set, about |S_i|/i for a uniform head.
+    """
+    toks, lens = as_token_batch(tokens, pad_id=pad_id, lengths=lengths)
+    B, T = toks.shape
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and T > n_ctx:
+        raise HeadScoreError(f"prompts have {T} tokens but the model's context is {n_ctx}; "
+                             f"use shorter prompts")
+    full_mask = mask_fn(toks) if callable(mask_fn) else mask_fn
+    if full_mask.shape != (B, T, T):
+        raise HeadScoreError(f"mask must be [batch, q, k] = {(B, T, T)}, got {tuple(full_mask.shape)}")
+    real = torch.arange(T)[None, :] < lens[:, None]
+    full_mask = full_mask & real[:, None, :] & real[:, :, None]
+    rows = full_mask.any(-1)  # [B, T] queries that have a target set
+    n_rows = int(rows.sum())
+    if n_rows == 0:
+        raise HeadScoreError(f"{name}: no query position has a non-empty target set on these "
+                             f"prompts; use longer prompts or more repetition")
+    L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
+    total = torch.zeros(L, H, dtype=torch.float64)
+    if cache is not None:
+        for l in range(L):
+            pat = cache[f"blocks.{l}.attn.hook_pattern"]
+            total[l] = _mass(pat, full_mask, rows)
+    else:
+        for start in range(0, B, batch_size):
+            sl = slice(start, start + batch_size)
+            sub_T = int(lens[sl].max())
+            m, r = full_mask[sl, :sub_T, :sub_T], rows[sl, :sub_T]
+
+            def make_hook(layer: int, m=m, r=r):
+                def hook(pattern: Tensor, hook: Any) -> None:
+                    total[layer] += _mass(pattern.detach(), m, r)
+                return hook
+
+            hooks = [(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in range(L)]
+            with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+                model(toks[sl, :sub_T])
+    meta = {"n_queries": n_rows, **(info or {})}
+    return HeadScores(name, (total / n_rows).float(), toks, meta)
+
+
+def _mass(pattern: Float[Tensor, "b h q k"], mask: Bool[Tensor, "b q k"],
+          rows: Bool[Tensor, "b q"]) -> Float[Tensor, " h"]:
+    """Sum over valid rows of the attention mass inside the mask (no in-place ops)."""
+    mass = torch.einsum("bhqk,bqk->bhq", pattern.double(), mask.double())
+    return (mass * rows[:, None, :].double()).sum(dim=(0, 2))
+
+
+# ---------------------------------------------------------------------- attention scores
+def previous_token_scores(model: torch.nn.Module, tokens: Tensor,
+                          cache: Mapping[str, Tensor] | None = None) -> HeadScores:
+    """Mean attention A[i, i-1] over positions i >= 1 (A3)."""
+    return attention_mass_scores(model, tokens, previous_token_mask, "previous_token", cache=cache)
+
+
+def duplicate_token_scores(model: torch.nn.Module, tokens: Tensor | None = None, seg_len: int = 20,
+                           batch: int = 16, seed: int = 0,
+                           cache: Mapping[str, Tensor] | None = None) -> HeadScores:
+    """Attention mass on earlier copies of the current token (default: repeated random tokens)."""
+    if tokens is None:
+        seg_len = min(seg_len, int(model.cfg.n_ctx) // 2)
+        tokens = repeated_random_tokens(batch, seg_len, int(model.cfg.d_vocab), seed=seed)
+    return attention_mass_scores(model, tokens, duplicate_token_mask, "duplicate_token", cache=cache)
 
 
 def induction_scores(model: torch.nn.Module, seg_len: int = 20, batch: int = 16, seed: int = 0,
                      vocab: int | None = None, bos: int | None = None) -> HeadScores:
-    """Attention from position t in the repeat to t - L + 1 (the token after t's earlier copy)."""
+    """Attention from position t in the repeat to t - L + 1 (the token after t's earlier copy, A1)."""
     vocab = vocab or model.cfg.d_vocab
     tokens = repeated_random_tokens(batch, seg_len, vocab, seed=seed, bos=bos)
-    pat = attention_patterns(model, tokens)
     off = 1 if bos is not None else 0
+    T = tokens.shape[1]
+    mask = torch.zeros(batch, T, T, dtype=torch.bool)
     q = torch.arange(seg_len, 2 * seg_len) + off
-    k = q - seg_len + 1
-    vals = pat[:, :, :, q, k]  # [L, B, H, L_rep]
-    return HeadScores("induction", vals.mean(dim=(1, 3)), tokens, {"seg_len": seg_len})
+    mask[:, q, q - seg_len + 1] = True
+    hs = attention_mass_scores(model, tokens, mask, "induction", info={"seg_len": seg_len})
+    return hs
+
+
+def ngram_scores(model: torch.nn.Module, tokens: Tensor | Sequence[Sequence[int]], n: int,
+                 lengths: Tensor | None = None, cache: Mapping[str, Tensor] | None = None,
+                 batch_size: int = 32, pad_id: int = 0) -> HeadScores:
+    """n-gram head score (B4): mean attention mass on S_i over queries with non-empty S_i.
+
+    ``tokens`` are any prompts (e.g. ICLL sequences), as a right-padded tensor with ``lengths`` or
+    as a list of token lists. A head that attends uniformly (or in any way) inside S_i scores 1.
+    """
+    return attention_mass_scores(model, tokens, lambda t: ngram_mask(t, n), f"ngram_{n}",
+                                 lengths=lengths, cache=cache, batch_size=batch_size,
+                                 info={"n": n}, pad_id=pad_id)
+
+
+def ngram_head_scores(model: torch.nn.Module, tokens: Tensor | Sequence[Sequence[int]],
+                      ns: Sequence[int] = (2, 3, 4), lengths: Tensor | None = None,
+                      batch_size: int = 32) -> dict[int, HeadScores]:
+    """``ngram_scores`` for every n in ``ns``."""
+    return {n: ngram_scores(model, tokens, n, lengths=lengths, batch_size=batch_size) for n in ns}
+
+
+def prefix_matching_scores(model: torch.nn.Module, n_tokens: int = 25, repeats: int = 4,
+                           batch: int = 10, seed: int = 0, bos: int | None = None,
+                           low: int | None = None, high: int | None = None) -> HeadScores:
+    """Olsson's prefix-matching score (A2): [BOS] r r r r with r = 25 distinct random tokens.
+
+    Score = attention mass on the positions following an earlier copy of the current token (the
+    n = 2 set), averaged over the queries in repeats 2..4. Tokens are drawn without replacement
+    from [low, high) (default: the middle 80% of the vocabulary, avoiding the most and least
+    common ids of BPE vocabularies). When 1 + n_tokens * repeats exceeds n_ctx, n_tokens shrinks
+    to fit (recorded in ``info``).
+    """
+    V, n_ctx = int(model.cfg.d_vocab), int(model.cfg.n_ctx)
+    if bos is None:
+        tok = getattr(model, "tokenizer", None)
+        bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    room = n_ctx - (1 if bos is not None else 0)
+    n_tokens = min(n_tokens, room // repeats)
+    lo = low if low is not None else (V // 10 if V >= 1000 else 0)
+    hi = high if high is not None else (V - V // 10 if V >= 1000 else V)
+    if hi - lo < n_tokens or n_tokens < 2:
+        raise HeadScoreError(f"cannot draw {n_tokens} distinct tokens from [{lo}, {hi}) within "
+                             f"n_ctx={n_ctx}; pass low/high or fewer repeats")
+    g = torch.Generator().manual_seed(seed)
+    segs = torch.stack([lo + torch.randperm(hi - lo, generator=g)[:n_tokens] for _ in range(batch)])
+    tokens = segs.repeat(1, repeats)
+    if bos is not None:
+        tokens = torch.cat([torch.full((batch, 1), int(bos)), tokens], dim=1)
+    hs = attention_mass_scores(model, tokens, lambda t: ngram_mask(t, 2), "prefix_matching",
+                               info={"n_tokens": n_tokens, "repeats": repeats, "bos": bos})
+    return hs
+
+
+# ---------------------------------------------------------------------- weight-based scores
+def ov_copying_score(W_E: Float[Tensor, "vocab d"], W_V: Float[Tensor, "d dh"],
+                     W_O: Float[Tensor, "dh d"], W_U: Float[Tensor, "d vocab"]) -> float:
+    """sum(Re eig) / sum(|eig|) of the full OV circuit W_E W_V W_O W_U (A4b).
+
+    The non-zero eigenvalues of (W_E W_V)(W_O W_U) are those of the small d_head x d_head matrix
+    W_O (W_U W_E) W_V, computed in float32. 1 = pure copying, -1 = pure anti-copying.
+    """
+    P = W_U.float() @ W_E.float()
+    return float(_copy_from_small(W_O.float() @ P @ W_V.float()))
+
+
+def _copy_from_small(M: Float[Tensor, "dh dh"]) -> Tensor:
+    eig = torch.linalg.eigvals(M.float())
+    denom = eig.abs().sum()
+    return eig.real.sum() / denom if denom > 0 else torch.tensor(0.0)
+
+
+def effective_embedding(model: torch.nn.Module) -> Float[Tensor, "vocab d"]:
+    """W_E + MLP0(LN2(W_E)): the token embedding as layer-0 MLP leaves it (for GPT-2-like models)."""
+    if getattr(model.cfg, "attn_only", False):
+        raise HeadScoreError("effective_embedding needs block 0's MLP, but the model is "
+                             "attention-only; use the raw W_E (effective_embedding=False)")
+    block = model.blocks[0]
+    with torch.no_grad():
+        x = model.W_E.detach()[None]
+        ln = getattr(block, "ln2", None)
+        h = ln(x) if ln is not None else x
+        return (x + block.mlp(h))[0]
+
+
+def copying_scores(model: torch.nn.Module, effective: bool = False) -> HeadScores:
+    """OV copying score of every head (A4b); ``effective`` uses W_E + MLP0(W_E)."""
+    W_E = effective_embedding(model) if effective else model.W_E.detach()
+    W_U = model.W_U.detach()
+    if W_U.shape[1] != W_E.shape[0]:
+        raise HeadScoreError(f"the OV circuit needs d_vocab_out == d_vocab ({W_U.shape[1]} != "
+                             f"{W_E.shape[0]}); the copying score is undefined for this model")
+    P = W_U.float() @ W_E.float()  # [d, d]
+    W_V, W_O = model.W_V.detach().float(), model.W_O.detach().float()
+    L, H = W_V.shape[:2]
+    small = W_O @ P @ W_V  # [L, H, dh, dh]
+    scores = torch.stack([torch.stack([_copy_from_small(small[l, h]) for h in range(H)])
+                          for l in range(L)])
+    return HeadScores("copying_effective" if effective else "copying", scores, None,
+                      {"effective_embedding": effective})
+
+
+def _factors(model: torch.nn.Module, kind: str) -> tuple[Tensor, Tensor]:
+    """Left/right factors [L, H, d, r], [L, H, r, d] of W_OV (= W_V W_O) or W_QK (= W_Q W_K^T)."""
+    if kind == "ov":
+        return model.W_V.detach().float(), model.W_O.detach().float()
+    W_K = model.W_K.detach().float()
+    if W_K.shape[1] != model.W_Q.shape[1]:
+        raise HeadScoreError("composition scores need one key head per query head (no GQA)")
+    return model.W_Q.detach().float(), W_K.transpose(-1, -2)
+
+
+def _frob_product(AL: Tensor, AR: Tensor, BL: Tensor, BR: Tensor) -> Tensor:
+    """||AL AR BL BR||_F for broadcastable stacks, through r x r Gram matrices."""
+    M = AR @ BL
+    GA = AL.transpose(-1, -2) @ AL
+    GB = BR @ BR.transpose(-1, -2)
+    return torch.einsum("...ij,...jk,...kl,...il->...", GA, M, GB, M).clamp(min=0).sqrt()
+
+
+def _frob(L_: Tensor, R: Tensor) -> Tensor:
+    return torch.einsum("...ij,...ji->...", L_.transpose(-1, -2) @ L_, R @ R.transpose(-1, -2)).clamp(min=0).sqrt()
+
+
+def composition_baseline(d_model: int, d_head: int, n: int = 300, seed: int = 0) -> float:
+    """Mean composition score of random rank-d_head matrix pairs (kaiming-uniform factors, A6)."""
+    g = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(d_head)  # kaiming_uniform_(a=sqrt(5)) on a [d_model, d_head] tensor
+    f = (torch.rand(4, n, d_model, d_head, generator=g) * 2 - 1) * bound
+    AL, AR, BL, BR = f[0], f[1].transpose(-1, -2), f[2], f[3].transpose(-1, -2)
+    comp = _frob_product(AL, AR, BL, BR) / (_frob(AL, AR) * _frob(BL, BR))
+    return float(comp.mean())
+
+
+def composition_scores(model: torch.nn.Module, kind: str = "k", subtract_baseline: bool = True,
+                       n_random: int = 300, seed: int = 0) -> Float[Tensor, "l1 h1 l2 h2"]:
+    """Composition of earlier head (l1, h1) into later head (l2, h2) (A6); NaN where l1 >= l2.
+
+    comp(A, B) = ||A B||_F / (||A||_F ||B||_F) with A = W_OV[l1, h1] and B = W_QK[l2, h2]^T
+    (``kind="k"``), W_QK[l2, h2] (``"q"``) or W_OV[l2, h2] (``"v"``), minus the mean over
+    ``n_random`` random low-rank pairs when ``subtract_baseline``.
+    """
+    if kind not in ("q", "k", "v"):
+        raise HeadScoreError(f"kind must be 'q', 'k' or 'v', got {kind!r}")
+    AL, AR = _factors(model, "ov")  # [L, H, d, dh], [L, H, dh, d]
+    if kind == "v":
+        BL, BR = AL, AR
+    else:
+        QL, QR = _factors(model, "qk")  # W_QK = QL QR
+        BL, BR = (QL, QR) if kind == "q" else (QR.transpose(-1, -2), QL.transpose(-1, -2))
+    L, H = AL.shape[:2]
+    num = _frob_product(AL[:, :, None, None], AR[:, :, None, None], BL[None, None], BR[None, None])
+    comp = num / (_frob(AL, AR)[:, :, None, None] * _frob(BL, BR)[None, None])
+    if subtract_baseline:
+        comp = comp - composition_baseline(AL.shape[2], AL.shape[3], n_random, seed)
+    later = torch.arange(L)[:, None] < torch.arange(L)[None, :]  # [l1, l2]
+    return torch.where(later[:, None, :, None].expand(L, H, L, H), comp, torch.nan)
+
+
+def k_composition_scores(model: torch.nn.Module, **kw: Any) -> Float[Tensor, "l1 h1 l2 h2"]:
+    """K-composition (``composition_scores(kind="k")``): how much head (l2, h2)'s keys read
+    head (l1, h1)'s output; the previous-token -> induction link."""
+    return composition_scores(model, kind="k", **kw)
+
+
+def max_composition_into(comp: Float[Tensor, "l1 h1 l2 h2"], name: str = "k_composition") -> HeadScores:
+    """For every later head, the strongest composition from any earlier head (NaN in layer 0)."""
+    L, H = comp.shape[:2]
+    flat = torch.nan_to_num(comp.reshape(L * H, L, H), nan=-math.inf).max(dim=0).values
+    scores = torch.where(torch.isinf(flat), torch.nan, flat)
+    arg = torch.nan_to_num(comp.reshape(L * H, L, H), nan=-math.inf).argmax(dim=0)
+    return HeadScores(name, scores, None, {"source": [[(int(a) // H, int(a) % H) for a in row]
+                                                      for row in arg]})
+
+
+# ---------------------------------------------------------------------- model-level ICL score
+@dataclass
+class ICLScore:
+    """loss(late token) - loss(early token), averaged over prompts (A5); negative = uses context."""
+
+    value: float
+    early: int
+    late: int
+    loss_early: float
+    loss_late: float
+    per_prompt: Float[Tensor, " batch"] = field(repr=False)
+    tokens: Int[Tensor, "batch pos"] = field(repr=False)
+
+
+def icl_score(model: torch.nn.Module, tokens: Tensor, early: int | None = None,
+              late: int | None = None) -> ICLScore:
+    """Olsson's in-context learning score on equal-length prompts ``tokens``.
+
+    Loss at token t is the loss of predicting token t from tokens < t. Defaults: positions 50
+    and 500 when the prompts are longer than 500 tokens, else the scaled positions round(0.1 T)
+    and round(0.9 T) (research/icl-methods.md A5).
+    """
+    if tokens.dim() != 2 or tokens.shape[1] < 3:
+        raise HeadScoreError("icl_score needs [batch, pos] prompts of at least 3 tokens")
+    T = tokens.shape[1]
+    if early is None or late is None:
+        e, l_ = (50, 500) if T > 500 else (max(1, round(0.1 * T)), min(T - 1, round(0.9 * T)))
+        early, late = early if early is not None else e, late if late is not None else l_
+    if not 1 <= early < late <= T - 1:
+        raise HeadScoreError(f"need 1 <= early < late <= {T - 1}, got early={early}, late={late}")
+    with torch.no_grad():
+        per_tok = model(tokens, return_type="loss", loss_per_token=True)  # [B, T-1]
+    le, ll = per_tok[:, early - 1].float(), per_tok[:, late - 1].float()
+    diff = ll - le
+    return ICLScore(float(diff.mean()), early, late, float(le.mean()), float(ll.mean()), diff, tokens)
+
+
+# ---------------------------------------------------------------------- figures
+def head_scores_figure(hs: HeadScores, title: str | None = None, zmin: float | None = None,
+                       zmax: float | None = None, colorscale: str = "RdBu"):
+    """Layer x head heatmap of a HeadScores (layer 0 at the top)."""
+    import plotly.graph_objects as go
+
+    s = hs.scores.detach().float().cpu()
+    L, H = s.shape
+    lo = float(torch.nan_to_num(s, nan=0).min()) if zmin is None else zmin
+    hi = float(torch.nan_to_num(s, nan=0).max()) if zmax is None else zmax
+    bound = max(abs(lo), abs(hi), 1e-9)
+    fig = go.Figure(go.Heatmap(
+        z=s.numpy(), x=[f"H{h}" for h in range(H)], y=[f"L{l}" for l in range(L)],
+        colorscale=colorscale, zmid=0 if lo < 0 < hi else None,
+        zmin=-bound if lo < 0 < hi else lo, zmax=bound if lo < 0 < hi else hi,
+        hovertemplate="%{y}%{x}: %{z:.3f}<extra></extra>", colorbar_title=hs.name,
+    ))
+    fig.update_layout(title=title or f"{hs.name} score", xaxis_title="head", yaxis_title="layer",
+                      yaxis_autorange="reversed")
+    return fig
