@@ -181,28 +181,7 @@ def available_tasks(model: torch.nn.Module) -> list[str]:
 
 def task_prompt(model: torch.nn.Module, task: str, k: int, seed: int = 0) -> PromptBatch:
     """One prompt of ``task`` with ``k`` demonstrations for ``model`` (deterministic in ``seed``)."""
-    if k < 0:
-        raise AppInputError(f"k must be at least 0, got {k}")
-    if task == "kv-recall":
-        if model_kind(model) != "tokens":
-            raise AppInputError("task 'kv-recall' uses raw token ids; pick a language task for "
-                                "this model or type a prompt")
-        batch = kv_recall_prompt(int(model.cfg.d_vocab), k, seed)
-    elif task.startswith("language"):
-        mod = _task_module("language")
-        if mod is None or getattr(model, "tokenizer", None) is None:
-            raise AppInputError("language tasks need experiments.tasks.language and a model with "
-                                "a tokenizer (e.g. smollm2-135m)")
-        sub = task.split(":", 1)[1] if ":" in task else None
-        opts = {"task": sub} if sub else {}
-        batch = mod.make_prompts(model.tokenizer, k, 1, seed, **opts)
-    else:
-        reg = _tasks_registry()
-        if reg is None or task not in getattr(reg, "TOKEN_TASKS", ()):
-            raise AppInputError(f"unknown task {task!r}; available for this model: "
-                                f"{', '.join(available_tasks(model))}")
-        batch = reg.make_prompts(task, k, 1, seed)
-    batch = batch.select([0]).trim()
+    batch = task_batch(model, task, k, 1, seed).select([0]).trim()
     check_prompt_fits(model, batch)
     return batch
 
@@ -654,3 +633,192 @@ def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None
 def results_csv(df: pd.DataFrame) -> bytes:
     """The table as UTF-8 CSV bytes (what the download button serves)."""
     return df.to_csv(index=False).encode("utf-8")
+
+
+# ============================================================================ circuit
+def task_batch(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int = 0) -> PromptBatch:
+    """``n_prompts`` prompts of ``task`` at ``k`` for ``model`` (the explorer's prompt is row 0)."""
+    if n_prompts < 1:
+        raise AppInputError(f"n_prompts must be at least 1, got {n_prompts}")
+    if k < 0:
+        raise AppInputError(f"k must be at least 0, got {k}")
+    if task == "kv-recall":
+        rows = [kv_recall_prompt(int(model.cfg.d_vocab), k, seed * 100_003 + i) for i in range(n_prompts)]
+        batch = PromptBatch.concat(rows)
+        batch.meta.update(task="kv-recall", k=k, seed=seed)
+        return batch
+    if task.startswith("language"):
+        mod = _task_module("language")
+        if mod is None or getattr(model, "tokenizer", None) is None:
+            raise AppInputError("language tasks need experiments.tasks.language and a model with "
+                                "a tokenizer (e.g. smollm2-135m)")
+        dataset = task.split(":", 1)[1] if ":" in task else "sentiment"
+        return mod.make_prompts(model.tokenizer, dataset=dataset, k=k, n_prompts=n_prompts, seed=seed)
+    reg = _tasks_registry()
+    if reg is None or task not in getattr(reg, "TOKEN_TASKS", ()):
+        raise AppInputError(f"unknown task {task!r}; available for this model: "
+                            f"{', '.join(available_tasks(model))}")
+    return reg.make_prompts(task, k, n_prompts, seed)
+
+
+def circuit_tasks(model: torch.nn.Module) -> list[str]:
+    """Tasks with a label set (candidates), which the summarize-merge-retrieve circuit needs."""
+    out = []
+    for task in available_tasks(model):
+        try:
+            b = task_batch(model, task, 1, 1, 0)
+        except Exception:  # a task that cannot build a 1-shot prompt for this model is not offered
+            continue
+        if b.candidates is not None:
+            out.append(task)
+    own = _own_task_first(model, [t for t in out if t != "kv-recall"])
+    own_matches = own[:1] if own and _card_task_name(model).startswith(own[0]) else []
+    rest = [t for t in out if t not in own_matches and t != "kv-recall"]
+    return own_matches + (["kv-recall"] if "kv-recall" in out else []) + rest
+
+
+def circuit_run(model: torch.nn.Module, model_name: str, task: str, k: int, n_prompts: int,
+                seed: int = 0, window: tuple[float, float] = (0.0, 0.25)) -> pd.DataFrame:
+    """One seed of the summarize-merge-retrieve circuit (``circuits.icl_circuit.run_circuit``) on
+    ``n_prompts`` prompts of ``task``: the tidy table (step, layer, head, metric, value, ...)."""
+    from circuits.icl_circuit import run_circuit
+
+    if k < 1:
+        raise AppInputError("the circuit needs demonstrations: use k >= 1")
+    batch = task_batch(model, task, k, n_prompts, seed)
+    check_prompt_fits(model, batch)
+    df = run_circuit(model, batch, seed=seed, window=window)
+    df["model"] = model_name
+    df["task"] = task
+    return df
+
+
+def circuit_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The circuit's rows among stored results (those with a ``step`` column that is set)."""
+    if "step" not in df.columns:
+        return df.iloc[0:0]
+    out = df[df["step"].notna()].copy()
+    for col in ("layer", "head"):
+        if col in out.columns:
+            out[col] = pd.to_numeric(out[col], errors="coerce").fillna(-1).astype(int)
+    return out
+
+
+def circuit_layer_figure(table: pd.DataFrame, step: str, metrics: Sequence[str] | None = None,
+                         title: str = "") -> go.Figure:
+    """Per-layer metrics of one circuit step (rows with head == -1): mean ± std over seeds."""
+    sub = table[(table["step"] == step) & (table["layer"] >= 0) & (table["head"] == -1)]
+    if metrics is not None:
+        sub = sub[sub["metric"].isin(metrics)]
+    fig = go.Figure()
+    for metric, part in sub.groupby("metric", sort=False):
+        agg = part.groupby("layer")["value"].agg(["mean", "std", "count"]).reset_index()
+        fig.add_trace(go.Scatter(x=agg["layer"], y=agg["mean"], name=str(metric), mode="lines+markers",
+                                 error_y=dict(type="data", array=agg["std"].fillna(0.0), visible=True),
+                                 customdata=agg["count"],
+                                 hovertemplate="layer %{x}: %{y:.3f} (n seeds %{customdata})"
+                                               "<extra>" + str(metric) + "</extra>"))
+    fig.update_layout(title=title or step, xaxis_title="layer", height=340, xaxis=dict(dtick=1),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def circuit_head_matrix(table: pd.DataFrame, metric: str, step: str | None = None) -> np.ndarray:
+    """A per-head circuit metric (e.g. retrieve ``M`` or ``C``) as a [layer, head] mean over seeds."""
+    sub = table[(table["metric"] == metric) & (table["head"] >= 0) & (table["layer"] >= 0)]
+    if step is not None:
+        sub = sub[sub["step"] == step]
+    if sub.empty:
+        raise AppInputError(f"no per-head metric {metric!r} in this circuit table")
+    mean = sub.groupby(["layer", "head"])["value"].mean().reset_index()
+    out = np.full((int(mean["layer"].max()) + 1, int(mean["head"].max()) + 1), np.nan)
+    out[mean["layer"].to_numpy(), mean["head"].to_numpy()] = mean["value"].to_numpy()
+    return out
+
+
+def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per ablation: accuracy mean/std over seeds beside its random control's
+    (``circuits.icl_circuit.ablation_summary``)."""
+    from circuits.icl_circuit import ablation_summary
+
+    abl = table[table["step"] == "ablation"]
+    if abl.empty:
+        return pd.DataFrame()
+    need = {"model": "", "task": "", "window": "", "n_prompts": 0}
+    abl = abl.assign(**{c: v for c, v in need.items() if c not in abl.columns})
+    return ablation_summary(abl)
+
+
+def ablation_figure(abl: pd.DataFrame) -> go.Figure:
+    """Each ablation's accuracy as a bar beside its random control's (error bars: std over
+    seeds); the unablated and zero-shot accuracies as reference lines."""
+    fig = go.Figure()
+    knock = abl[~abl["ablation"].isin(["unablated", "zero_shot"])]
+    for label, mean, std, colour in (("knockout", "acc_mean", "acc_std", "#d63384"),
+                                     ("random control", "random_mean", "random_std", "#adb5bd")):
+        if mean not in knock.columns:
+            continue
+        fig.add_trace(go.Bar(
+            x=knock["ablation"], y=knock[mean], name=label, marker_color=colour,
+            error_y=dict(type="data", array=knock[std].fillna(0.0) if std in knock else None, visible=True),
+            hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>",
+        ))
+    for name, dash in (("unablated", "solid"), ("zero_shot", "dot")):
+        row = abl[abl["ablation"] == name]
+        if not row.empty:
+            fig.add_hline(y=float(row["acc_mean"].iloc[0]), line_dash=dash,
+                          annotation_text=f"{name} {float(row['acc_mean'].iloc[0]):.2f}")
+    fig.update_layout(barmode="group", title="Ablations vs random controls (accuracy)",
+                      yaxis=dict(title="accuracy", range=[0, 1.05]), height=380,
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+# ============================================================================ ICL vs GD
+def linreg_comparison(model: Any, name: str, ks: Sequence[int], n_tasks: int = 128, seed: int = 0,
+                      gd_steps: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``experiments.icl_vs_gd``'s linear-regression comparison and order sensitivity, per k."""
+    from experiments import icl_vs_gd
+
+    if not ks or min(ks) < 1:
+        raise AppInputError("pick at least one k >= 1 (GD needs demonstrations)")
+    d = getattr(getattr(model, "cfg", None), "d", None)
+    comp = icl_vs_gd.compare_linreg(model, ks, d=d, n_tasks=n_tasks, seed=seed, gd_steps=gd_steps,
+                                    name=name)
+    order = icl_vs_gd.linreg_order_sensitivity(model, ks, d=d, n_tasks=min(n_tasks, 64), seed=seed,
+                                               gd_steps=gd_steps, name=name)
+    return comp, order
+
+
+def icl_gd_run(model: torch.nn.Module, name: str, task: str, k: int, seed: int = 0,
+               n_prompts: int = 8, epochs: int = 5, lr: float = 1e-2, subset: str = "attn_kv") -> pd.DataFrame:
+    """``experiments.icl_vs_gd.compare_icl_gd`` for one k and seed on ``n_prompts`` prompts of
+    ``task``: the tidy table (metric, value, layer, ...) with provenance."""
+    from experiments.gd import GDConfig
+    from experiments.icl_vs_gd import compare_icl_gd
+
+    if k < 1:
+        raise AppInputError("GD needs demonstrations: use k >= 1")
+    gd = GDConfig(subset=subset, lr=lr, epochs=epochs)
+    return compare_icl_gd(model, lambda k_, s_: task_batch(model, task, k_, n_prompts, s_), ks=[k],
+                          seeds=[seed], gd=gd, n_prompts=n_prompts, model_name=name, task_name=task)
+
+
+def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
+                        yaxis_title: str = "") -> go.Figure:
+    """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k,
+    error bars = std over seeds."""
+    sub = df[df["metric"].isin(list(metrics))]
+    if "layer" in sub.columns:
+        sub = sub[pd.to_numeric(sub["layer"], errors="coerce").fillna(-1) < 0]
+    fig = go.Figure()
+    for metric in metrics:
+        part = sub[sub["metric"] == metric]
+        if part.empty:
+            continue
+        agg = part.groupby("k")["value"].agg(["mean", "std"]).reset_index()
+        fig.add_trace(go.Scatter(x=agg["k"], y=agg["mean"], name=metric, mode="lines+markers",
+                                 error_y=dict(type="data", array=agg["std"].fillna(0.0), visible=True)))
+    fig.update_layout(title=title, xaxis_title="k (demonstrations)", yaxis_title=yaxis_title,
+                      height=340, margin=dict(l=10, r=10, t=40, b=10))
+    return fig

@@ -1,2 +1,152 @@
+"""Circuit: the summarize -> merge -> retrieve measurements and the ablations beside their random
+controls, from a live run or from a stored sweep."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
 import streamlit as st
+
+_APP_DIR = str(Path(__file__).resolve().parents[1])
+if _APP_DIR not in sys.path:
+    sys.path.insert(0, _APP_DIR)
+import iclwb_ui as ui  # noqa: E402
+from iclwb_ui import al  # noqa: E402
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def cached_circuit(model_name: str, task: str, k: int, n_prompts: int, seed: int,
+                   window: tuple[float, float]):
+    return al.circuit_run(ui.get_model(model_name), model_name, task, k, n_prompts, seed, window)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_stored(folder: str, signature: tuple):
+    return al.circuit_rows(al.load_results(folder))
+
+
+def default_model() -> str:
+    from experiments import zoo
+
+    return "icl-classify" if (zoo.checkpoint_path("icl-classify") / "card.json").exists() else "induction-2l"
+
+
+def render(table) -> None:
+    """The four steps of the circuit from one tidy table (any number of seeds)."""
+    n_seeds = table["seed"].nunique() if "seed" in table.columns else 1
+    n_prompts = int(table["n_prompts"].max()) if "n_prompts" in table.columns else 0
+    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts · error bars: std over seeds")
+    st.subheader("1 · Summarize: centroid-probe accuracy by layer")
+    st.plotly_chart(al.circuit_layer_figure(table, "summarize", title="centroid accuracy at x_q and s_q"),
+                    width="stretch", key="circ_summarize")
+    st.subheader("2 · Semantics merge: y_i → s_i")
+    m1, m2 = st.columns(2)
+    with m1:
+        st.plotly_chart(al.circuit_layer_figure(table, "merge", ["n_heads:correct", "n_heads:wrong"],
+                                                "heads with A[y_i→s_i] > 5/n"), width="stretch",
+                        key="circ_merge_n")
+    with m2:
+        st.plotly_chart(al.circuit_layer_figure(table, "merge", ["copy_magnitude:correct", "copy_magnitude:wrong"],
+                                                "copy magnitude"), width="stretch", key="circ_merge_mag")
+    st.subheader("3 · Retrieve and copy: s_q → y_i per head")
+    r1, r2 = st.columns(2)
+    for col, metric, title in ((r1, "M", "induction magnitude M"), (r2, "C", "correctness C")):
+        with col:
+            try:
+                st.plotly_chart(al.layer_head_heatmap(al.circuit_head_matrix(table, metric, "retrieve"), title),
+                                width="stretch", key=f"circ_retrieve_{metric}")
+            except al.AppInputError as err:
+                st.info(str(err))
+    best = table[(table["step"] == "retrieve") & table["metric"].isin(["best_head_p_target", "best_head_accuracy", "chance"])]
+    if not best.empty:
+        means = best.groupby("metric")["value"].mean()
+        cols = st.columns(len(means))
+        for c, (metric, value) in zip(cols, means.items()):
+            c.metric(metric, f"{value:.3f}")
+    st.subheader("4 · Ablations beside their random controls")
+    abl = al.ablation_table(table)
+    if abl.empty:
+        st.info("No ablation rows in this table.")
+        return
+    un = abl[abl["ablation"] == "unablated"]
+    if not un.empty:
+        st.metric("accuracy, unablated", f"{float(un['acc_mean'].iloc[0]):.4f}")
+    st.plotly_chart(al.ablation_figure(abl), width="stretch", key="circ_ablation")
+    st.dataframe(abl, hide_index=True, width="stretch", key="circ_ablation_table")
+
+
 st.title("Circuit")
+st.caption("Summarize → semantics merge → feature retrieval and copy (Cho et al. 2024), and what "
+           "breaks when each edge is knocked out, against random knockouts of the same size.")
+if not (ui.module_available("circuits.icl_circuit")):
+    st.info("The circuit analysis (circuits.icl_circuit) is not installed in this checkout.")
+    st.stop()
+source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="circ_source")
+
+if source == "Stored sweep":
+    folder = st.session_state.get("results_dir", "")
+    st.caption(f"Results folder: {folder} (change it on the Results page or with `iclwb app --results DIR`)")
+    try:
+        from pathlib import Path as _P
+
+        sig = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in _P(folder).expanduser().rglob("*.parquet"))) \
+            if _P(folder).expanduser().is_dir() else ()
+        rows = cached_stored(folder, sig)
+    except ui.EXPECTED_ERRORS as err:
+        ui.show_error(err, "no stored results")
+        st.stop()
+    if rows.empty:
+        st.info(f"{folder} holds no circuit results yet; run `iclwb demo` or a sweep with the "
+                f"circuit analysis, or use a live run.")
+        st.stop()
+    f1, f2, f3 = st.columns(3)
+    model_sel = f1.selectbox("Model", sorted(rows["model"].astype(str).unique()), key="circ_st_model")
+    rows = rows[rows["model"].astype(str) == model_sel]
+    task_sel = f2.selectbox("Task", sorted(rows["task"].astype(str).unique()), key="circ_st_task")
+    rows = rows[rows["task"].astype(str) == task_sel]
+    k_sel = f3.selectbox("k", sorted(rows["k"].unique().tolist()), key="circ_st_k")
+    render(rows[rows["k"] == k_sel])
+    st.stop()
+
+c1, c2 = st.columns([2, 3])
+with c1:
+    model_name = ui.model_picker("circ_model", default=default_model())
+model = ui.load_or_error(model_name)
+if model is None:
+    st.stop()
+if al.model_kind(model) == "vector":
+    st.info("This model reads real vectors: the circuit needs token prompts with labels.")
+    st.stop()
+tasks = al.circuit_tasks(model)
+if not tasks:
+    st.error("No task with a label set fits this model; the circuit needs candidate labels.")
+    st.stop()
+t1, t2, t3, t4 = st.columns(4)
+task = t1.selectbox("Task", tasks, key="circ_task")
+k = int(t2.number_input("k", min_value=1, max_value=64, value=4, key="circ_k"))
+n_prompts = int(t3.number_input("Prompts per seed", min_value=4, max_value=512, value=32, key="circ_n"))
+n_seeds = int(t4.number_input("Seeds", min_value=1, max_value=10, value=3, key="circ_seeds"))
+window = st.slider("Ablation window (fraction of layers)", 0.0, 1.0, (0.0, 0.25), step=0.05,
+                   key="circ_window")
+small = al.model_summary(model)["n_layers"] * al.model_summary(model)["n_heads"] <= 64
+run_key = (model_name, task, k, n_prompts, n_seeds, window)
+done = st.session_state.setdefault("circ_done", set())
+if not small and run_key not in done:
+    if not st.button("Run the circuit", type="primary", key="circ_run"):
+        st.stop()
+parts = []
+bar = st.progress(0.0, text="Running the circuit…")
+try:
+    for i, seed in enumerate(range(n_seeds)):
+        bar.progress(i / n_seeds, text=f"Seed {seed + 1} of {n_seeds}…")
+        parts.append(cached_circuit(model_name, task, k, n_prompts, seed, tuple(window)))
+except ui.EXPECTED_ERRORS as err:
+    bar.empty()
+    ui.show_error(err, "cannot run the circuit")
+    st.stop()
+bar.empty()
+done.add(run_key)
+import pandas as pd  # noqa: E402
+
+render(pd.concat(parts, ignore_index=True))

@@ -1,2 +1,189 @@
+"""ICL vs GD: does in-context learning change the model's behaviour the way gradient descent on the
+same demonstrations does? Linear-regression models against GD and baselines; language models
+against a fine-tuned copy (distribution metrics, Rec2FTP, SimAOU, order sensitivity)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
+
+_APP_DIR = str(Path(__file__).resolve().parents[1])
+if _APP_DIR not in sys.path:
+    sys.path.insert(0, _APP_DIR)
+import iclwb_ui as ui  # noqa: E402
+from iclwb_ui import al  # noqa: E402
+
+ACC = ["acc_zs", "acc_icl", "acc_gd"]
+DIST = ["kl_icl_gd", "kl_gd_icl", "tv_icl_gd", "topk_overlap", "rec2ftp"]
+ORDER = ["order_std_icl", "order_std_gd", "order_std_sgd"]
+KS = [1, 2, 4, 8, 16, 32]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_linreg(model_name: str, ks: tuple[int, ...], n_tasks: int, seed: int, gd_steps: int):
+    return al.linreg_comparison(ui.get_model(model_name), model_name, list(ks), n_tasks, seed, gd_steps)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def cached_lm(model_name: str, task: str, k: int, seed: int, n_prompts: int, epochs: int, lr: float,
+              subset: str):
+    return al.icl_gd_run(ui.get_model(model_name), model_name, task, k, seed, n_prompts, epochs, lr, subset)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_results(folder: str, signature: tuple):
+    return al.load_results(folder)
+
+
+def default_model() -> str:
+    from experiments import zoo
+
+    for name in ("linreg-lsa-1l", "icl-classify", "induction-2l"):
+        if (zoo.checkpoint_path(name) / "card.json").exists():
+            return name
+    return "induction-2l"
+
+
+def render_lm(df: pd.DataFrame) -> None:
+    from experiments import icl_vs_gd
+
+    s = icl_vs_gd.summarize_lm(df)
+    cols = st.columns(3)
+    last = s.sort_values("k").iloc[-1]
+    for c, m in zip(cols, ACC):
+        if m in s.columns:
+            c.metric(f"{m} (k={int(last['k'])})", f"{float(last[m]):.4f}")
+    a1, a2 = st.columns(2)
+    with a1:
+        st.plotly_chart(al.metrics_by_k_figure(df, ACC, "Accuracy: zero-shot, ICL, GD", "accuracy"),
+                        width="stretch", key="gd_acc")
+    with a2:
+        st.plotly_chart(al.metrics_by_k_figure(df, DIST, "ICL vs GD output distributions"),
+                        width="stretch", key="gd_dist")
+    b1, b2 = st.columns(2)
+    with b1:
+        if df["metric"].isin(ORDER).any():
+            st.plotly_chart(icl_vs_gd.fig_order_sensitivity(df), width="stretch", key="gd_order")
+    with b2:
+        if (df["metric"] == "simaou").any():
+            st.plotly_chart(icl_vs_gd.fig_simaou(df), width="stretch", key="gd_simaou")
+    st.dataframe(s, hide_index=True, width="stretch", key="gd_summary")
+
+
+def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None) -> None:
+    from experiments import icl_vs_gd
+
+    last = comp.sort_values("k").iloc[-1]
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"preds_diff (k={int(last['k'])})", f"{float(last['preds_diff']):.4f}")
+    c2.metric(f"sens_cos (k={int(last['k'])})", f"{float(last['sens_cos']):.4f}")
+    c3.metric(f"err_model (k={int(last['k'])})", f"{float(last['err_model']):.4f}")
+    a1, a2 = st.columns(2)
+    with a1:
+        st.plotly_chart(icl_vs_gd.fig_error_vs_k(comp), width="stretch", key="gd_err")
+    with a2:
+        st.plotly_chart(icl_vs_gd.fig_sensitivity(comp), width="stretch", key="gd_sens")
+    if order is not None and not order.empty:
+        st.plotly_chart(icl_vs_gd.fig_order_sensitivity(order), width="stretch", key="gd_order")
+    st.dataframe(comp, hide_index=True, width="stretch", key="gd_table")
+
+
 st.title("ICL vs GD")
+st.caption("Error and accuracy against k for ICL, gradient descent on the same demonstrations and "
+           "the baselines; sensitivity cosines; order sensitivity; output-distribution metrics.")
+if not ui.module_available("experiments.icl_vs_gd"):
+    st.info("The ICL-vs-GD study (experiments.icl_vs_gd) is not installed in this checkout.")
+    st.stop()
+source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="gd_source")
+
+if source == "Stored sweep":
+    folder = st.session_state.get("results_dir", "")
+    st.caption(f"Results folder: {folder}")
+    p = Path(folder).expanduser()
+    sig = tuple(sorted((str(f), f.stat().st_mtime_ns) for f in p.rglob("*.parquet"))) if p.is_dir() else ()
+    try:
+        df = cached_results(folder, sig)
+    except ui.EXPECTED_ERRORS as err:
+        ui.show_error(err, "no stored results")
+        st.stop()
+    if "analysis" in df.columns:
+        df = df[df["analysis"].astype(str).str.contains("gd", case=False)]
+    if df.empty or not {"metric", "value", "k"} <= set(df.columns):
+        st.info(f"{folder} holds no ICL-vs-GD results yet; run `iclwb demo` or a sweep with the "
+                f"ICL-vs-GD analysis, or use a live run.")
+        st.stop()
+    f1, f2 = st.columns(2)
+    model_sel = f1.selectbox("Model", sorted(df["model"].astype(str).unique()), key="gd_st_model")
+    df = df[df["model"].astype(str) == model_sel]
+    task_sel = f2.selectbox("Task", sorted(df["task"].astype(str).unique()), key="gd_st_task")
+    df = df[df["task"].astype(str) == task_sel]
+    metrics = sorted(df["metric"].astype(str).unique())
+    default = [m for m in metrics if m in ACC or m.startswith("err_")] or metrics[:3]
+    chosen = st.multiselect("Metrics", metrics, default=default, key="gd_st_metrics")
+    st.plotly_chart(al.metrics_by_k_figure(df, chosen, f"{model_sel} · {task_sel}"), width="stretch",
+                    key="gd_stored_fig")
+    st.dataframe(df, hide_index=True, width="stretch", key="gd_stored_table")
+    st.stop()
+
+c1, c2 = st.columns([2, 3])
+with c1:
+    model_name = ui.model_picker("gd_model", default=default_model())
+model = ui.load_or_error(model_name)
+if model is None:
+    st.stop()
+
+if al.model_kind(model) == "vector":
+    t1, t2, t3, t4 = st.columns(4)
+    ks = t1.multiselect("k", KS, default=[1, 2, 4, 8], key="gd_ks")
+    n_tasks = int(t2.number_input("Tasks per k", min_value=16, max_value=4096, value=128, key="gd_ntasks"))
+    seed = int(t3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="gd_seed"))
+    gd_steps = int(t4.number_input("GD steps", min_value=1, max_value=100, value=1, key="gd_steps"))
+    try:
+        with st.spinner("Comparing the model with GD and the baselines…"):
+            comp, order = cached_linreg(model_name, tuple(sorted(ks)), n_tasks, seed, gd_steps)
+    except ui.EXPECTED_ERRORS as err:
+        ui.show_error(err, "cannot run the comparison")
+        st.stop()
+    render_linreg(comp, order)
+    st.stop()
+
+tasks = al.available_tasks(model)
+if not tasks:
+    st.error("No task fits this model.")
+    st.stop()
+t1, t2, t3, t4 = st.columns(4)
+task = t1.selectbox("Task", al.circuit_tasks(model) or tasks, key="gd_task")
+ks = t2.multiselect("k", KS, default=[1, 2, 4], key="gd_ks_lm")
+n_prompts = int(t3.number_input("Prompts", min_value=2, max_value=256, value=8, key="gd_n"))
+n_seeds = int(t4.number_input("Seeds", min_value=1, max_value=5, value=1, key="gd_seeds_lm"))
+g1, g2, g3 = st.columns(3)
+subset = g1.selectbox("GD parameters", ["attn_kv", "all", "one_layer_wv"], key="gd_subset")
+lr = float(g2.number_input("GD learning rate", min_value=1e-5, max_value=10.0, value=1e-2, format="%.4f",
+                           key="gd_lr"))
+epochs = int(g3.number_input("GD epochs", min_value=1, max_value=100, value=5, key="gd_epochs"))
+run_key = (model_name, task, tuple(ks), n_prompts, n_seeds, subset, lr, epochs)
+done = st.session_state.setdefault("gd_done", set())
+if run_key not in done:
+    st.info("Fine-tunes a copy of the model on each prompt's demonstrations; press Run.")
+    if not st.button("Run ICL vs GD", type="primary", key="gd_run"):
+        st.stop()
+if not ks:
+    st.error("Pick at least one k.")
+    st.stop()
+parts = []
+jobs = [(k, s) for s in range(n_seeds) for k in sorted(ks)]
+bar = st.progress(0.0, text="Fine-tuning…")
+try:
+    for i, (k, s) in enumerate(jobs):
+        bar.progress(i / len(jobs), text=f"k={k}, seed {s}: ICL and GD ({i + 1} of {len(jobs)})…")
+        parts.append(cached_lm(model_name, task, k, s, n_prompts, epochs, lr, subset))
+except ui.EXPECTED_ERRORS as err:
+    bar.empty()
+    ui.show_error(err, "cannot run the comparison")
+    st.stop()
+bar.empty()
+done.add(run_key)
+render_lm(pd.concat(parts, ignore_index=True))
