@@ -106,6 +106,8 @@ class PromptSets:
     extract: PromptBatch
     dev: PromptBatch
     eval: PromptBatch
+    baseline_acc: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(split, condition) -> accuracy, filled once by ``baselines`` and shared by the methods."""
 
 
 def prompt_sets(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int,
@@ -130,11 +132,11 @@ def baselines(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, method:
     rows = []
     for split in ("dev", "eval"):
         b = getattr(sets, split)
-        zs = vectors.strip_demos(b)
-        rows.append(info.row(method=method, condition="zero-shot", layer=math.nan, lam=math.nan, split=split,
-                             accuracy=_acc(model, zs), n_prompts=len(b)))
-        rows.append(info.row(method=method, condition="ICL", layer=math.nan, lam=math.nan, split=split,
-                             accuracy=_acc(model, b), n_prompts=len(b)))
+        for cond, batch in (("zero-shot", vectors.strip_demos(b)), ("ICL", b)):
+            if (split, cond) not in sets.baseline_acc:
+                sets.baseline_acc[(split, cond)] = _acc(model, batch)
+            rows.append(info.row(method=method, condition=cond, layer=math.nan, lam=math.nan, split=split,
+                                 accuracy=sets.baseline_acc[(split, cond)], n_prompts=len(b)))
     return rows
 
 
