@@ -157,3 +157,94 @@ def test_results_page_empty_folder_is_a_message(tmp_path):
     assert any("no Parquet result files" in e.value for e in at.error)
     at.text_input(key="res_folder").input(str(tmp_path / "nope")).run()
     assert any("does not exist" in e.value for e in at.error)
+
+
+def chart(at: AppTest, i: int):
+    """The i-th plotly figure the page shows, decoded (plotly writes arrays base64-typed)."""
+    import base64
+    import json
+
+    import plotly.graph_objects as go
+
+    def decode(obj):
+        if isinstance(obj, dict) and set(obj) >= {"dtype", "bdata"}:
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            return arr.reshape(obj["shape"]) if "shape" in obj else arr
+        if isinstance(obj, dict):
+            return {k: decode(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [decode(v) for v in obj]
+        return obj
+
+    return go.Figure(decode(json.loads(at.get("plotly_chart")[i].proto.spec)))
+
+
+@pytest.mark.slow
+def test_circuit_page_live_run_and_stored_sweep(induction, tmp_path):
+    from circuits.icl_circuit import run_circuit
+    from experiments.sweep.config import Unit
+    from experiments.sweep.store import ResultsStore
+    from probes.readout import model_accuracy
+
+    at = app(tmp_path / "store").run()
+    at.switch_page("pages/3_circuit.py").run()
+    at.selectbox(key="circ_model_select").set_value("induction-2l").run()
+    at.selectbox(key="circ_task").set_value("kv-recall").run()
+    at.number_input(key="circ_n").set_value(16).run()
+    at.number_input(key="circ_seeds").set_value(2).run()
+    no_exception(at)
+    assert n_charts(at) == 6  # summarize, merge x2, retrieve M and C, ablations
+    k = int(at.number_input(key="circ_k").value)
+    accs = [model_accuracy(induction, al.task_batch(induction, "kv-recall", k, 16, s)) for s in (0, 1)]
+    assert metric(at, "accuracy, unablated") == pytest.approx(np.mean(accs), abs=1e-4)
+    abl = at.dataframe[0].value
+    assert {"xi_to_si", "yi_to_sq", "zero_shot"} <= set(abl["ablation"]) and (abl["n_seeds"] == 2).all()
+    bars = chart(at, 5).data
+    assert [t.name for t in bars[:2]] == ["knockout", "random control"]
+
+    # the same table stored by a sweep renders the same way
+    table = run_circuit(induction, al.task_batch(induction, "kv-recall", 3, 8, 0), seed=0)
+    table["model"], table["task"] = "induction-2l", "kv-recall"
+    ResultsStore(tmp_path / "store").write_unit(
+        Unit(model="induction-2l", task="kv-recall", k=3, seed=0, analysis="circuit"),
+        table.drop(columns=["model", "task", "k", "seed"]), provenance={})
+    at.radio(key="circ_source").set_value("Stored sweep").run()
+    no_exception(at)
+    assert n_charts(at) == 6
+    unablated = table[table["metric"] == "acc:unablated"]["value"].iloc[0]
+    assert metric(at, "accuracy, unablated") == pytest.approx(unablated, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_icl_vs_gd_page_language_model_run(induction):
+    from probes.readout import model_accuracy
+
+    at = app().run()
+    at.switch_page("pages/4_icl_vs_gd.py").run()
+    at.selectbox(key="gd_model_select").set_value("induction-2l").run()
+    at.selectbox(key="gd_task").set_value("kv-recall").run()
+    at.multiselect(key="gd_ks_lm").set_value([1, 2]).run()
+    at.number_input(key="gd_n").set_value(4).run()
+    at.number_input(key="gd_epochs").set_value(2).run()
+    no_exception(at)
+    assert n_charts(at) == 0 and at.button(key="gd_run")  # expensive: waits for Run
+    at.button(key="gd_run").click().run()
+    no_exception(at)
+    assert n_charts(at) == 4  # accuracy, distributions, order sensitivity, SimAOU
+    acc = model_accuracy(induction, al.task_batch(induction, "kv-recall", 2, 4, 0))
+    assert metric(at, "acc_icl (k=2)") == pytest.approx(acc, abs=1e-4)
+    names = [t.name for t in chart(at, 0).data]
+    assert names == ["acc_zs", "acc_icl", "acc_gd"]
+
+
+def test_icl_vs_gd_page_stored_sweep(tmp_path):
+    root = make_store(tmp_path / "store")
+    at = app(root).run()
+    at.switch_page("pages/4_icl_vs_gd.py").run()
+    at.radio(key="gd_source").set_value("Stored sweep").run()
+    at.selectbox(key="gd_st_model").set_value("induction-2l").run()
+    at.multiselect(key="gd_st_metrics").set_value(["accuracy"]).run()
+    no_exception(at)
+    trace = chart(at, 0).data[0]
+    assert list(trace.x) == [1, 2, 4]
+    assert list(trace.y) == pytest.approx([0.1 * k + 0.005 for k in (1, 2, 4)])
