@@ -55,8 +55,8 @@ class CircuitError(InterventionError):
 def _check(batch: PromptBatch) -> None:
     if batch.n_demos == 0:
         raise CircuitError("the circuit needs demonstrations: build the batch with k >= 1")
-    if batch.candidates is None or batch.target is None:
-        raise CircuitError("the circuit needs batch.candidates (the label set) and batch.target")
+    if batch.target is None or (batch.target < 0).any():
+        raise CircuitError("the circuit needs batch.target (the correct read-out token) on every prompt")
 
 
 # ---------------------------------------------------------------------- capture
@@ -142,12 +142,26 @@ def _summarize_probe() -> Callable[[Tensor, Tensor], float] | None:
 
 
 def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0) -> list[dict]:
-    y = batch.query_class if batch.query_class is not None and (batch.query_class >= 0).all() else batch.target
+    """Centroid-probe accuracy per layer at x_q's last token and s_q.
+
+    ``centroid_acc:*`` predicts the query's class (``query_class``, else the target label);
+    ``centroid_acc_label:*`` predicts the target label token (differs when the class -> label map
+    changes per prompt, as in the zoo classify task).
+    """
+    has_class = batch.query_class is not None and bool((batch.query_class >= 0).all())
+    targets = {"centroid_acc": batch.query_class if has_class else batch.target}
+    if has_class:
+        targets["centroid_acc_label"] = batch.target
+    # a class needs at least two prompts to have a centroid and a test point (not so for
+    # open-vocabulary tasks, where every answer is its own class): skip those targets
+    targets = {m: y for m, y in targets.items() if int(y.unique(return_counts=True)[1].max()) >= 2}
+    probe = _summarize_probe() or centroid_accuracy
     rows = []
-    for name, key in (("x_q", "resid_xq"), ("s_q", "resid_sq")):
-        for l in range(cap[key].shape[0]):
-            acc = centroid_accuracy(cap[key][l], y, seed=seed)
-            rows.append(dict(step="summarize", layer=l, head=-1, metric=f"centroid_acc:{name}", value=acc))
+    for metric, y in targets.items():
+        for name, key in (("x_q", "resid_xq"), ("s_q", "resid_sq")):
+            for l in range(cap[key].shape[0]):
+                acc = float(probe(cap[key][l], y))
+                rows.append(dict(step="summarize", layer=l, head=-1, metric=f"{metric}:{name}", value=acc))
     return rows
 
 
@@ -158,9 +172,12 @@ def wrong_label_batch(batch: PromptBatch, seed: int = 0) -> PromptBatch:
     g = torch.Generator().manual_seed(seed)
     toks = batch.tokens.clone()
     for b in range(batch.batch_size):
-        cands = [int(c) for c in batch.candidates[b] if c >= 0]
+        if batch.candidates is not None:
+            cands = [int(c) for c in batch.candidates[b] if c >= 0]
+        else:  # open vocabulary: the other demonstrations' labels of this prompt
+            cands = sorted({int(t) for t in batch.label_tokens[b] if t >= 0})
         if len(cands) < 2:
-            raise CircuitError("wrong labels need at least two candidate labels per prompt")
+            raise CircuitError("wrong labels need at least two distinct labels (candidates or demo labels) per prompt")
         for i in range(batch.n_demos):
             p = int(batch.label[b, i])
             if p < 0:
@@ -210,6 +227,8 @@ def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
         for h in range(H):
             rows.append(dict(step="retrieve", layer=l, head=h, metric="M", value=float(M[l, h])))
             rows.append(dict(step="retrieve", layer=l, head=h, metric="C", value=float(C[l, h])))
+    if batch.candidates is None:  # open vocabulary: no label distribution over a label set
+        return rows
     flat = int(C.flatten().argmax())
     bl, bh = flat // H, flat % H
     cand = batch.candidates  # [B, n_cand]
@@ -222,7 +241,7 @@ def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
     pred_ok = is_t.gather(1, p.argmax(-1, keepdim=True)).squeeze(1) & (mass.sum(-1) > 0)
     rows.append(dict(step="retrieve", layer=bl, head=bh, metric="best_head_p_target", value=float(p_t.mean())))
     rows.append(dict(step="retrieve", layer=bl, head=bh, metric="best_head_accuracy", value=float(pred_ok.float().mean())))
-    rows.append(dict(step="retrieve", layer=-1, head=-1, metric="chance", value=float(1.0 / (cand >= 0).sum(-1).float().mean())))
+    rows.append(dict(step="retrieve", layer=-1, head=-1, metric="chance", value=float((1.0 / (cand >= 0).sum(-1).float()).mean())))
     return rows
 
 
@@ -237,7 +256,8 @@ def zero_shot_batch(batch: PromptBatch) -> PromptBatch:
         qs, qe = batch.query_text[b].tolist()
         L = int(batch.lengths[b])
         pb.query(batch.tokens[b, qs:qe].tolist(), batch.tokens[b, qe:L].tolist())
-        rows.append(pb.build(target=int(batch.target[b]), candidates=[int(c) for c in batch.candidates[b]],
+        cands = None if batch.candidates is None else [int(c) for c in batch.candidates[b]]
+        rows.append(pb.build(target=int(batch.target[b]), candidates=cands,
                              query_class=-1 if batch.query_class is None else int(batch.query_class[b]),
                              pad_id=batch.pad_id))
     return PromptBatch.concat(rows)

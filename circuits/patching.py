@@ -23,7 +23,7 @@ from circuits.interventions import (
     compile_edits, sweep,
 )
 from probes.prompt import PromptBatch
-from probes.readout import candidate_logits
+from probes.readout import candidate_logits, predictions
 
 
 # ---------------------------------------------------------------------- metrics
@@ -49,10 +49,9 @@ def logit_diff(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Tens
 
 
 def accuracy_metric(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Tensor:
-    """Share of prompts whose arg-max candidate is the target (not differentiable)."""
-    cl = candidate_logits(logits, batch)
-    pred = batch.candidates.gather(1, cl.argmax(-1, keepdim=True)).squeeze(1)
-    return (pred == batch.target).float().mean()
+    """Share of prompts whose prediction is the target: arg-max over the candidates when the batch
+    has them, else over the whole vocabulary (not differentiable)."""
+    return (predictions(logits, batch) == batch.target).float().mean()
 
 
 # ---------------------------------------------------------------------- activation patching

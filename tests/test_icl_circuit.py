@@ -79,8 +79,11 @@ def test_errors_and_window():
     batch = toy.label_copy_batch(4, 1)
     from dataclasses import replace
 
-    with pytest.raises(C.CircuitError, match="candidates"):
-        C.run_circuit(toy.label_copy_model(), replace(batch, candidates=None))
+    with pytest.raises(C.CircuitError, match="target"):
+        C.run_circuit(toy.label_copy_model(), replace(batch, target=None))
+    open_vocab = C.run_circuit(toy.label_copy_model(), replace(toy.label_copy_batch(8, 3), candidates=None))
+    assert "best_head_accuracy" not in set(open_vocab.metric)  # no label set: no label distribution
+    assert float(open_vocab[open_vocab.metric == "acc:unablated"].value.iloc[0]) == 1.0
     assert layer_window(1) == [0]
     t = C.run_circuit(toy.label_copy_model(), batch, layers=[0], steps=("ablation",))
     assert set(t.step) == {"ablation"}
