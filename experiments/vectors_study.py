@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
@@ -124,8 +124,15 @@ def prompt_sets(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed:
 
 
 # ---------------------------------------------------------------------- helpers
-def _acc(model: torch.nn.Module, batch: PromptBatch, hooks: Sequence[Any] = (), bs: int = 32) -> float:
-    return model_accuracy(model, batch, fwd_hooks=hooks, batch_size=bs)
+def _acc(model: torch.nn.Module, batch: PromptBatch,
+         make_hooks: Callable[[PromptBatch], Sequence[Any]] | None = None, bs: int = 32) -> float:
+    """Accuracy in chunks of ``bs`` rows; ``make_hooks(chunk)`` builds the hooks for each chunk
+    (read-out hooks index rows, so they must be made per chunk)."""
+    correct = 0.0
+    for part in batch.batches(bs):
+        hooks = make_hooks(part) if make_hooks is not None else ()
+        correct += model_accuracy(model, part, fwd_hooks=hooks, batch_size=bs) * len(part)
+    return correct / len(batch)
 
 
 def baselines(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, method: str) -> list[dict]:
@@ -150,9 +157,10 @@ def _sweep_readout(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, me
             for split, b in zs.items():
                 if cond == "with random vector" and split == "dev":
                     continue  # the control is only reported, never used to choose
-                hooks = vectors.readout_hooks(b, layer, vec, site="resid_post", mode=mode)  # type: ignore[arg-type]
+                def make(part: PromptBatch, layer: int = layer, vec: torch.Tensor = vec) -> list:
+                    return vectors.readout_hooks(part, layer, vec, site="resid_post", mode=mode)  # type: ignore[arg-type]
                 rows.append(info.row(method=method, condition=cond, layer=layer, lam=math.nan, split=split,
-                                     accuracy=_acc(model, b, hooks), n_prompts=len(b),
+                                     accuracy=_acc(model, b, make), n_prompts=len(b),
                                      vector_norm=float(v.norm()), **(extra or {})))
     return rows
 
@@ -216,7 +224,8 @@ def icv_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
                     continue
                 hooks = vectors.icv_hooks(model, vec, lam, site=site)
                 rows.append(info.row(method="icv", condition=cond, layer=math.nan, lam=float(lam), split=split,
-                                     accuracy=_acc(model, zs, hooks), n_prompts=len(zs), site=site))
+                                     accuracy=_acc(model, zs, lambda part, h=hooks: h), n_prompts=len(zs),
+                                     site=site))
     return pd.DataFrame(rows)
 
 
