@@ -150,26 +150,57 @@ def task_prompt_len(model: str, task: str, k: int) -> int | None:
     """Token length of the longest k-shot prompt of ``task`` for ``model`` (None when unknown)."""
     from experiments import tasks
 
-    if task not in getattr(tasks, "TOKEN_TASKS", ()) and _cached_tokenizer(model) is None:
-        return None  # do not load a whole model just to validate a config
+    base = split_task(task)[0]
+    if base not in getattr(tasks, "TOKEN_TASKS", ()) and (base != "language" or _cached_tokenizer(model) is None):
+        return None  # vector tasks have no tokens; never load a whole model to validate a config
     batch = make_task_batch(model, task, k, seed=0, n_prompts=16)
     if batch is None:
         return None
     return int(batch.lengths.max()) if hasattr(batch, "lengths") else None
 
 
+def split_task(task: str) -> tuple[str, str]:
+    """``"language:sentiment"`` -> ("language", "sentiment"); ``"classify"`` -> ("classify", "")."""
+    base, _, option = task.partition(":")
+    return base, option
+
+
+def task_problem(task: str) -> str | None:
+    """None when ``task`` names a registered task (``NAME`` or ``language:DATASET``), else why not."""
+    from experiments import tasks
+
+    base, option = split_task(task)
+    allowed = ", ".join(tasks.names()) + " (language as language:DATASET)"
+    if base not in tasks.names():
+        return f"unknown task {task!r}; allowed: {allowed}"
+    if base == "language":
+        from experiments.tasks import language
+
+        if option not in language.DATASETS:
+            return (f"the language task needs a dataset: language:DATASET with DATASET one of "
+                    f"{', '.join(sorted(language.DATASETS))}")
+    elif option:
+        return f"task {base!r} takes no ':{option}' option; allowed: {allowed}"
+    return None
+
+
 def make_task_batch(model: str, task: str, k: int, seed: int, n_prompts: int, **options: Any):
     """A PromptBatch of ``task`` at ``k`` for ``model`` (None for vector tasks such as linreg)."""
     from experiments import tasks
 
-    if task == "linreg":
+    base, option = split_task(task)
+    if base == "linreg":
         return None
-    if task == "language" or task not in getattr(tasks, "TOKEN_TASKS", ()):
+    if base == "language":
         tok = tokenizer_of(model)
         if tok is None:
             return None
-        return tasks.get_task(task).make_prompts(tok, k, n_prompts, seed, **options)
-    return tasks.make_prompts(task, k, n_prompts, seed, **options)
+        batch = tasks.get_task("language").make_prompts(tok, option or "sentiment", k=k,
+                                                        n_prompts=n_prompts, seed=seed, **options)
+    else:
+        batch = tasks.make_prompts(base, k, n_prompts, seed, **options)
+    batch.meta.setdefault("model", model)
+    return batch
 
 
 @functools.lru_cache(maxsize=4)
@@ -177,14 +208,14 @@ def _cached_tokenizer(model: str):
     """The tokenizer from a local folder (no model weights loaded), or None."""
     from pathlib import Path
 
-    d = Path(model)
     if model == "smollm2-135m":
         try:
             from experiments import pretrained
 
-            d = pretrained.cache_dir(model)
+            return pretrained.load_tokenizer(model)
         except Exception:
             return None
+    d = Path(model)
     if d.is_dir() and ((d / "tokenizer.json").exists() or (d / "tokenizer_config.json").exists()):
         from transformers import AutoTokenizer
 
@@ -239,4 +270,94 @@ register(AnalysisSpec(
     description="layer x head scores (previous-token, induction, ...) from experiments.scan.head_scan",
     requires=("experiments.scan",),
     applies=lambda m, t: None if is_token_model(m) else "it reads vectors, not tokens (no head scan)",
+))
+
+
+def _token_task_only(model: str, task: str) -> str | None:
+    if not is_token_model(model):
+        return "it reads vectors, not tokens; use a token model"
+    if split_task(task)[0] == "linreg":
+        return "linreg prompts are vectors; use a token task (classify, icll, induction, language:...)"
+    if split_task(task)[0] == "language" and model in _zoo_names():
+        return "zoo models have their own synthetic vocabularies; use the language task with a pretrained model"
+    return None
+
+
+def _zoo_names() -> list[str]:
+    from experiments import zoo
+
+    return list(zoo.ZOO_MODULES)
+
+
+# ------------------------------------------------------------------------------------ circuit
+def _circuit(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
+    from circuits.icl_circuit import run_circuit
+
+    model = get_model(model_name)
+    batch = make_task_batch(model_name, task, k, seed, params["n_prompts"])
+    kwargs: dict[str, Any] = {"seed": seed, "window": tuple(params["window"])}
+    if params["layers"]:
+        kwargs["layers"] = list(params["layers"])
+    if params["steps"]:
+        kwargs["steps"] = tuple(params["steps"])
+    df = run_circuit(model, batch, **kwargs)
+    df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
+    return AnalysisResult(df.reset_index(drop=True))
+
+
+register(AnalysisSpec(
+    name="circuit", fn=_circuit,
+    params={"n_prompts": 32, "window": [0.0, 0.25], "layers": [], "steps": []},
+    uses_task=True, uses_k=True,
+    description="summarize-merge-retrieve circuit with ablations and random controls (circuits.icl_circuit)",
+    requires=("circuits.icl_circuit",),
+    applies=lambda m, t: _token_task_only(m, t),
+))
+
+
+# ------------------------------------------------------------------------------------ icl_vs_gd
+def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
+    from experiments import icl_vs_gd as ivg
+
+    model = get_model(model_name)
+    if not is_token_model(model_name):
+        wide = ivg.compare_linreg(model, ks=[k], n_tasks=params["n_tasks"], seed=seed,
+                                  gd_steps=params["gd_steps"], name=model_name)
+        id_cols = [c for c in ("model", "task", "k", "d", "seed", "n_tasks", "gd_steps") if c in wide.columns]
+        long = ivg.tidy(wide, id_cols)
+        parts = [long]
+        if params["order_perms"]:
+            order = ivg.linreg_order_sensitivity(model, ks=[k], n_tasks=min(params["n_tasks"], 128),
+                                                 n_perms=params["order_perms"], seed=seed,
+                                                 gd_steps=params["gd_steps"], name=model_name)
+            order = order.rename(columns={"order_std": "value"})
+            order["metric"] = "order_std_" + order["method"].astype(str)
+            parts.append(order)
+        df = pd.concat(parts, ignore_index=True)
+    else:
+        from experiments.gd import GDConfig
+
+        batch = make_task_batch(model_name, task, k, seed, params["n_prompts"])
+        gd = GDConfig(subset=params["subset"], lr=params["lr"], epochs=params["epochs"])
+        df = _call(ivg.compare_icl_gd, model=model, prompts=batch, ks=[k], seeds=[seed], gd=gd,
+                   n_prompts=params["n_prompts"], n_perms=params["order_perms"],
+                   model_name=model_name, task_name=task)
+    df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
+    return AnalysisResult(df.reset_index(drop=True))
+
+
+def _ivg_applies(model: str, task: str) -> str | None:
+    if not is_token_model(model):
+        return None if split_task(task)[0] == "linreg" else f"model {model!r} is a linear-regression model: use task 'linreg'"
+    return _token_task_only(model, task)
+
+
+register(AnalysisSpec(
+    name="icl_vs_gd", fn=_icl_vs_gd,
+    params={"n_prompts": 16, "n_tasks": 256, "gd_steps": 1, "subset": "attn_kv", "lr": 1e-2,
+            "epochs": 5, "order_perms": 4},
+    uses_task=True, uses_k=True,
+    description="ICL against gradient descent on the same demonstrations (experiments.icl_vs_gd)",
+    requires=("experiments.icl_vs_gd", "experiments.gd"),
+    applies=_ivg_applies,
 ))

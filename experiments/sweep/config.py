@@ -289,7 +289,6 @@ def validate_config(cfg: SweepConfig) -> None:
         for j, k in enumerate(g.k):
             if k < 0:
                 raise SweepConfigError(f"{where}.k[{j}]: k (demonstrations) must be >= 0, got {k}")
-        task_names = None
         for a in g.analyses:
             spec = get_analysis(a)
             try:
@@ -303,11 +302,12 @@ def validate_config(cfg: SweepConfig) -> None:
             if spec.uses_k and not g.k:
                 raise SweepConfigError(f"{where}.k: analysis {a!r} needs a list of k (demonstrations per prompt)")
             if spec.uses_task:
-                task_names = task_names or modelinfo.task_names()
+                from experiments.sweep.analyses import task_problem
+
                 for j, t in enumerate(g.tasks):
-                    if t not in task_names:
-                        raise SweepConfigError(
-                            f"{where}.tasks[{j}]: unknown task {t!r}; allowed: {', '.join(task_names)}")
+                    why = task_problem(t)
+                    if why:
+                        raise SweepConfigError(f"{where}.tasks[{j}]: {why}")
         # k against each model's context, for the analyses that use k
         k_tasks = sorted({t for a in g.analyses if get_analysis(a).uses_k
                           for t in (g.tasks if get_analysis(a).uses_task else [""])})

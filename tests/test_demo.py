@@ -1,0 +1,80 @@
+"""``iclwb demo --quick``: the report, its figures and summary, and the summary's numbers against the store."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from experiments.report import Finding
+from experiments.sweep import ResultsStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    from experiments.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "results"
+    rc = run_demo(quick=True, out_dir=str(out), progress=False)
+    return rc, out
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_report_with_figures_and_summary(quick_demo, capsys):
+    rc, out = quick_demo
+    assert rc == 0
+    html = (out / "report.html").read_text()
+    # plotly.js inlined exactly once, no CDN: the report works offline
+    from plotly.offline import get_plotlyjs
+
+    assert html.count(get_plotlyjs()[:2000]) == 1
+    assert not re.search(r"<script[^>]*\bsrc=", html), "no external scripts"
+    findings = json.loads((out / "findings.json").read_text())
+    n_figs = html.count("class='fig'")
+    assert n_figs >= 2 and len(findings) >= 2
+    assert html.count("Plotly.newPlot") == n_figs
+    summary = (out / "summary.txt").read_text()
+    assert "head scan" in summary and "induction-2l" in summary
+    assert summary.strip() in html.replace("&#x27;", "'").replace("&gt;", ">").replace("&lt;", "<") \
+        .replace("&quot;", '"').replace("&amp;", "&")
+
+
+@pytest.mark.slow
+def test_summary_numbers_equal_the_store(quick_demo):
+    _, out = quick_demo
+    df = ResultsStore(out, create=False).frame()
+    findings = [Finding(**f) for f in json.loads((out / "findings.json").read_text())]
+    summary = (out / "summary.txt").read_text()
+    for f in findings:
+        # the finding's number is an aggregate of the stored rows it names ...
+        assert f.recompute(df) == pytest.approx(f.value, abs=1e-9), f.text
+        # ... and the sentence in the summary quotes it
+        assert f"  - {f.text}" in summary
+        quoted = [float(x) for x in re.findall(r"-?\d+\.\d{3}", f.text)]
+        assert round(f.value, 3) in [round(q, 3) for q in quoted], f.text
+    # the head scan's known answer on induction-2l: previous-token head in layer 0, induction in layer 1
+    top = {f.filters["metric"]: f.text for f in findings if f.filters.get("model") == "induction-2l"}
+    assert re.search(r"head L1H\d", top["induction"]) and re.search(r"head L0H\d", top["previous_token"])
+
+
+@pytest.mark.slow
+def test_second_run_reuses_store(quick_demo, capsys):
+    from experiments.demo import run_demo
+
+    rc, out = quick_demo
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.parquet")}
+    assert run_demo(quick=True, out_dir=str(out), progress=False) == 0
+    text = capsys.readouterr().out
+    assert " 0 computed" in text and "iclwb app --results" in text
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("*.parquet")} == before
+
+
+def test_shipped_demo_config_is_the_demo():
+    from experiments.demo import DEMO_CONFIG, QUICK_CONFIG
+
+    assert (REPO / "configs" / "demo.toml").read_text() == DEMO_CONFIG
+    assert (REPO / "configs" / "demo-quick.toml").read_text() == QUICK_CONFIG
