@@ -47,7 +47,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from probes.prompt import PromptBatch, PromptError
+from probes.prompt import PromptBatch
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "attention patterns": ("attn.hook_pattern",),
@@ -357,6 +357,10 @@ def capture(
                 model(sub.tokens)
         except _StopForward:
             pass
+        except ValueError as err:
+            if "Cannot add hook" in str(err):
+                raise CaptureError(f"{err} (or capture 'head results': hook_z times W_O)") from err
+            raise
         missing = set(by_hook) - fired
         if missing:
             raise CaptureError(
