@@ -87,3 +87,15 @@ def test_errors_and_window():
     assert layer_window(1) == [0]
     t = C.run_circuit(toy.label_copy_model(), batch, layers=[0], steps=("ablation",))
     assert set(t.step) == {"ablation"}
+
+
+def test_plots_return_figures(table):
+    from circuits import plots
+
+    fig = plots.ablation_bars(table)
+    assert len(fig.data) == 2 and list(fig.data[0].x) == list(C.ABLATIONS)
+    assert len(plots.layer_curves(table, "summarize").data) >= 2
+    hm = plots.head_heatmap(table, "M", step="retrieve")
+    assert abs(hm.data[0].z[0][0] - 1.0) < 1e-4  # head 0 puts all s_q attention on labels
+    with pytest.raises(ValueError, match="per-head metrics"):
+        plots.head_heatmap(table, "nope")
