@@ -67,6 +67,13 @@ class Report:
     notes: list[str] = field(default_factory=list)
     provenance: pd.DataFrame | None = None
 
+    def add(self, finding: Finding) -> None:
+        """Keep a finding (one whose number is undefined, e.g. a ratio over no cases, is noted)."""
+        if finding.value != finding.value:  # NaN
+            self.notes.append(f"undefined: {finding.text.rsplit(':', 1)[0]} (no cases to measure)")
+            return
+        self.findings.append(finding)
+
     def summary(self, width: int = 100) -> str:
         lines = [self.title, "=" * min(width, len(self.title))]
         section = None
@@ -179,7 +186,7 @@ def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
             per_head = dm.groupby(["layer", "head"])["value"].mean()
             (l, h), best = per_head.idxmax(), float(per_head.max())
             n_seeds = dm["seed"].nunique()
-            rep.findings.append(Finding(
+            rep.add(Finding(
                 text=f"{model}: top {metric} head L{l}H{h} = {best:.3f}"
                      f"{f' (mean of {n_seeds} seeds)' if n_seeds > 1 else ''}",
                 value=best, filters={"analysis": "head_scan", "model": model, "metric": metric},
@@ -201,7 +208,7 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
             def q(metric: str) -> float:
                 return _aggregate(_select(d, {"metric": metric}), "mean", False)
             un, zs = q("acc:unablated"), q("acc:zero_shot")
-            rep.findings.append(Finding(f"{tag}: accuracy {un:.3f} with demonstrations, {zs:.3f} zero-shot",
+            rep.add(Finding(f"{tag}: accuracy {un:.3f} with demonstrations, {zs:.3f} zero-shot",
                                         un, {**base, "metric": "acc:unablated"}, section="circuit"))
             effects = []
             for m in sorted(set(abl["metric"])):
@@ -211,8 +218,10 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
             if effects:
                 drop, m = max(effects)
                 acc = q(m)
-                rep.findings.append(Finding(
-                    f"{tag}: largest knockout effect {m[4:]} (layers {win}): accuracy {acc:.3f} vs "
+                what = ("largest knockout effect" if drop > 0 else
+                        "no knockout lowers accuracy below its random control; closest")
+                rep.add(Finding(
+                    f"{tag}: {what}: {m[4:]} (layers {win}): accuracy {acc:.3f} vs "
                     f"{q(m + ':random'):.3f} for its random control",
                     acc, {**base, "metric": m}, section="circuit"))
         summ = d[d["step"] == "summarize"]
@@ -222,7 +231,7 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
                 summ, ms, f"{tag}: summarize - centroid-probe accuracy by layer", "accuracy")
             key = "centroid_acc:s_q" if "centroid_acc:s_q" in ms else ms[0]
             per_layer = summ[summ["metric"] == key].groupby("layer")["value"].mean()
-            rep.findings.append(Finding(
+            rep.add(Finding(
                 f"{tag}: summarize - {key} peaks at {float(per_layer.max()):.3f} (layer {int(per_layer.idxmax())})",
                 float(per_layer.max()), {**base, "metric": key}, agg="max", per_head=True, section="circuit"))
         merge = d[(d["step"] == "merge") & d["metric"].str.startswith("copy_magnitude")]
@@ -235,7 +244,7 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
             rep.figures[f"circuit/{tag}/retrieve"] = head_heatmap(retr, tag, "correctness C (retrieve)")
             per_head = retr.groupby(["layer", "head"])["value"].mean()
             (l, h) = per_head.idxmax()
-            rep.findings.append(Finding(
+            rep.add(Finding(
                 f"{tag}: retrieve - best head L{l}H{h}, correctness C = {float(per_head.max()):.3f}",
                 float(per_head.max()), {**base, "metric": "C", "step": "retrieve"}, agg="max",
                 per_head=True, section="circuit"))
@@ -256,7 +265,7 @@ def _ivg_section(df: pd.DataFrame, rep: Report) -> None:
             for m, what in (("preds_diff", "mean |y_model - y_GD|"), ("sens_cos", "sensitivity cosine to GD")):
                 if m in ms:
                     v = _aggregate(_select(d, {"metric": m, "k": kmax}), "mean", False)
-                    rep.findings.append(Finding(f"{model}: {what} at k={kmax}: {v:.3f}", v,
+                    rep.add(Finding(f"{model}: {what} at k={kmax}: {v:.3f}", v,
                                                 {**base, "metric": m, "k": kmax}, section="ICL vs GD"))
         else:
             accs = [m for m in ("acc_zs", "acc_icl", "acc_gd") if m in ms]
@@ -277,7 +286,7 @@ def _ivg_section(df: pd.DataFrame, rep: Report) -> None:
                             ("rec2ftp", "Rec2FTP")):
                 if m in ms:
                     v = _aggregate(_select(d, {"metric": m, "k": kmax}), "mean", False)
-                    rep.findings.append(Finding(f"{model}: {what} at k={kmax}: {v:.3f}", v,
+                    rep.add(Finding(f"{model}: {what} at k={kmax}: {v:.3f}", v,
                                                 {**base, "metric": m, "k": kmax}, section="ICL vs GD"))
 
 

@@ -296,3 +296,19 @@ def test_ray_executor_equals_local(tmp_path):
     for u in cfg.units():
         assert torch.equal(ResultsStore(tmp_path / "local").tensors(u.key)["noise"],
                            ResultsStore(tmp_path / "ray").tensors(u.key)["noise"])
+
+
+def test_unit_from_a_changed_checkpoint_is_recomputed(tmp_path):
+    cfg = loads_config(checksum_config(2))
+    store = ResultsStore(tmp_path / "res")
+    assert len(run_sweep(cfg, store, progress=False).computed) == 2
+    u = cfg.units()[0]
+    # pretend unit u was computed from another checkpoint (as after `iclwb zoo train`)
+    df = store.read_unit(u.key)
+    prov = {**store.stored_provenance(u.key), "model_hash": "0" * 64}
+    store.write_unit(u, df.drop(columns=list(PROVENANCE_COLUMNS)), prov)
+    assert store.stored_provenance(u.key)["model_hash"] == "0" * 64
+    rep = run_sweep(cfg, store, progress=False)
+    assert rep.computed == [u.key] and rep.outdated == [u.key]
+    assert store.stored_provenance(u.key)["model_hash"] != "0" * 64
+    assert run_sweep(cfg, store, progress=False).computed == []

@@ -98,6 +98,8 @@ class SweepReport:
     computed: list[str] = field(default_factory=list)
     done_by_others: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    outdated: list[str] = field(default_factory=list)
+    """Stored units whose model checkpoint has changed since; recomputed."""
     wall_s: float = 0.0
     run_id: str = ""
 
@@ -109,6 +111,8 @@ class SweepReport:
         s = (f"sweep {self.name!r}: {self.total} units; {len(self.computed)} computed, "
              f"{self.already_done} already stored, {len(self.done_by_others)} finished by another "
              f"sweep, {len(self.failed)} failed ({self.wall_s:.1f}s) -> {self.store}")
+        if self.outdated:
+            s += f"\n  {len(self.outdated)} stored unit(s) were recomputed: their model checkpoint changed"
         for key, err in list(self.failed.items())[:5]:
             s += f"\n  failed {key}: {err.splitlines()[0] if err else ''}"
         if self.failed:
@@ -145,9 +149,12 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     base = {"sweep": cfg.name, "config_hash": cfg.config_hash, "git_commit": modelinfo.git_commit(),
             "versions": __import__("json").dumps(modelinfo.package_versions(), sort_keys=True),
             "run_id": run_id}
-    pending = store.missing(units)
+    hashes = {m: modelinfo.model_hash(m) for m in sorted({u.model for u in units})}
+    stale = store.outdated(units, hashes)
+    pending = store.missing(units) + stale
     pending.sort(key=lambda u: (u.model, u.analysis, u.task, u.k, u.seed))
-    report = SweepReport(cfg.name, str(store.root), len(units), len(units) - len(pending), run_id=run_id)
+    report = SweepReport(cfg.name, str(store.root), len(units), len(units) - len(pending), run_id=run_id,
+                         outdated=[u.key for u in stale])
     if not pending:
         report.wall_s = time.perf_counter() - t0
         return report
@@ -157,6 +164,13 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     bar = tqdm(total=len(units), initial=report.already_done, desc=f"sweep {cfg.name}",
                unit="unit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     queue: deque[Unit] = deque(pending)
+    stale_keys = {u.key for u in stale}
+
+    def is_done(u: Unit) -> bool:
+        if not store.has(u):
+            return False
+        return u.key not in stale_keys or \
+            store.stored_provenance(u.key).get("model_hash") == hashes.get(u.model)
     inflight: dict[cf.Future, Unit] = {}
     elsewhere: dict[str, Unit] = {}
     claimed: set[str] = set()
@@ -171,7 +185,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
         while queue or inflight or elsewhere:
             while queue and len(inflight) < limit:
                 u = queue.popleft()
-                if store.has(u):
+                if is_done(u):
                     report.done_by_others.append(u.key)
                     note(u, "stored")
                     continue
@@ -179,7 +193,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
                     elsewhere[u.key] = u
                     continue
                 claimed.add(u.key)
-                if store.has(u):  # finished between the check and the claim
+                if is_done(u):  # finished between the check and the claim
                     store.release(u.key)
                     claimed.discard(u.key)
                     report.done_by_others.append(u.key)
@@ -210,7 +224,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
                     claimed.discard(u.key)
                     note(u, status)
             for key, u in list(elsewhere.items()):
-                if store.has(u):
+                if is_done(u):
                     elsewhere.pop(key)
                     report.done_by_others.append(key)
                     note(u, "by another sweep")

@@ -136,6 +136,29 @@ class ResultsStore:
         done = self.finished_keys()
         return [u for u in units if u.key not in done]
 
+    def stored_provenance(self, key: str) -> dict[str, Any]:
+        """The provenance a finished unit was written with (from its Parquet footer)."""
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(self.unit_path(key)).metadata or {}
+        except (OSError, ValueError):
+            return {}
+        return json.loads(meta.get(b"iclwb.provenance", b"{}"))
+
+    def outdated(self, units: Iterable[Unit], model_hashes: dict[str, str]) -> list[Unit]:
+        """Finished units computed from a different checkpoint than the model's current one
+        (a retrained zoo model): they are recomputed and replaced."""
+        done = self.finished_keys()
+        out = []
+        for u in units:
+            cur = model_hashes.get(u.model, "unknown")
+            if u.key in done and cur != "unknown":
+                old = self.stored_provenance(u.key).get("model_hash", "unknown")
+                if old not in ("unknown", cur):
+                    out.append(u)
+        return out
+
     def read_lock(self, key: str) -> LockInfo | None:
         path = self.lock_path(key)
         try:
