@@ -106,7 +106,7 @@ def test_every_page_in_chromium(app_url):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page = browser.new_page(viewport={"width": 1400, "height": 2600})
             page.goto(app_url, wait_until="domcontentloaded")
             page.get_by_text("Attention explorer").first.wait_for(timeout=120_000)
             check_page(page, "1_explorer", min_charts=3)
@@ -125,12 +125,16 @@ def test_every_page_in_chromium(app_url):
             check_page(page, "2_head_scan_to_explorer", min_charts=3)
 
             go(page, "Circuit")
-            page.get_by_role("heading", name="Circuit").first.wait_for(timeout=60_000)
-            check_page(page, "3_circuit")
+            page.get_by_text("4 · Ablations beside their random controls").wait_for(timeout=180_000)
+            check_page(page, "3_circuit", min_charts=6)
 
             go(page, "ICL vs GD")
             page.get_by_role("heading", name="ICL vs GD").first.wait_for(timeout=60_000)
-            check_page(page, "4_icl_vs_gd")
+            settle(page)
+            run = page.get_by_role("button", name="Run ICL vs GD")
+            if run.count():  # language models fine-tune on request; linear-regression runs at once
+                run.click()
+            check_page(page, "4_icl_vs_gd", min_charts=3)
 
             go(page, "Results")
             page.get_by_text("Download CSV").wait_for(timeout=60_000)

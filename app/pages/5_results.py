@@ -58,7 +58,8 @@ if metrics:
                  if c in view.columns]
     x = p2.selectbox("Against", x_options or [view.columns[0]], key="res_x")
     colour_options = ["(none)"] + [c for c in ("model", "task", "analysis", "step", "k") if c in view.columns and c != x]
-    colour = p3.selectbox("Colour by", colour_options, key="res_colour")
+    colour = p3.selectbox("Colour by", colour_options, key="res_colour",
+                          index=colour_options.index("model") if "model" in colour_options else 0)
     try:
         fig = al.metric_figure(view, metric, x=x, color=None if colour == "(none)" else colour)
         st.plotly_chart(fig, width="stretch", key="res_fig")
