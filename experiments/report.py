@@ -176,6 +176,11 @@ def vs_k_lines(df: pd.DataFrame, metrics: list[str], title: str, ytitle: str, lo
     return fig
 
 
+def _fmt(v: float) -> str:
+    """Three decimals, or three significant digits for small numbers (errors near zero)."""
+    return f"{v:.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3e}"
+
+
 # --------------------------------------------------------------------------------- sections
 def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
     for model in sorted(df["model"].unique()):
@@ -262,10 +267,13 @@ def _ivg_section(df: pd.DataFrame, rep: Report) -> None:
                 d, [m for m in ("preds_diff", "sens_cos", "sens_l2") if m in ms],
                 f"{model}: model vs GD (prediction difference, sensitivity cosine)", "value")
             kmax = int(d["k"].max())
-            for m, what in (("preds_diff", "mean |y_model - y_GD|"), ("sens_cos", "sensitivity cosine to GD")):
+            for m, what in (("err_model", "squared error / d of the model"),
+                            ("err_least_squares", "squared error / d of least squares"),
+                            ("err_gd1", "squared error / d of one GD step"),
+                            ("preds_diff", "mean |y_model - y_GD|"), ("sens_cos", "sensitivity cosine to GD")):
                 if m in ms:
                     v = _aggregate(_select(d, {"metric": m, "k": kmax}), "mean", False)
-                    rep.add(Finding(f"{model}: {what} at k={kmax}: {v:.3f}", v,
+                    rep.add(Finding(f"{model}: {what} at k={kmax}: {_fmt(v)}", v,
                                                 {**base, "metric": m, "k": kmax}, section="ICL vs GD"))
         else:
             accs = [m for m in ("acc_zs", "acc_icl", "acc_gd") if m in ms]
