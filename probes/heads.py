@@ -277,8 +277,8 @@ def prefix_matching_scores(model: torch.nn.Module, n_tokens: int = 25, repeats: 
     Score = attention mass on the positions following an earlier copy of the current token (the
     n = 2 set), averaged over the queries in repeats 2..4. Tokens are drawn without replacement
     from [low, high) (default: the middle 80% of the vocabulary, avoiding the most and least
-    common ids of BPE vocabularies). When 1 + n_tokens * repeats exceeds n_ctx, n_tokens shrinks
-    to fit (recorded in ``info``).
+    common ids of BPE vocabularies). When 1 + n_tokens * repeats exceeds n_ctx, or the range
+    holds fewer than n_tokens ids, n_tokens shrinks to fit (recorded in ``info``).
     """
     V, n_ctx = int(model.cfg.d_vocab), int(model.cfg.n_ctx)
     if bos is None:
@@ -288,7 +288,8 @@ def prefix_matching_scores(model: torch.nn.Module, n_tokens: int = 25, repeats: 
     n_tokens = min(n_tokens, room // repeats)
     lo = low if low is not None else (V // 10 if V >= 1000 else 0)
     hi = high if high is not None else (V - V // 10 if V >= 1000 else V)
-    if hi - lo < n_tokens or n_tokens < 2:
+    n_tokens = min(n_tokens, hi - lo)
+    if n_tokens < 2:
         raise HeadScoreError(f"cannot draw {n_tokens} distinct tokens from [{lo}, {hi}) within "
                              f"n_ctx={n_ctx}; pass low/high or fewer repeats")
     g = torch.Generator().manual_seed(seed)
