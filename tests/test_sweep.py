@@ -312,3 +312,29 @@ def test_unit_from_a_changed_checkpoint_is_recomputed(tmp_path):
     assert rep.computed == [u.key] and rep.outdated == [u.key]
     assert store.stored_provenance(u.key)["model_hash"] != "0" * 64
     assert run_sweep(cfg, store, progress=False).computed == []
+
+
+def test_cli_status_results_and_export(tmp_path, capsys):
+    from experiments.cli import main
+
+    cfg_path = write(tmp_path, checksum_config(3))
+    store = tmp_path / "res"
+    assert main(["sweep", "run", str(cfg_path), "--store", str(store), "--workers", "1", "--quiet"]) == 0
+    assert "3 computed" in capsys.readouterr().out
+    assert main(["sweep", "status", str(cfg_path), "--store", str(store)]) == 0
+    assert "3/3 done" in capsys.readouterr().out
+    assert main(["sweep", "results", "--store", str(store), "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "checksum" in out and len([ln for ln in out.splitlines() if "checksum" in ln]) == 3
+    for ext in ("csv", "parquet"):
+        dest = tmp_path / f"out.{ext}"
+        assert main(["sweep", "results", "--store", str(store), "--analysis", "checksum",
+                     "--export", str(dest)]) == 0
+        back = pd.read_csv(dest) if ext == "csv" else pd.read_parquet(dest)
+        assert len(back) == 9 and set(PROVENANCE_COLUMNS) <= set(back.columns)
+    assert main(["sweep", "results", "--store", str(store), "--sql",
+                 "SELECT count(*) AS n FROM results WHERE seed = 2"]) == 0
+    assert capsys.readouterr().out.split()[-1] == "3"
+    # an empty or missing store is one clear line, not a traceback
+    assert main(["sweep", "results", "--store", str(tmp_path / "nowhere")]) == 2
+    assert "is not a results store" in capsys.readouterr().err
