@@ -12,6 +12,9 @@ callable ``LinRegBatch -> y_hat``), ``compare_linreg`` measures per k:
 - ``sens_cos`` / ``sens_l2``: mean cosine / L2 distance between ``d y / d x_q`` of the model and
   of GD, both by autograd ("model cos" / "model diff");
 - squared error / d of the model and every baseline (least squares, ridge, GD, kNN, averaging);
+- ``gd_lr_fit`` / ``preds_diff_fit`` (one GD step only): the lr whose GD step best fits the
+  model's predictions (least squares through the origin) and the remaining difference; a model
+  that runs GD with its own fixed lr has ``preds_diff_fit`` ~ 0 even where ``preds_diff`` is not;
 - ``ls_preds_diff`` / ``ls_sens_cos``: the same agreement with least squares (the alternative
   hypothesis for deep models).
 
@@ -110,6 +113,12 @@ def compare_linreg(model: Any, ks: Sequence[int], d: int | None = None, n_tasks:
         gd_fn = (lambda lr_: (lambda b: lr_task.gd(b, lr_, gd_steps)))(lr)
         m = compare_predictors(predict, gd_fn, tasks)
         ls = compare_predictors(predict, lr_task.least_squares, tasks)
+        if gd_steps == 1:  # the lr of the one GD step that best explains the model's predictions
+            with torch.no_grad():
+                a, y_m = lr_task.averaging(tasks), predict(tasks)
+            eta_fit = float((a * y_m).sum() / (a * a).sum().clamp(min=1e-12))
+            m["gd_lr_fit"] = eta_fit
+            m["preds_diff_fit"] = float((y_m - eta_fit * a).abs().mean())
         row: dict[str, Any] = {"model": name or _model_name(model), "task": f"linreg-{x_dist}",
                                "k": k, "d": d, "seed": seed, "n_tasks": n_tasks,
                                "gd_steps": gd_steps, "gd_lr": lr, **m,

@@ -131,7 +131,11 @@ def smollm_part(out: Path | None, n_prompts: int) -> None:
 
     section("smollm2-135m: ICL vs GD on sentiment words (natural labels)")
     model = load_model("smollm2-135m")
-    tok = model.tokenizer
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        from experiments.pretrained import load_tokenizer
+
+        tok = load_tokenizer("smollm2-135m")
     make = lambda k, seed: language.make_prompts(tok, "sentiment", k, n_prompts, seed)  # noqa: E731
     lm_part("smollm2-135m", model, make,
             GDConfig(subset="attn_kv", optimizer="sgd", epochs=3), (0.003, 0.03, 0.3),

@@ -320,8 +320,12 @@ def train_lsa(seed: int = 0, steps: int | None = None, progress: bool = True,
 
 
 def train_gpt(seed: int = 0, steps: int | None = None, progress: bool = True,
-              x_dist: str = "normal", batch: int = 64, lr: float = 1e-3) -> TrainResult:
-    """Garg's recipe scaled down: MSE at every x position of 2d+1-point prompts, Adam + warmup/cosine."""
+              x_dist: str = "normal", batch: int = 64, lr: float = 1e-3,
+              curriculum: float = 0.0) -> TrainResult:
+    """Garg's recipe scaled down: MSE at every x position of 2d+1-point prompts, Adam + warmup/cosine.
+
+    ``curriculum`` > 0: the task dimension grows from 1 to d over that fraction of the steps
+    (coordinates beyond it are zero in x and w), as in Garg et al.'s curriculum."""
     from tqdm.auto import tqdm
 
     steps = steps or 6000
@@ -341,8 +345,12 @@ def train_gpt(seed: int = 0, steps: int | None = None, progress: bool = True,
     for step in tqdm(range(steps), disable=not progress, desc="linreg-gpt"):
         tasks = make_tasks(batch, K, d, seed=int(torch.randint(0, 2**31, (1,), generator=g)),
                            x_dist=x_dist)  # type: ignore[arg-type]
+        d_eff = d
+        if curriculum:  # Garg: start in a low-dimensional subspace, add a dimension at a time
+            d_eff = min(d, 1 + int(d * step / (curriculum * steps)))
+            tasks = _restrict_dims(tasks, d_eff)
         targets = torch.cat([tasks.ys, tasks.yq[:, None]], 1)
-        loss = F.mse_loss(model.predict_all(tokenize(tasks)), targets) / d
+        loss = F.mse_loss(model.predict_all(tokenize(tasks)), targets) / d_eff
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -363,11 +371,20 @@ def train_gpt(seed: int = 0, steps: int | None = None, progress: bool = True,
         model=model, arch="module:experiments.zoo.linreg:LinRegGPT", config=config,
         task={"name": "linreg", "d": d, "k": [0, K], "x_dist": x_dist, "w": "N(0, I)",
               "batch": batch, "optimizer": "AdamW", "lr": lr, "schedule": "5% warmup + cosine",
+              "curriculum": curriculum,
               "loss": "MSE/d at every x position (Garg)"},
         steps=steps, metrics=metrics,
         notes=("Small Garg-style softmax transformer. ICL is real if error falls with k toward "
                "least squares (0 at k >= d) and below averaging / 3-NN: see metrics.error_vs_k."),
     )
+
+
+def _restrict_dims(tasks: LinRegBatch, d_eff: int) -> LinRegBatch:
+    """The same tasks living in the first ``d_eff`` coordinates (the rest zeroed)."""
+    keep = (torch.arange(tasks.d) < d_eff).float()
+    xs, xq, w = tasks.xs * keep, tasks.xq * keep, tasks.w * keep
+    return LinRegBatch(xs=xs, ys=einops.einsum(xs, w, "b k d, b d -> b k"), xq=xq,
+                       yq=einops.einsum(xq, w, "b d, b d -> b"), w=w, meta=tasks.meta)
 
 
 def evaluate(model: LinRegModel, ks: tuple[int, ...], x_dist: str = "normal",
@@ -389,7 +406,8 @@ def evaluate(model: LinRegModel, ks: tuple[int, ...], x_dist: str = "normal",
         cmp = compare_linreg(model, ks=[k for k in ks if k > 0], n_tasks=256, x_dist=x_dist,
                              gd_steps=1)
         out["vs_gd1"] = {str(r["k"]): {m: round(float(r[m]), 5) for m in
-                                       ("preds_diff", "sens_cos", "sens_l2", "gd_lr")}
+                                       ("preds_diff", "sens_cos", "sens_l2", "gd_lr",
+                                                       "gd_lr_fit", "preds_diff_fit")}
                          for r in cmp.to_dict("records")}
     except ImportError:  # pragma: no cover - icl_vs_gd is optional for training
         pass
