@@ -48,3 +48,17 @@ def test_scan_with_ngram_tokens_and_sampler():
     assert calls == [(4, 0)] and "copying" not in s2 and "ngram_2" in s2
     assert not torch.allclose(s2["ngram_2"].scores, scan["ngram_2"].scores)  # lengths honoured
     assert scan_errors(scan) == {}
+
+
+def test_scan_samples_icll_prompts_for_icll_zoo_models():
+    """A model whose zoo card names the ICLL task gets n-gram scores on held-out ICLL sequences."""
+    from experiments.tasks import icll
+
+    m = tiny_bridge(d_vocab=icll.VOCAB_SIZE, n_ctx=icll.MAX_LEN)
+    m.zoo_card = {"name": "icll-dfa", "task": {"name": "icll-dfa"}}
+    scan = head_scan(m, n_prompts=4, weights=False)
+    assert {"ngram_2", "ngram_3", "ngram_4"} <= set(scan)
+    toks = scan["ngram_2"].tokens
+    assert toks.shape[0] == 4 and int(toks[0, 0]) == icll.BOS
+    plain = head_scan(tiny_bridge(), weights=False)
+    assert not any(k.startswith("ngram") for k in plain)
