@@ -776,15 +776,16 @@ def ablation_figure(abl: pd.DataFrame) -> go.Figure:
 
 # ============================================================================ ICL vs GD
 def linreg_comparison(model: Any, name: str, ks: Sequence[int], n_tasks: int = 128, seed: int = 0,
-                      gd_steps: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``experiments.icl_vs_gd``'s linear-regression comparison and order sensitivity, per k."""
+                      gd_steps: int = 1, gd_lr: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``experiments.icl_vs_gd``'s linear-regression comparison and order sensitivity, per k
+    (GD's learning rate grid-searched per k unless ``gd_lr`` is given)."""
     from experiments import icl_vs_gd
 
     if not ks or min(ks) < 1:
         raise AppInputError("pick at least one k >= 1 (GD needs demonstrations)")
     d = getattr(getattr(model, "cfg", None), "d", None)
     comp = icl_vs_gd.compare_linreg(model, ks, d=d, n_tasks=n_tasks, seed=seed, gd_steps=gd_steps,
-                                    name=name)
+                                    gd_lr=gd_lr, name=name)
     order = icl_vs_gd.linreg_order_sensitivity(model, ks, d=d, n_tasks=min(n_tasks, 64), seed=seed,
                                                gd_steps=gd_steps, name=name)
     return comp, order

@@ -230,3 +230,20 @@ def test_app_cli_builds_a_localhost_streamlit_command(tmp_path):
     assert cmd[cmd.index("--server.address") + 1] == "localhost"
     assert cmd[-3:] == ["--", "--results", str(tmp_path.resolve())]
     assert "--theme.base=dark" in cmd and cmd[cmd.index("--server.port") + 1] == "9000"
+
+
+def test_linreg_comparison_of_the_hand_built_gd_layer():
+    """The hand-built one-step-GD layer (von Oswald) agrees with GD at its learning rate: near-zero
+    prediction difference and sensitivity cosine 1, as the ICL-vs-GD page shows it."""
+    from experiments.zoo.linreg import gd_lsa
+
+    model = gd_lsa(d=3, eta=0.5, max_k=16)
+    comp, order = al.linreg_comparison(model, "gd-lsa", ks=[4, 8], n_tasks=32, seed=0, gd_lr=0.5)
+    assert comp["k"].tolist() == [4, 8]
+    assert (comp["preds_diff"] < 1e-4).all() and (comp["sens_cos"] > 1 - 1e-4).all()
+    rand = gd_lsa(d=3, eta=0.05, max_k=16)  # a different step size is not GD at lr 0.5
+    comp2, _ = al.linreg_comparison(rand, "gd-lsa-0.05", ks=[4], n_tasks=32, seed=0, gd_lr=0.5)
+    assert comp2["preds_diff"].iloc[0] > 1e-2
+    assert set(order["method"]) >= {"model", "sgd"} and (order["order_std"] >= 0).all()
+    with pytest.raises(al.AppInputError, match="k >= 1"):
+        al.linreg_comparison(model, "gd-lsa", ks=[0])
