@@ -338,3 +338,33 @@ def test_cli_status_results_and_export(tmp_path, capsys):
     # an empty or missing store is one clear line, not a traceback
     assert main(["sweep", "results", "--store", str(tmp_path / "nowhere")]) == 2
     assert "is not a results store" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pool_workers_exit_when_driver_is_killed(tmp_path):
+    cfg_path = write(tmp_path, checksum_config(8, sleep=1.0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([PY, "-m", "experiments.cli", "sweep", "run", str(cfg_path), "--store",
+                             str(tmp_path / "res"), "--workers", "2", "--quiet"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    locks = tmp_path / "res" / "locks"
+    _wait_for(lambda: locks.is_dir() and len(list(locks.glob("*.lock"))) >= 2, 90, "two units in flight")
+    kids = children()
+    assert kids
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` would
+    proc.wait(timeout=10)
+    _wait_for(lambda: not any(_alive(k) for k in kids), 20, "orphaned workers to exit")
+    # and the interrupted units are recomputed by the next run
+    rep = run_sweep(loads_config(cfg_path.read_text()), ResultsStore(tmp_path / "res"), progress=False)
+    assert rep.ok and len(ResultsStore(tmp_path / "res").finished_keys()) == 8
+
+
+def _alive(pid: int) -> bool:
+    from experiments.sweep.store import _pid_alive
+
+    return _pid_alive(pid)

@@ -61,10 +61,22 @@ class _InlineExecutor(cf.Executor):
         return fut
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    """Pool worker set-up: one torch thread each, and exit when the driver is gone (a driver
+    killed with SIGKILL cannot shut its pool down; without this its workers would linger)."""
+    import threading
+
     import torch
 
     torch.set_num_threads(max(1, int(os.environ.get("ICLWB_WORKER_THREADS", "1"))))
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="iclwb-parent-watch").start()
 
 
 class _RayExecutor:
@@ -125,7 +137,7 @@ def make_executor(kind: str, workers: int, address: str | None):
         if workers <= 1:
             return _InlineExecutor()
         return cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                      initializer=_worker_init)
+                                      initializer=_worker_init, initargs=(os.getpid(),))
     if kind == "ray":
         return _RayExecutor(address, workers)
     raise ValueError(f"unknown executor {kind!r}; allowed: local, ray")
