@@ -44,7 +44,6 @@ def attention_saliency(model: torch.nn.Module, batch: PromptBatch,
 
     def make(layer: int) -> Callable[..., Tensor]:
         def hook(pattern: Tensor, hook: Any) -> Tensor:
-            pattern.retain_grad()
             store[layer] = pattern
             return pattern
         return hook
@@ -55,15 +54,16 @@ def attention_saliency(model: torch.nn.Module, batch: PromptBatch,
         rows = torch.arange(batch.batch_size)
         loss = torch.nn.functional.cross_entropy(
             logits[rows, batch.readout].float(), batch.target, reduction="sum")
-        loss.backward()
+        # gradients w.r.t. the patterns only: no weight gradients are computed or stored
+        grads = torch.autograd.grad(loss, [store[l] for l in layers], allow_unused=True)
     out = []
     T = batch.seq_len
     eye = torch.eye(T, dtype=torch.bool)
-    for l in layers:
-        A, G = store[l].detach(), store[l].grad
+    for l, G in zip(layers, grads):
+        A = store[l].detach()
+        G = torch.zeros_like(A) if G is None else G
         sal = (A * G).sum(1).abs().float()  # [batch, q, k]
         out.append(sal.masked_fill(eye, 0.0))
-    model.zero_grad(set_to_none=True)
     return torch.stack(out)
 
 

@@ -281,21 +281,20 @@ def head_aie_attribution(model: torch.nn.Module, batch: PromptBatch,
 
     def make(layer: int) -> Callable[..., Tensor]:
         def hook(z: Tensor, hook: Any) -> Tensor:
-            z.retain_grad()
             store[layer] = z
             return z
         return hook
 
     with torch.enable_grad(), model.hooks(fwd_hooks=[(f"blocks.{l}.attn.hook_z", make(l)) for l in range(L)]):
         logits = _readout_logits(model, batch.tokens, batch.readout)
-        target_prob(logits, batch).sum().backward()
+        # gradients w.r.t. the activations only: no weight gradients are computed or stored
+        grads = torch.autograd.grad(target_prob(logits, batch).sum(), [store[l] for l in range(L)])
     rows = torch.arange(batch.batch_size)
     out = []
     for l in range(L):
         z = store[l].detach()[rows, batch.readout]  # [batch, head, d_head]
-        g = store[l].grad[rows, batch.readout]  # type: ignore[index]
+        g = grads[l][rows, batch.readout]
         out.append(einsum(mean_z[l][None] - z, g, "b h d, b h d -> b h").mean(0))
-    model.zero_grad(set_to_none=True)
     return torch.stack(out)
 
 
