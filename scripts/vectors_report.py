@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         out = run_study(model, args.model, task, k=args.k, n_prompts=args.n_prompts, seed=args.seed,
                         methods=methods, n_heads=args.n_heads, lambdas=lambdas, layers=layers,
                         n_dev=args.n_dev, n_aie_prompts=args.n_aie_prompts, n_exact=args.n_exact,
-                        n_anchor_prompts=args.anchor_prompts)
+                        n_anchor_prompts=args.anchor_prompts,
+                        progress=lambda f, text: print(f"  [{time.perf_counter() - t1:5.0f}s] {text}", flush=True))
         print(f"\n## {args.model} / {task} (k={args.k}, seed={args.seed}) in {time.perf_counter() - t1:.0f}s", flush=True)
         if "summary" in out:
             s = out["summary"]
