@@ -461,7 +461,7 @@ def layer_head_heatmap(values: np.ndarray, title: str, selected: tuple[int, int]
     fig = go.Figure(go.Heatmap(
         z=values, x=[f"H{h}" for h in range(H)], y=[f"L{l}" for l in range(L)], colorscale=colorscale,
         hovertemplate="%{y}%{x}: %{z:.3f}<extra></extra>",
-        text=[[f"{v:.2f}" for v in row] for row in values],
+        text=[["" if np.isnan(v) else f"{v:.2f}" for v in row] for row in values],
         texttemplate="%{text}" if L * H <= 64 else None,
     ))
     if selected is not None:
