@@ -96,7 +96,7 @@ def child(mode: str, n_prompts: int, shots: int, capture_batch: int) -> dict:
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     from experiments.zoo import build_model
-    from probes.capture import CaptureKey, capture
+    from probes.capture import capture
 
     model = build_model("bridge-native", CONFIG)
     model.eval()

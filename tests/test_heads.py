@@ -1,8 +1,6 @@
 """Head scores against known answers: hand-set previous-token and induction heads, pure copying
 OV circuits, a hook-built n-gram head, and invariants (caches are never mutated)."""
 
-import math
-
 import pytest
 import torch
 
