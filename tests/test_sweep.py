@@ -55,6 +55,14 @@ BAD_CONFIGS = {
                    "expected integer"),
     "wrong param type": ('models = ["induction-2l"]\nanalyses = ["head_scan"]\n[params.head_scan]\n'
                          'seg_len = 2.5', "params.head_scan", "must be int"),
+    "unknown task": ('models = ["induction-2l"]\ntasks = ["poetry"]\nk = [2]\nanalyses = ["circuit"]',
+                     "tasks[0]", "unknown task 'poetry'; allowed: "),
+    "language without dataset": ('models = ["smollm2-135m"]\ntasks = ["language"]\nk = [2]\n'
+                                 'analyses = ["circuit"]', "tasks[0]", "language:DATASET"),
+    "analysis does not apply": ('models = ["linreg-lsa-1l"]\nanalyses = ["head_scan"]', "head_scan",
+                                "reads vectors, not tokens"),
+    "k negative": ('models = ["induction-2l"]\ntasks = ["classify"]\nk = [-1]\nanalyses = ["circuit"]',
+                   "k[0]", ">= 0"),
     "unknown field": ('models = ["induction-2l"]\nanalysis = ["head_scan"]', "analysis", "allowed fields"),
     "unknown param": ('models = ["induction-2l"]\nanalyses = ["head_scan"]\n[params.head_scan]\n'
                       'layers = 3', "params.head_scan", "allowed: "),
@@ -95,16 +103,26 @@ def test_k_larger_than_context_is_rejected():
     assert len(loads_config(text.replace(", 50", "")).units()) == 1
 
 
-def test_cli_bad_configs_exit_nonzero_before_any_work(tmp_path):
-    for i, case in enumerate(["unknown model", "unknown analysis", "wrong type"]):
+def test_cli_bad_configs_exit_nonzero_before_any_work(tmp_path, capsys):
+    from experiments.cli import main
+
+    for i, case in enumerate(["unknown model", "unknown analysis", "wrong type", "unknown task"]):
         cfg = write(tmp_path, BAD_CONFIGS[case][0], f"bad{i}.toml")
         store = tmp_path / f"store{i}"
-        r = cli("sweep", "run", str(cfg), "--store", str(store))
-        assert r.returncode == 2, r.stderr
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 1 and lines[0].startswith("iclwb: error:"), r.stderr
+        assert main(["sweep", "run", str(cfg), "--store", str(store)]) == 2
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("iclwb: error:"), err
         assert BAD_CONFIGS[case][1] in lines[0]
         assert not store.exists()
+
+
+@pytest.mark.slow
+def test_iclwb_process_exit_status_on_bad_config(tmp_path):
+    cfg = write(tmp_path, BAD_CONFIGS["unknown model"][0])
+    r = cli("sweep", "run", str(cfg), "--store", str(tmp_path / "store"), timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().startswith("iclwb: error: config.models[0]"), r.stderr
+    assert not (tmp_path / "store").exists()
 
 
 def test_units_expand_grid_and_dedupe():
