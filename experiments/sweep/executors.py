@@ -34,6 +34,7 @@ from experiments.sweep.store import ResultsStore
 def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) -> dict[str, Any]:
     """Worker side: run one unit's analysis; never raises (errors come back as text)."""
     t0 = time.perf_counter()
+    _quiet_libraries()
     try:
         for m in imports or []:
             importlib.import_module(m)
@@ -47,6 +48,17 @@ def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) ->
         return {"ok": False, "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - t0,
                 "host": os.uname().nodename}
+
+
+def _quiet_libraries() -> None:
+    """No per-load progress bars from transformers/hub inside units (the sweep has its own)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 class _InlineExecutor(cf.Executor):
@@ -164,7 +176,10 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     hashes = {m: modelinfo.model_hash(m) for m in sorted({u.model for u in units})}
     stale = store.outdated(units, hashes)
     pending = store.missing(units) + stale
-    pending.sort(key=lambda u: (u.model, u.analysis, u.task, u.k, u.seed))
+    # largest models first (longest units first: a better ETA and a shorter parallel makespan),
+    # units of one model together (a worker keeps its loaded model)
+    sizes = {m: modelinfo.weights_size(m) for m in hashes}
+    pending.sort(key=lambda u: (-sizes[u.model], u.model, u.analysis, u.task, u.k, u.seed))
     report = SweepReport(cfg.name, str(store.root), len(units), len(units) - len(pending), run_id=run_id,
                          outdated=[u.key for u in stale])
     if not pending:

@@ -172,6 +172,11 @@ def weight_files(name: str) -> list[Path]:
     return []
 
 
+def weights_size(name: str) -> int:
+    """Bytes of the model's checkpoint files (0 when unknown): a proxy for a unit's cost."""
+    return sum(f.stat().st_size for f in weight_files(name) if f.exists())
+
+
 def model_hash(name: str) -> str:
     """sha256 of the checkpoint file(s) the model is loaded from ("unknown" when not local)."""
     files = [f for f in weight_files(name) if f.exists()]
