@@ -530,7 +530,8 @@ def sweep(model: Any, batch: PromptBatch, interventions: Sequence[Intervention],
     values = source_values(model, [e for es in per_iv for e in es], batch, source, reference,
                            seed=_seed_of(list(interventions)))
     first = [min(iv.layers) for iv in interventions]
-    resume = share_prefix and can_resume(model) and any(f > 0 for f in first)
+    resume = share_prefix and any(f > 0 for f in first) and _prefix_pays(model, B, first, max_rows) \
+        and can_resume(model)
     resid: dict[int, Tensor] = {}
     if resume:
         names = {f"blocks.{f}.hook_resid_pre" for f in set(first) if f > 0}
@@ -560,6 +561,23 @@ def sweep(model: Any, batch: PromptBatch, interventions: Sequence[Intervention],
         for j, idx in enumerate(chunk):
             results[idx] = metric(logits[j], batch)
     return torch.stack([results[j] for j in range(len(interventions))])
+
+
+def _prefix_pays(model: Any, B: int, first: Sequence[int], max_rows: int,
+                 overhead_rows: int = 8) -> bool:
+    """Whether resuming from shared residual streams saves work, in row-layers computed.
+
+    Each extra forward costs about ``overhead_rows`` rows' worth of work per layer (Python and
+    kernel-launch overhead, measured on CPU bridges); sharing adds one capture forward and one
+    forward per distinct first layer.
+    """
+    L = int(model.cfg.n_layers)
+    per_chunk = max(1, max_rows // B)
+    plain = len(first) * B * L + math.ceil(len(first) / per_chunk) * overhead_rows * L
+    groups = {f: sum(1 for x in first if x == f) for f in set(first)}
+    shared = B * L + overhead_rows * L + sum(
+        n * B * (L - f) + math.ceil(n / per_chunk) * overhead_rows * (L - f) for f, n in groups.items())
+    return shared < plain
 
 
 def sweep_looped(model: Any, batch: PromptBatch, interventions: Sequence[Intervention], metric: Metric,
