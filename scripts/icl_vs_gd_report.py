@@ -30,6 +30,7 @@ pd.set_option("display.max_columns", 30)
 pd.set_option("display.float_format", lambda v: f"{v:.4g}")
 
 KS = (1, 2, 4, 8)
+PROGRESS = False
 
 
 def section(title: str) -> None:
@@ -85,21 +86,27 @@ def lm_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def lm_part(name: str, model, make, gd_base, grid, n_prompts: int, n_perms: int,
-            n_order_prompts: int, out: Path | None) -> None:
+            n_order_prompts: int, out: Path | None, gd_online: bool = True) -> None:
     from dataclasses import replace
 
     from experiments import icl_vs_gd as ivg
     from experiments.gd import best_finetune_lr
 
     t0 = time.perf_counter()
-    held_out = make(4, 10_000)
-    lr, losses = best_finetune_lr(model, held_out.select(slice(0, min(4, len(held_out)))), grid, gd_base)
+    if len(grid) > 1:
+        held_out = make(4, 10_000)
+        lr, losses = best_finetune_lr(model, held_out.select(slice(0, min(4, len(held_out)))), grid,
+                                      gd_base)
+        how = (f"chosen on 4 held-out k=4 prompts from {grid} "
+               f"(query CE: { {k: round(v, 3) for k, v in losses.items()} })")
+    else:
+        lr, how = grid[0], "fixed (no search)"
     gd = replace(gd_base, lr=lr)
     print(f"GD: subset={gd.subset} optimizer={gd.optimizer} epochs={gd.epochs} batching={gd.batching}; "
-          f"lr={lr:g} chosen on 4 held-out k=4 prompts from {grid} "
-          f"(query CE: { {k: round(v, 3) for k, v in losses.items()} })")
+          f"lr={lr:g} {how}", flush=True)
     df = ivg.compare_icl_gd(model, make, ks=KS, seeds=(0,), gd=gd, n_prompts=n_prompts,
-                            n_perms=n_perms, n_order_prompts=n_order_prompts, model_name=name)
+                            n_perms=n_perms, n_order_prompts=n_order_prompts, model_name=name,
+                            gd_online=gd_online, progress=PROGRESS)
     print(f"trainable parameters: {int(df['gd_trainable_params'].iloc[0]):,}; prompts per k: "
           f"{n_prompts}; order sensitivity: {n_order_prompts} prompts x {n_perms} orders; "
           f"{time.perf_counter() - t0:.0f}s")
@@ -124,7 +131,9 @@ def classify_part(out: Path | None, n_prompts: int) -> None:
             (0.01, 0.03, 0.1, 0.3, 1.0), n_prompts, 6, min(n_prompts, 8), out)
 
 
-def smollm_part(out: Path | None, n_prompts: int) -> None:
+def smollm_part(out: Path | None, n_prompts: int, subset: str, epochs: int,
+                grid: tuple[float, ...], n_order_prompts: int, gd_online: bool,
+                optimizer: str = "sgd") -> None:
     from experiments.gd import GDConfig
     from experiments.models import load_model
     from experiments.tasks import language
@@ -137,9 +146,8 @@ def smollm_part(out: Path | None, n_prompts: int) -> None:
 
         tok = load_tokenizer("smollm2-135m")
     make = lambda k, seed: language.make_prompts(tok, "sentiment", k, n_prompts, seed)  # noqa: E731
-    lm_part("smollm2-135m", model, make,
-            GDConfig(subset="attn_kv", optimizer="sgd", epochs=3), (0.003, 0.03, 0.3),
-            n_prompts, 3, 2, out)
+    lm_part("smollm2-135m", model, make, GDConfig(subset=subset, optimizer=optimizer, epochs=epochs),
+            grid, n_prompts, 3, n_order_prompts, out, gd_online=gd_online)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,9 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-tasks", type=int, default=512, help="linear-regression tasks per k")
     p.add_argument("--n-prompts-classify", type=int, default=32)
     p.add_argument("--n-prompts-smollm", type=int, default=6)
+    p.add_argument("--smollm-subset", default="attn_kv", help="GD parameter subset for smollm2")
+    p.add_argument("--smollm-epochs", type=int, default=3)
+    p.add_argument("--smollm-optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--smollm-lr", type=float, nargs="+", default=[0.003, 0.03, 0.3],
+                   help="lr grid (one value: no search)")
+    p.add_argument("--smollm-order-prompts", type=int, default=2)
+    p.add_argument("--no-online", action="store_true", help="skip the online-SGD order check")
+    p.add_argument("--progress", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.manual_seed(0)
+    global PROGRESS
+    PROGRESS = args.progress
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     parts = [args.only] if args.only else ["linreg"] + ([] if args.skip_lm else ["classify", "smollm2"])
@@ -162,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     if "classify" in parts:
         classify_part(args.out, args.n_prompts_classify)
     if "smollm2" in parts:
-        smollm_part(args.out, args.n_prompts_smollm)
+        smollm_part(args.out, args.n_prompts_smollm, args.smollm_subset, args.smollm_epochs,
+                    tuple(args.smollm_lr), args.smollm_order_prompts, not args.no_online,
+                    args.smollm_optimizer)
     print(f"\ntotal: {time.perf_counter() - t0:.0f}s")
     return 0
 

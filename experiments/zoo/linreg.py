@@ -302,7 +302,7 @@ def train_lsa(seed: int = 0, steps: int | None = None, progress: bool = True,
         opt.zero_grad()
         loss.backward()
         opt.step()
-        loss_val = float(loss)
+        loss_val = float(loss.detach())
     model.eval()
     train_s = time.perf_counter() - t0
     metrics = evaluate(model, EVAL_KS_LSA, x_dist=x_dist)
@@ -356,7 +356,7 @@ def train_gpt(seed: int = 0, steps: int | None = None, progress: bool = True,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        loss_val = float(loss)
+        loss_val = float(loss.detach())
         if step % 500 == 0 or step == steps - 1:
             curve.append((step, round(loss_val, 4)))
             if progress:
