@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,9 +82,9 @@ class Report:
             if f.section != section:
                 section = f.section
                 lines.append(f"[{section}]")
-            lines.append(f"  - {f.text}")
+            lines.append(textwrap.fill(f.text, width, initial_indent="  - ", subsequent_indent="      "))
         for n in self.notes:
-            lines.append(f"  note: {n}")
+            lines.append(textwrap.fill(n, width, initial_indent="  note: ", subsequent_indent="      "))
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> Path:
@@ -182,12 +183,17 @@ def _fmt(v: float) -> str:
 
 
 # --------------------------------------------------------------------------------- sections
+SUMMARY_SCORES = ("previous_token", "induction", "ngram_2", "ngram_3", "ngram_4")
+
+
 def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
     for model in sorted(df["model"].unique()):
         d = df[df["model"] == model]
         for metric in sorted(d["metric"].unique()):
             dm = d[d["metric"] == metric]
             rep.figures[f"head_scan/{model}/{metric}"] = head_heatmap(dm, model, metric)
+            if metric not in SUMMARY_SCORES:
+                continue  # every score gets a figure; the summary quotes the ICL-relevant ones
             per_head = dm.groupby(["layer", "head"])["value"].mean()
             (l, h), best = per_head.idxmax(), float(per_head.max())
             n_seeds = dm["seed"].nunique()
