@@ -105,40 +105,20 @@ def _capture_rows(model: Any, batch: PromptBatch, chunk: int = 16) -> dict[str, 
 
 # ---------------------------------------------------------------------- step 1
 def centroid_accuracy(x: Float[Tensor, "n d"], y: Tensor, folds: int = 2, seed: int = 0) -> float:
-    """Accuracy of a nearest-class-mean classifier (Cho et al.'s centroid probe), k-fold.
-
-    Each fold's class means come from the other folds; classes missing from the training folds
-    cannot be predicted.
+    """Accuracy of Cho et al.'s centroid classifier (``probes.representation.CentroidProbe``,
+    nearest class mean), k-fold over the prompts: each fold is scored by class means of the others.
     """
+    from probes.representation import probe_accuracy
+
     n = x.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    correct = 0
-    classes = y.unique()
+    correct = 0.0
     for f in range(folds):
         test = perm[f::folds]
         train = torch.ones(n, dtype=torch.bool)
         train[test] = False
-        mus, cls = [], []
-        for c in classes:
-            sel = train & (y == c)
-            if sel.any():
-                mus.append(x[sel].mean(0))
-                cls.append(c)
-        mu = torch.stack(mus)
-        d = torch.cdist(x[test], mu)
-        pred = torch.stack(cls)[d.argmin(-1)]
-        correct += int((pred == y[test]).sum())
+        correct += probe_accuracy(x[train], y[train], x[test], y[test], "centroid") * len(test)
     return correct / n
-
-
-def _summarize_probe() -> Callable[[Tensor, Tensor], float] | None:
-    """probes.representation's centroid probe when it exists (the shared implementation)."""
-    try:
-        from probes import representation  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    fn = getattr(representation, "centroid_probe_accuracy", None)
-    return fn if callable(fn) else None
 
 
 def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0) -> list[dict]:
@@ -154,13 +134,16 @@ def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0)
         targets["centroid_acc_label"] = batch.target
     # a class needs at least two prompts to have a centroid and a test point (not so for
     # open-vocabulary tasks, where every answer is its own class): skip those targets
-    targets = {m: y for m, y in targets.items() if int(y.unique(return_counts=True)[1].max()) >= 2}
-    probe = _summarize_probe() or centroid_accuracy
+    targets = {m: y for m, y in targets.items()
+               if y.unique().numel() >= 2 and int(y.unique(return_counts=True)[1].max()) >= 2}
     rows = []
     for metric, y in targets.items():
         for name, key in (("x_q", "resid_xq"), ("s_q", "resid_sq")):
             for l in range(cap[key].shape[0]):
-                acc = float(probe(cap[key][l], y))
+                try:
+                    acc = centroid_accuracy(cap[key][l], y, seed=seed)
+                except ValueError:  # a training fold with a single class: no probe to fit
+                    continue
                 rows.append(dict(step="summarize", layer=l, head=-1, metric=f"{metric}:{name}", value=acc))
     return rows
 
