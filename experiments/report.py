@@ -319,9 +319,11 @@ def build_report(store: Any, title: str = "ICL Workbench report", notes: list[st
         d = df[df["analysis"] == analysis].dropna(axis=1, how="all")
         if not d.empty:
             fn(d, rep)
-    prov_cols = ["analysis", "model", "model_hash", "task", "k", "seed", "git_commit", "config_hash", "wall_time_s"]
+    prov_cols = ["analysis", "model", "model_hash", "task", "k", "seed", "git_commit", "config_hash", "wall_time_s", "cpu_time_s"]
     prov = df.drop_duplicates("unit_key")[[c for c in prov_cols if c in df.columns]].copy()
     prov["model_hash"] = prov["model_hash"].str[:12]
-    prov["wall_time_s"] = prov["wall_time_s"].round(2)
+    for c in ("wall_time_s", "cpu_time_s"):
+        if c in prov.columns:
+            prov[c] = prov[c].round(2)
     rep.provenance = prov.sort_values(["analysis", "model", "task", "k", "seed"]).reset_index(drop=True)
     return rep

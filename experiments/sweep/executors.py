@@ -33,7 +33,7 @@ from experiments.sweep.store import ResultsStore
 
 def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) -> dict[str, Any]:
     """Worker side: run one unit's analysis; never raises (errors come back as text)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _quiet_libraries()
     try:
         for m in imports or []:
@@ -43,7 +43,8 @@ def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) ->
         unit = Unit.from_dict(unit_dict)
         res = get_analysis(unit.analysis).run(unit.model, unit.task, unit.k, unit.seed, unit.params)
         return {"ok": True, "table": res.table, "tensors": res.tensors,
-                "wall_time_s": time.perf_counter() - t0, "host": os.uname().nodename}
+                "wall_time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0,
+                "host": os.uname().nodename}
     except BaseException as err:  # noqa: BLE001 - report everything to the driver
         return {"ok": False, "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - t0,
@@ -238,6 +239,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
                                "traceback": traceback.format_exc(), "wall_time_s": 0.0, "host": ""}
                     prov = {**base, "model_hash": modelinfo.model_hash(u.model),
                             "host": res.get("host", ""), "wall_time_s": float(res["wall_time_s"]),
+                            "cpu_time_s": float(res.get("cpu_time_s", float("nan"))),
                             "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                     if res["ok"]:
                         store.write_unit(u, res["table"], prov, res.get("tensors"))

@@ -58,7 +58,7 @@ from experiments.sweep.config import SweepConfig, Unit, canonical_json
 FORMAT = {"format": "iclwb-results", "version": 1}
 PROVENANCE_COLUMNS = ("unit_key", "analysis", "model", "model_hash", "task", "k", "seed", "params",
                       "sweep", "config_hash", "git_commit", "versions", "host", "run_id",
-                      "computed_at", "wall_time_s")
+                      "computed_at", "wall_time_s", "cpu_time_s")
 
 
 class StoreError(ValueError):
