@@ -53,7 +53,8 @@ def linreg_part(n_tasks: int, out: Path | None) -> None:
     eta = best_gd_lr(8, d_hand, 1)
     models = {f"hand-gd-lsa(eta={eta:g})": gd_lsa(d_hand, eta), "random-lsa": random_lsa(d_hand, seed=1),
               **models}
-    cols = ["k", "gd_lr", "preds_diff", "sens_cos", "sens_l2", "ls_sens_cos", "err_model", "err_gd1",
+    cols = ["k", "gd_lr", "preds_diff", "sens_cos", "sens_l2", "gd_lr_fit", "preds_diff_fit",
+            "ls_sens_cos", "err_model", "err_gd1",
             "err_gd5", "err_least_squares", "err_ridge", "err_knn3", "err_averaging"]
     all_cmp, all_ord = [], []
     for name, model in models.items():

@@ -79,6 +79,7 @@ def test_simaou_identical_updates_is_one():
 
 
 # ---------------------------------------------------------------------- linear regression
+@pytest.mark.slow
 def test_hand_built_gd_layer_matches_gd():
     eta = 0.7
     model = gd_lsa(6, eta)
@@ -136,6 +137,7 @@ def test_prompt_surgery_roles():
     assert torch.equal(back.tokens[0], batch.tokens[0, : int(batch.lengths[0])])
 
 
+@pytest.mark.slow  # pays the first TransformerBridge boot
 def test_parameter_subsets():
     model = tiny_bridge()
     kv = select_parameters(model, "attn_kv")
