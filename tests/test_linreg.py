@@ -88,3 +88,9 @@ def test_best_lr_search_and_error_curve():
     assert err[(8, "least_squares")] < 1e-8
     assert err[(8, "gd5")] < err[(8, "gd1")] < err[(1, "gd1")]
     assert err[(8, "averaging")] > err[(8, "gd1")]
+
+
+def test_registry_form():
+    b = lr.make_prompts(3, 4, seed=7, d=2)
+    assert (b.k, b.batch_size, b.d) == (3, 4, 2)
+    assert torch.equal(b.xs, lr.make_tasks(4, 3, 2, seed=7).xs)

@@ -132,6 +132,12 @@ def make_tasks(n_tasks: int, k: int, d: int, seed: int = 0, x_dist: XDist = "nor
                              "noise_std": noise_std})
 
 
+def make_prompts(k: int, n_prompts: int, seed: int, d: int = 5, x_dist: XDist = "normal",
+                 noise_std: float = 0.0) -> LinRegBatch:
+    """The task registry's calling form (a ``LinRegBatch``, not a token PromptBatch)."""
+    return make_tasks(n_prompts, k, d, seed=seed, x_dist=x_dist, noise_std=noise_std)
+
+
 def tokenize(batch: LinRegBatch) -> Float[Tensor, "b k1 d1"]:
     """Model input: ``e_j = (x_j, y_j)`` for each demonstration, then the query ``(x_q, 0)``."""
     demos = torch.cat([batch.xs, batch.ys[..., None]], dim=-1)
