@@ -266,9 +266,13 @@ def _ivg_section(df: pd.DataFrame, rep: Report) -> None:
         ms = set(d["metric"].unique())
         base = {"analysis": "icl_vs_gd", "model": model}
         if "preds_diff" in ms:  # linear regression
-            errs = sorted(m for m in ms if m.startswith("err_"))
-            rep.figures[f"icl_vs_gd/{model}/errors"] = vs_k_lines(
-                d, errs, f"{model}: squared error / d vs k (model and baselines)", "error", log_y=True)
+            errs = ["err_model"] + sorted(m for m in ms if m.startswith("err_") and m not in ("err_model", "err_ref"))
+            fig = vs_k_lines(d, errs, f"{model}: squared error / d vs k (model and baselines)", "error")
+            fig.update_traces(selector=dict(name="err_model"), line=dict(width=4))
+            top = float(d[d["metric"] == "err_model"]["value"].max())
+            if top == top and top > 0:  # frame the model's curve; far-off baselines leave the plot
+                fig.update_yaxes(range=[0, 1.3 * top])
+            rep.figures[f"icl_vs_gd/{model}/errors"] = fig
             rep.figures[f"icl_vs_gd/{model}/gd_match"] = vs_k_lines(
                 d, [m for m in ("preds_diff", "sens_cos", "sens_l2") if m in ms],
                 f"{model}: model vs GD (prediction difference, sensitivity cosine)", "value")
