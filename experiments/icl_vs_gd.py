@@ -309,7 +309,9 @@ def compare_icl_gd(model: torch.nn.Module, prompts: PromptSource, ks: Sequence[i
 
     gd = gd or GDConfig()
     n_layers = int(model.cfg.n_layers)
-    name = model_name or getattr(getattr(model, "cfg", None), "model_name", None) or _model_name(model)
+    card = getattr(model, "zoo_card", None) or getattr(model, "card", None) or {}
+    name = (model_name or (card.get("name") if isinstance(card, dict) else None)
+            or getattr(getattr(model, "cfg", None), "model_name", None) or _model_name(model))
     tuner = FineTuner(model, gd)
     online = FineTuner(model, GDConfig(**{**gd.to_dict(), "batching": "online"})) if gd_online else None
     rows: list[dict[str, Any]] = []
