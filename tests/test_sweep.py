@@ -248,6 +248,7 @@ def test_sigkill_mid_run_then_resume_computes_only_missing(tmp_path):
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in units_dir.glob("*.parquet")}
     assert len(after) == n
     assert all(after[k] == v for k, v in before.items()), "finished units were rewritten"
+    assert not list((store_dir / "locks").glob("*.lock")), "the killed run's lock is cleared"
     df = ResultsStore(store_dir).frame()
     assert len(df) == 3 * n
     for _, row in df.iterrows():

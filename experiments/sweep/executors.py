@@ -169,6 +169,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     units = cfg.units() if units is None else units
     store.record_sweep(cfg, units)
     store.clean_tmp()
+    store.clean_locks()
     t0 = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
     base = {"sweep": cfg.name, "config_hash": cfg.config_hash, "git_commit": modelinfo.git_commit(),

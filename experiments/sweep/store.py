@@ -220,6 +220,16 @@ class ResultsStore:
                 pass
         return out
 
+    def clean_locks(self) -> int:
+        """Remove the locks of writers that are gone (e.g. a sweep killed with SIGKILL)."""
+        n = 0
+        for p in (self.root / "locks").glob("*.lock"):
+            info = self.read_lock(p.stem)
+            if info is not None and info.is_stale(self.stale_after_s):
+                self._break_lock(p)
+                n += 1
+        return n
+
     def clean_tmp(self) -> int:
         """Remove temporary files left by dead writers on this host; returns how many."""
         n = 0
