@@ -80,3 +80,41 @@ def test_shipped_demo_config_is_the_demo():
 
     assert (REPO / "configs" / "demo.toml").read_text() == DEMO_CONFIG
     assert (REPO / "configs" / "demo-quick.toml").read_text() == QUICK_CONFIG
+
+
+def test_report_findings_on_hand_made_store(tmp_path):
+    """Known answers: the report quotes the head, knockout and k that the rows were built with."""
+    import pandas as pd
+
+    from experiments.report import build_report
+    from experiments.sweep.config import Unit
+
+    store = ResultsStore(tmp_path / "res")
+    prov = {"model_hash": "x", "sweep": "t", "config_hash": "c", "git_commit": "g", "versions": "{}",
+            "host": "h", "run_id": "r", "computed_at": "now", "wall_time_s": 1.0, "cpu_time_s": 1.0}
+    for seed, bump in ((0, 0.0), (1, 0.1)):
+        rows = [{"metric": "induction", "layer": l, "head": h, "value": (0.7 + bump) if (l, h) == (1, 2) else 0.1}
+                for l in range(2) for h in range(3)]
+        store.write_unit(Unit("m", "", 0, seed, "head_scan"), pd.DataFrame(rows), prov)
+    accs = {"unablated": 0.9, "zero_shot": 0.5, "yi_to_sq": 0.5, "yi_to_sq:random": 0.88,
+            "si_to_yi": 0.85, "si_to_yi:random": 0.86}
+    circ = pd.DataFrame([{"step": "ablation", "layer": -1, "head": -1, "metric": f"acc:{m}", "value": v,
+                          "window": "0-1", "n_prompts": 8} for m, v in accs.items()])
+    store.write_unit(Unit("m", "classify", 4, 0, "circuit"), circ, prov)
+    for k, diff in ((2, 0.5), (8, 0.125)):
+        t = pd.DataFrame([{"metric": "preds_diff", "value": diff}, {"metric": "sens_cos", "value": 0.99},
+                          {"metric": "err_model", "value": 1.0 / k}])
+        store.write_unit(Unit("lr", "linreg", k, 0, "icl_vs_gd"), t, prov)
+    rep = build_report(store)
+    by = {f.text: f for f in rep.findings}
+    texts = "\n".join(by)
+    assert "m: top induction head L1H2 = 0.750 (mean of 2 seeds)" in texts
+    assert "largest knockout effect: yi_to_sq (layers 0-1): accuracy 0.500 vs 0.880" in texts
+    assert "accuracy 0.900 with demonstrations, 0.500 zero-shot" in texts
+    assert "lr: mean |y_model - y_GD| at k=8: 0.125" in texts
+    df = store.frame()
+    assert all(f.recompute(df) == pytest.approx(f.value) for f in rep.findings)
+    assert {"head_scan/m/induction", "circuit/m / classify / k=4/ablations", "icl_vs_gd/lr/errors"} <= set(rep.figures)
+    bars = rep.figures["circuit/m / classify / k=4/ablations"].data
+    assert list(bars[0].x) == ["unablated", "zero_shot", "si_to_yi", "yi_to_sq"]
+    assert list(bars[1].y)[2:] == [0.86, 0.88]
