@@ -106,6 +106,18 @@ def hub_cached(repo: str = HUB_NAME) -> bool:
         return False
 
 
+def _hub_snapshot(repo: str) -> str | None:
+    """The local snapshot folder of ``repo`` in the hub cache, or None (never goes online)."""
+    if not hub_cached(repo):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo, local_files_only=True)
+    except Exception:
+        return None
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
     """True when the hub answers a TCP connection within ``timeout`` s (False when offline mode is
     set). A quick check, so that a machine without internet does not spend ~25 s in retries."""
@@ -233,9 +245,15 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
     if source == "hub" or (source == "auto" and (hub_cached(hub_name) or hub_reachable())):
         from experiments.models import load_hub_model
 
-        model = load_hub_model(hub_name, device=device, **kwargs)
+        local = _hub_snapshot(hub_name) if source == "auto" else None
+        if local is not None:  # from the hub cache, without touching the network
+            model = TransformerBridge.boot_transformers(local, device=device, **kwargs)
+        else:
+            model = load_hub_model(hub_name, device=device, **kwargs)
         card = {"name": name, "hub_name": hub_name, "source": "hub", "license": "Apache-2.0",
                 "quantization": "none: the original weights from the hub", "measured": MEASURED}
+        if local is not None:
+            card["path"] = local
     elif source in ("auto", "gguf"):
         t0 = time.perf_counter()
         path, hf_model, tok = dequantize_gguf(cache_dir(name))

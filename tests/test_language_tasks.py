@@ -25,7 +25,7 @@ def _dec(tok, ids) -> str:
 @pytest.mark.parametrize("k", [0, 1, 4])
 def test_roles_point_at_intended_tokens(tok, dataset, k):
     ds = L.get_dataset(dataset)
-    batch = L.make_prompts(tok, dataset, k, 6, seed=k)
+    batch = L.make_prompts(tok, dataset, k, 6, seed=k, template=L.DEFAULT_TEMPLATE)
     assert batch.batch_size == 6 and batch.n_demos == k
     assert batch.meta["dropped"] == 0  # every answer is one token under SmolLM2
     pairs = {(x, y) for x, y in ds.items}
@@ -167,3 +167,20 @@ def test_registry_lists_datasets():
     assert sizes["capitals"] >= 40
     counts = [sum(1 for _, c in L.DATASETS["sentiment"].items if c == cls) for cls in (0, 1)]
     assert min(counts) >= 40
+
+
+@pytest.mark.parametrize("dataset", ["capitals", "antonyms", "uppercase", "en-fr"])
+def test_open_datasets_default_to_x_colon_y(tok, dataset):
+    batch = L.make_prompts(tok, dataset, 2, 4, seed=0)
+    assert batch.meta["template"] == L.OPEN_TEMPLATE
+    pairs = set(L.get_dataset(dataset).items)
+    for b in range(4):
+        row = batch.tokens[b]
+        for i in range(2):
+            s, e = batch.demo_text[b, i].tolist()
+            f, lab = int(batch.forerunner[b, i]), int(batch.label[b, i])
+            assert f == e and lab == f + 1 and _dec(tok, row[f : f + 1]) == ":"
+            assert (_dec(tok, row[s:e]).strip(), _dec(tok, row[lab : lab + 1])[1:]) in pairs
+        s, e = batch.query_text[b].tolist()
+        assert int(batch.readout[b]) == e
+        assert (_dec(tok, row[s:e]).strip(), _dec(tok, [batch.target[b]])[1:]) in pairs

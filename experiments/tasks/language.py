@@ -13,7 +13,8 @@ The open-vocabulary answers were chosen so that each is one token (with its lead
 SmolLM2's tokenizer; under another tokenizer, items whose answer is several tokens are dropped
 (``multi_token="drop"``, the count is in ``batch.meta["dropped"]``) or raise (``"error"``).
 
-Prompt layout (default template ``"Word: {x}\\nLabel: {y}\\n"``)::
+Prompt layout (template ``"Word: {x}\\nLabel: {y}\\n"``, the default of the sentiment datasets;
+the open-vocabulary datasets default to ``"{x}: {y}\\n"``, see ``OPEN_TEMPLATE``)::
 
     [BOS] Word: x_1\\nLabel: y_1\\n ... Word: x_k\\nLabel: y_k\\nWord: x_q\\nLabel:
 
@@ -55,6 +56,9 @@ from experiments.tasks import TaskError
 from probes.prompt import PromptBatch, PromptBuilder, PromptError, single_token_id
 
 DEFAULT_TEMPLATE = "Word: {x}\nLabel: {y}\n"
+OPEN_TEMPLATE = "{x}: {y}\n"
+"""Default of the open-vocabulary datasets: under "Word: x\nLabel:" SmolLM2 mostly copies x
+(capitals top-1 0.13 at k=3), under "x: y" it infers the relation (0.68 at k=3, 0.0 at k=0)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class Dataset:
     classes: tuple[str, ...] | None = None
     """Class names; the natural label of class c is ``" " + classes[c]``."""
     label_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    template: str = "Word: {x}\nLabel: {y}\n"
+    """Default template of this dataset (``make_prompts(template=None)``)."""
 
     @property
     def is_classification(self) -> bool:
@@ -178,11 +184,11 @@ DATASETS: dict[str, Dataset] = {
         Dataset("sentiment-phrases", "sentiment of short phrases (positive / negative)",
                 _classified(POSITIVE_PHRASES, NEGATIVE_PHRASES), ("positive", "negative"),
                 SENTIMENT_LABEL_SETS),
-        Dataset("capitals", "country -> capital city", tuple(CAPITALS)),
-        Dataset("antonyms", "word -> its opposite", tuple(ANTONYMS)),
+        Dataset("capitals", "country -> capital city", tuple(CAPITALS), template=OPEN_TEMPLATE),
+        Dataset("antonyms", "word -> its opposite", tuple(ANTONYMS), template=OPEN_TEMPLATE),
         Dataset("uppercase", "lowercase word -> the word in capitals",
-                tuple((w, w.upper()) for w in UPPERCASE_WORDS)),
-        Dataset("en-fr", "English word -> French word", tuple(EN_FR)),
+                tuple((w, w.upper()) for w in UPPERCASE_WORDS), template=OPEN_TEMPLATE),
+        Dataset("en-fr", "English word -> French word", tuple(EN_FR), template=OPEN_TEMPLATE),
     )
 }
 
@@ -252,14 +258,15 @@ def make_prompts(
     n_prompts: int | None = None,
     seed: int = 0,
     label_set: str | Sequence[str] = "natural",
-    template: str = DEFAULT_TEMPLATE,
+    template: str | None = None,
     bos: bool | None = None,
     multi_token: Literal["drop", "error"] = "drop",
     task: str | None = None,
 ) -> PromptBatch:
     """``n_prompts`` prompts of ``dataset`` with ``k`` demonstrations each (see the module doc).
 
-    ``label_set``: "natural", "flipped", "arbitrary" or a tuple of label words, one per class
+    ``template``: default the dataset's own (``DATASETS[name].template``). ``label_set``:
+    "natural", "flipped", "arbitrary" or a tuple of label words, one per class
     (classification datasets only). ``bos``: start with the tokenizer's BOS token (default: if it
     has one). ``multi_token``: what to do with open-vocabulary items whose answer is not a single
     token ("drop" them or raise "error"); a label set's labels must always be single tokens.
@@ -279,6 +286,7 @@ def make_prompts(
     if n_prompts < 1:
         raise TaskError(f"n_prompts must be >= 1, got {n_prompts}")
     ds = get_dataset(str(dataset))
+    template = ds.template if template is None else template
     tpl = Template.parse(template)
     label_words = _label_words(ds, label_set)
 
