@@ -94,6 +94,9 @@ def main() -> None:
             b, z = batches_for(name, model, task, args.k, args.n, args.seeds)
             tab = C.circuit_table(model, b, model_name=name, task=task, zero_shot=z, window=tuple(args.window))
             tables.append(tab)
+            partial = Path(args.out).with_suffix(".partial.csv")  # progress survives an interrupted run
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            pd.concat(tables, ignore_index=True).to_csv(partial, index=False)
             print(f"[{name}/{task}] {len(tab)} rows in {time.time() - t0:.0f}s "
                   f"(n_layers {model.cfg.n_layers}, ablation window layers {tab.window.iloc[0]})", flush=True)
     table = pd.concat(tables, ignore_index=True)
