@@ -387,3 +387,15 @@ def _alive(pid: int) -> bool:
     from experiments.sweep.store import _pid_alive
 
     return _pid_alive(pid)
+
+
+def test_head_tables_put_each_row_at_its_layer_and_head():
+    from experiments.sweep.analyses import head_tables
+
+    rows = [{"step": "retrieve", "metric": "C", "layer": l, "head": h, "value": 10 * l + h}
+            for l in range(3) for h in range(2)]
+    rows.append({"step": "ablation", "metric": "acc:unablated", "layer": -1, "head": -1, "value": 0.5})
+    rows.append({"step": "merge", "metric": "partial", "layer": 0, "head": 0, "value": 1.0})
+    t = head_tables(pd.DataFrame(rows), 3, 2)
+    assert set(t) == {"retrieve/C"}  # incomplete grids and non-head rows are left out
+    assert t["retrieve/C"].tolist() == [[0, 1], [10, 11], [20, 21]]

@@ -302,7 +302,23 @@ def _circuit(model_name: str, task: str, k: int, seed: int, params: dict[str, An
         kwargs["steps"] = tuple(params["steps"])
     df = run_circuit(model, batch, **kwargs)
     df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
-    return AnalysisResult(df.reset_index(drop=True))
+    return AnalysisResult(df.reset_index(drop=True), head_tables(df, model.cfg.n_layers, model.cfg.n_heads))
+
+
+def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]:
+    """Every per-head metric of a tidy table as a [layer, head] tensor named "step/metric"."""
+    import torch
+
+    out = {}
+    per_head = df[(df["layer"] >= 0) & (df["head"] >= 0)]
+    for (step, metric), t in per_head.groupby(["step", "metric"]):
+        if len(t) != n_layers * n_heads:
+            continue
+        grid = torch.full((n_layers, n_heads), float("nan"))
+        grid[t["layer"].astype(int).values, t["head"].astype(int).values] = torch.tensor(
+            t["value"].astype(float).values, dtype=torch.float32)
+        out[f"{step}/{metric}"] = grid
+    return out
 
 
 register(AnalysisSpec(
