@@ -315,8 +315,9 @@ def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]
         if len(t) != n_layers * n_heads:
             continue
         grid = torch.full((n_layers, n_heads), float("nan"))
-        grid[t["layer"].astype(int).values, t["head"].astype(int).values] = torch.tensor(
-            t["value"].astype(float).values, dtype=torch.float32)
+        li = torch.tensor(t["layer"].astype(int).tolist())
+        hi = torch.tensor(t["head"].astype(int).tolist())
+        grid[li, hi] = torch.tensor(t["value"].astype(float).tolist(), dtype=torch.float32)
         out[f"{step}/{metric}"] = grid
     return out
 
