@@ -180,17 +180,18 @@ def task_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
 
 def function_vector_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, n_heads: int = 10,
                           layers: Sequence[int] | None = None, n_aie_prompts: int = 16,
-                          exact_budget: int = 4096, n_exact: int | None = None, shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
+                          exact_budget: int = 1024, n_exact: int | None = None, shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
     """Function vectors: mean z at s_q over ``sets.extract``; AIE of each head on label-shuffled
     extract prompts (exact for every head when heads x prompts <= ``exact_budget``, else exact on
     the top 3 * n_heads by ``head_aie_attribution``); FV from the top ``n_heads``; added at
     blocks.{L}.hook_resid_post at s_q of the zero-shot prompts, for each L in ``layers``
-    (``n_exact`` candidates, default 3 * n_heads).
+    (``n_exact``: exact AIE only on that many attribution-ranked candidates, default 3 * n_heads
+    when the budget is exceeded).
     Returns the accuracy table and the [layer, head] AIE (NaN where not computed exactly)."""
     mean_z = vectors.mean_head_outputs(model, sets.extract)
     shuffled = vectors.shuffle_labels(sets.extract.select(slice(0, n_aie_prompts)), seed=shuffle_seed)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    if L * H * len(shuffled) <= exact_budget:
+    if n_exact is None and L * H * len(shuffled) <= exact_budget:
         aie = vectors.head_aie(model, shuffled, mean_z)
         how = "exact"
     else:
