@@ -1,6 +1,6 @@
 """Does ICL look like gradient descent? The numbers for the zoo models and SmolLM2-135M.
 
-    python scripts/icl_vs_gd_report.py                 # everything (~10 min on 2 busy cores)
+    python scripts/icl_vs_gd_report.py                 # everything (~13 min on 2 very busy cores)
     python scripts/icl_vs_gd_report.py --skip-lm       # linear regression only (~1 min)
     python scripts/icl_vs_gd_report.py --only smollm2  # one part: linreg | classify | smollm2
 
@@ -9,9 +9,12 @@ Linear regression (k in {1, 2, 4, 8}): the hand-built one-GD-step LSA layer, a r
 prediction difference, sensitivity cosine / L2, error beside least squares, ridge, GD, 3-NN and
 averaging, and order sensitivity (model vs full-batch GD vs SGD).
 
-Language models: ``icl-classify`` on its classification task and ``smollm2-135m`` on sentiment
-words (natural labels), ICL vs a fine-tuned copy (GD on the k demonstrations; lr chosen on
-held-out prompts). Pass ``--out DIR`` to save every table as CSV.
+Language models: ``icl-classify`` on its classification task (GD: all parameters, SGD, 10 epochs,
+lr chosen on held-out prompts) and ``smollm2-135m`` on sentiment words (natural labels). SmolLM2
+budget by default: 4 prompts per k, GD = Adam lr 0.01, 3 full-batch epochs on one middle layer's
+W_V (110,592 parameters), order sensitivity on 1 prompt x 3 orders; pass ``--smollm-subset
+attn_kv --smollm-lr 0.003 0.03 0.3 --smollm-optimizer sgd`` etc. for more. ``--out DIR`` saves
+every table as CSV.
 """
 
 from __future__ import annotations
@@ -157,14 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-lm", action="store_true")
     p.add_argument("--n-tasks", type=int, default=512, help="linear-regression tasks per k")
     p.add_argument("--n-prompts-classify", type=int, default=32)
-    p.add_argument("--n-prompts-smollm", type=int, default=6)
-    p.add_argument("--smollm-subset", default="attn_kv", help="GD parameter subset for smollm2")
+    p.add_argument("--n-prompts-smollm", type=int, default=4)
+    p.add_argument("--smollm-subset", default="one_layer_wv", help="GD parameter subset for smollm2")
     p.add_argument("--smollm-epochs", type=int, default=3)
-    p.add_argument("--smollm-optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--smollm-lr", type=float, nargs="+", default=[0.003, 0.03, 0.3],
+    p.add_argument("--smollm-optimizer", choices=["sgd", "adam"], default="adam")
+    p.add_argument("--smollm-lr", type=float, nargs="+", default=[0.01],
                    help="lr grid (one value: no search)")
-    p.add_argument("--smollm-order-prompts", type=int, default=2)
-    p.add_argument("--no-online", action="store_true", help="skip the online-SGD order check")
+    p.add_argument("--smollm-order-prompts", type=int, default=1)
+    p.add_argument("--online", action="store_true", help="also the online-SGD order check")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         classify_part(args.out, args.n_prompts_classify)
     if "smollm2" in parts:
         smollm_part(args.out, args.n_prompts_smollm, args.smollm_subset, args.smollm_epochs,
-                    tuple(args.smollm_lr), args.smollm_order_prompts, not args.no_online,
+                    tuple(args.smollm_lr), args.smollm_order_prompts, args.online,
                     args.smollm_optimizer)
     print(f"\ntotal: {time.perf_counter() - t0:.0f}s")
     return 0
