@@ -34,5 +34,7 @@ PAGES = [
     st.Page(str(HERE / "pages" / "3_circuit.py"), title="Circuit", icon=":material/account_tree:", url_path="circuit"),
     st.Page(str(HERE / "pages" / "4_icl_vs_gd.py"), title="ICL vs GD", icon=":material/show_chart:", url_path="icl_vs_gd"),
     st.Page(str(HERE / "pages" / "5_results.py"), title="Results", icon=":material/table_view:", url_path="results"),
+    st.Page(str(HERE / "pages" / "6_ICL_Vectors.py"), title="ICL vectors", icon=":material/north_east:",
+            url_path="icl_vectors"),
 ]
 st.navigation(PAGES).run()

@@ -136,6 +136,10 @@ def test_every_page_in_chromium(app_url):
                 run.click()
             check_page(page, "4_icl_vs_gd", min_charts=3)
 
+            go(page, "ICL vectors")
+            page.get_by_text("Accuracy with and without the vector").wait_for(timeout=180_000)
+            check_page(page, "6_icl_vectors", min_charts=1)
+
             go(page, "Results")
             page.get_by_text("Download CSV").wait_for(timeout=60_000)
             check_page(page, "5_results", min_charts=1)
