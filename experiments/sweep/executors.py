@@ -160,7 +160,11 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
               workers: int = 1, address: str | None = None, progress: bool = True,
               units: list[Unit] | None = None,
               on_unit: Callable[[Unit, str], None] | None = None) -> SweepReport:
-    """Compute every unit of ``cfg`` that ``store`` lacks; see the module docstring."""
+    """Compute every unit of ``cfg`` that ``store`` lacks; see the module docstring.
+
+    With ``workers > 1`` the pool starts processes with ``spawn``: a script that calls this must
+    guard its entry point with ``if __name__ == "__main__":`` (the CLI and notebooks need nothing).
+    """
     from tqdm.auto import tqdm
 
     from experiments.sweep import modelinfo
