@@ -240,11 +240,13 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
             ms = sorted(summ["metric"].unique())
             rep.figures[f"circuit/{tag}/summarize"] = by_layer_lines(
                 summ, ms, f"{tag}: summarize - centroid-probe accuracy by layer", "accuracy")
-            key = "centroid_acc:s_q" if "centroid_acc:s_q" in ms else ms[0]
-            per_layer = summ[summ["metric"] == key].groupby("layer")["value"].mean()
-            rep.add(Finding(
-                f"{tag}: summarize - {key} peaks at {float(per_layer.max()):.3f} (layer {int(per_layer.idxmax())})",
-                float(per_layer.max()), {**base, "metric": key}, agg="max", per_head=True, section="circuit"))
+            for key in [m for m in ("centroid_acc:x_q", "centroid_acc:s_q") if m in ms] or ms[:1]:
+                per_layer = summ[summ["metric"] == key].groupby("layer")["value"].mean()
+                rep.add(Finding(
+                    f"{tag}: summarize - {key} peaks at {float(per_layer.max()):.3f} "
+                    f"(layer {int(per_layer.idxmax())})",
+                    float(per_layer.max()), {**base, "metric": key}, agg="max", per_head=True,
+                    section="circuit"))
         merge = d[(d["step"] == "merge") & d["metric"].str.startswith("copy_magnitude")]
         if not merge.empty:
             rep.figures[f"circuit/{tag}/merge"] = by_layer_lines(
