@@ -33,7 +33,7 @@ def test_icl_far_above_chance_with_demonstrations_and_at_chance_without(model):
 def test_accuracy_rises_with_k_and_survives_flipped_labels(model):
     assert _acc(model, 2) > _acc(model, 0) + 0.3
     a0, a8 = _acc(model, 0, n_way=4), _acc(model, 8, n_way=4)
-    assert abs(a0 - 0.25) < 0.1 and a8 > 0.4  # 4-way: chance is 0.25
+    assert abs(a0 - 0.25) < 0.1 and a8 > 0.55  # 4-way: chance is 0.25
     assert _acc(model, 8, variant="flipped") > 0.85
 
 
