@@ -132,7 +132,7 @@ def classify_part(out: Path | None, n_prompts: int) -> None:
         return
     make = lambda k, seed: classify.make_prompts(k, n_prompts, seed)  # noqa: E731
     lm_part("icl-classify", model, make, GDConfig(subset="all", optimizer="sgd", epochs=10),
-            (0.01, 0.03, 0.1, 0.3, 1.0), n_prompts, 6, min(n_prompts, 8), out)
+            (0.01, 0.03, 0.1, 0.3, 1.0), n_prompts, 4, min(n_prompts, 2), out, gd_online=False)
 
 
 def smollm_part(out: Path | None, n_prompts: int, subset: str, epochs: int,
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["linreg", "classify", "smollm2"], default=None)
     p.add_argument("--skip-lm", action="store_true")
     p.add_argument("--n-tasks", type=int, default=512, help="linear-regression tasks per k")
-    p.add_argument("--n-prompts-classify", type=int, default=32)
+    p.add_argument("--n-prompts-classify", type=int, default=8)
     p.add_argument("--n-prompts-smollm", type=int, default=4)
     p.add_argument("--smollm-subset", default="one_layer_wv", help="GD parameter subset for smollm2")
     p.add_argument("--smollm-epochs", type=int, default=3)
