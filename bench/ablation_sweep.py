@@ -2,11 +2,13 @@
 
 For a zoo model (icl-classify if trained, else induction-2l) and a GPT-2-small-sized random-init
 TransformerBridge: patch every head's ``hook_z`` (all positions) from a source run into a target
-run and measure a read-out metric, once with ``circuits.interventions.sweep`` (batched along the
-batch axis, shared prefix, read-out-only unembedding) and once with
+run and measure a read-out metric, once with ``circuits.interventions.sweep`` (one forward on the
+target and source rows together, then every head's edit resumes from layer l's hook_z, batched
+along the batch axis, with the last layer computed only at the read-out query) and once with
 ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos`` (one ``run_with_hooks`` per
 head; it works on a TransformerBridge in eval mode). Then attribution patching vs activation
-patching on icl-classify (Spearman over heads, and the speed ratio).
+patching on icl-classify (Spearman over heads on ``--attr-prompts`` prompt pairs, default 64, and
+the speed ratio; the Spearman on the 8-prompt sweep batch is printed too, for reference).
 
     python bench/ablation_sweep.py [--quick]
 
@@ -97,6 +99,9 @@ def main() -> None:
     ap.add_argument("--zoo-prompts", type=int, default=8,
                     help="clean/corrupt prompt pairs for the zoo model (the speed-up shrinks as the "
                          "batch grows: on CPU a large batch is compute-bound either way)")
+    ap.add_argument("--attr-prompts", type=int, default=64,
+                    help="prompt pairs for attribution vs activation patching on icl-classify (the "
+                         "rank correlation over 8 heads of a mean over only 8 prompts is mostly noise)")
     ap.add_argument("--zoo-only", action="store_true", help="skip the GPT-2-sized model and attribution")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -133,11 +138,21 @@ def main() -> None:
     del gpt2
 
     # attribution vs activation patching (all heads, all positions, flipped-label source)
+    if zoo_name == "icl-classify":
+        a_tgt = classify.make_prompts(k=4, n_prompts=args.attr_prompts, seed=1, n_way=2).trim()
+        a_src = classify.make_prompts(k=4, n_prompts=args.attr_prompts, seed=1, n_way=2, variant="flipped").trim()
+    else:
+        a_tgt, a_src = tgt, src
     with torch.no_grad():
-        act, t_act = timed(lambda: P.activation_patching(zoo, tgt, P.logit_diff, source=src), 3)
-    attr, t_attr = timed(lambda: P.attribution_patching(zoo, tgt, P.logit_diff, source=src), 3)
+        act, t_act = timed(lambda: P.activation_patching(zoo, a_tgt, P.logit_diff, source=a_src), 3)
+    attr, t_attr = timed(lambda: P.attribution_patching(zoo, a_tgt, P.logit_diff, source=a_src), 3)
     rho = float(spearmanr(act.flatten().numpy(), attr.flatten().numpy()).statistic)
-    print(f"[{zoo_name}] activation patching {t_act:.3f}s, attribution patching {t_attr:.3f}s")
+    with torch.no_grad():
+        act8 = P.activation_patching(zoo, tgt, P.logit_diff, source=src)
+    attr8 = P.attribution_patching(zoo, tgt, P.logit_diff, source=src)
+    rho8 = float(spearmanr(act8.flatten().numpy(), attr8.flatten().numpy()).statistic)
+    print(f"[{zoo_name}] {a_tgt.batch_size} prompt pairs: activation patching {t_act:.3f}s, "
+          f"attribution patching {t_attr:.3f}s (Spearman on the {tgt.batch_size}-prompt sweep batch: {rho8:.3f})")
     print("activation:", [round(v, 3) for v in act.flatten().tolist()])
     print("attribution:", [round(v, 3) for v in attr.flatten().tolist()])
 

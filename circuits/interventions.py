@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -303,23 +305,33 @@ def compile_edits(model: Any, iv: Intervention, batch: PromptBatch) -> list[_Edi
 
 
 # ---------------------------------------------------------------------- source values
-def _capture(model: Any, tokens: Tensor, names: set[str]) -> dict[str, Tensor]:
+def _capture(model: Any, tokens: Tensor, names: set[str], stop_early: bool = False) -> dict[str, Tensor]:
+    """Activations at hooks ``names`` of one forward; ``stop_early`` ends it once all have fired."""
     store: dict[str, Tensor] = {}
 
     def make(name: str) -> Callable[..., None]:
         def hook(x: Tensor, hook: Any) -> None:  # keyed by the requested (alias) name
             store[name] = x.detach().clone()
+            if stop_early and len(store) == len(names):
+                raise _StopForward
         return hook
 
     with torch.no_grad(), model.hooks(fwd_hooks=[(n, make(n)) for n in sorted(names)]):
-        model(tokens)
+        try:
+            model(tokens)
+        except _StopForward:
+            pass
     return store
 
 
 def source_values(model: Any, edits: Sequence[_Edit], batch: PromptBatch,
                   source: PromptBatch | None = None, reference: PromptBatch | None = None,
-                  seed: int = 0) -> dict[tuple[str, str], Tensor]:
-    """Values that replace edits read: keyed (hook, source kind), shaped to broadcast over a [B,...] slice."""
+                  seed: int = 0, source_cache: dict[str, Tensor] | None = None) -> dict[tuple[str, str], Tensor]:
+    """Values that replace edits read: keyed (hook, source kind), shaped to broadcast over a [B,...] slice.
+
+    ``source_cache`` holds source-run activations already captured (hook name -> tensor); only the
+    hooks missing from it cost a forward on ``source``.
+    """
     need: dict[str, set[str]] = {}
     for e in edits:
         if e.op == "replace" and e.source != "zero":
@@ -334,8 +346,12 @@ def source_values(model: Any, edits: Sequence[_Edit], batch: PromptBatch,
                 f"{tuple(batch.tokens.shape)} differ in shape; patching copies position by position, "
                 f"so build both batches with the same layout (same k and input lengths)"
             )
-        for name, val in _capture(model, source.tokens, need["patch"]).items():
-            out[(name, "patch")] = val
+        have = dict(source_cache or {})
+        missing = need["patch"] - set(have)
+        if missing:
+            have.update(_capture(model, source.tokens, missing))
+        for name in need["patch"]:
+            out[(name, "patch")] = have[name]
     ref = reference if reference is not None else batch
     if "mean" in need:
         acts = _capture(model, ref.tokens, need["mean"])
@@ -527,19 +543,45 @@ def sweep(model: Any, batch: PromptBatch, interventions: Sequence[Intervention],
     batch = batch.trim()
     B = batch.batch_size
     per_iv = [compile_edits(model, iv, batch) for iv in interventions]
+    # head-output (hook_z) edits of one layer resume from that hook: see ``_tail_logits``
+    tail_layer = [_z_edit_layer(es) for es in per_iv]
+    if not (share_prefix and any(t is not None for t in tail_layer) and can_tail(model)):
+        tail_layer = [None] * len(per_iv)
+    tail_idx = [i for i, t in enumerate(tail_layer) if t is not None]
+    rest = [i for i, t in enumerate(tail_layer) if t is None]
+    clean, source_cache = _tail_captures(model, batch, source, [per_iv[i] for i in tail_idx],
+                                         {tail_layer[i] for i in tail_idx})
     values = source_values(model, [e for es in per_iv for e in es], batch, source, reference,
-                           seed=_seed_of(list(interventions)))
-    first = [min(iv.layers) for iv in interventions]
-    resume = share_prefix and any(f > 0 for f in first) and _prefix_pays(model, B, first, max_rows) \
-        and can_resume(model)
+                           seed=_seed_of(list(interventions)), source_cache=source_cache)
+    results: dict[int, Tensor] = {}
+    per_chunk = max(1, max_rows // B)
+    if tail_idx:
+        W = _tail_weights(model)
+        by_layer: dict[int, list[int]] = {}
+        for i in tail_idx:
+            by_layer.setdefault(int(tail_layer[i]), []).append(i)  # type: ignore[arg-type]
+        with torch.no_grad():
+            for l, items in sorted(by_layer.items()):
+                for c in range(0, len(items), per_chunk):
+                    chunk = items[c:c + per_chunk]
+                    n = len(chunk)
+                    ((_, edit),) = _make_hooks(_stack(model, [per_iv[j] for j in chunk]), values, n)
+                    logits = _tail_logits(model, W, l, clean[f"blocks.{l}.hook_resid_pre"],
+                                          clean[f"blocks.{l}.attn.hook_z"], edit, n, batch.readout)
+                    logits = einops.rearrange(logits, "(n b) v -> n b v", n=n)
+                    for j, idx in enumerate(chunk):
+                        results[idx] = metric(logits[j], batch)
+    if not rest:
+        return torch.stack([results[j] for j in range(len(interventions))])
+    first = {i: min(interventions[i].layers) for i in rest}
+    resume = share_prefix and any(f > 0 for f in first.values()) \
+        and _prefix_pays(model, B, list(first.values()), max_rows) and can_resume(model)
     resid: dict[int, Tensor] = {}
     if resume:
-        names = {f"blocks.{f}.hook_resid_pre" for f in set(first) if f > 0}
+        names = {f"blocks.{f}.hook_resid_pre" for f in set(first.values()) if f > 0}
         with torch.no_grad():
             resid = {int(n.split(".")[1]): v for n, v in _capture(model, batch.tokens, names).items()}
-    order = sorted(range(len(interventions)), key=lambda i: first[i]) if resume else list(range(len(interventions)))
-    per_chunk = max(1, max_rows // B)
-    results: dict[int, Tensor] = {}
+    order = sorted(rest, key=lambda i: first[i]) if resume else list(rest)
     i = 0
     while i < len(order):
         start_layer = first[order[i]] if resume else 0
@@ -602,3 +644,133 @@ def layer_window(n_layers: int, start: float = 0.0, end: float = 0.25) -> list[i
     if b <= a:
         b = a + 1
     return list(range(a, min(b, n_layers)))
+
+
+# ---------------------------------------------------------------------- resuming at a head's output
+# An edit of hook_z at layer l leaves everything before it as in the clean run, and only the
+# read-out position of the last layer reaches the metric. So a sweep of such edits starts from the
+# clean run's resid_pre[l] and z[l] (captured once, together with the source run), recomputes
+# attn_out[l] = z W_O + b_O with the edited z, block l's MLP, the middle layers at every position,
+# and the last layer only for the read-out query. It uses the model's own layer norms, MLPs,
+# final norm and unembedding and its W_Q/W_K/W_V/W_O; ``can_tail`` checks once per model that this
+# reproduces the full forward (else the sweep runs whole forwards with hooks).
+_TAIL_OK: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+_Z_HOOK = re.compile(r"blocks\.(\d+)\.attn\.hook_z")
+
+
+def _z_edit_layer(edits: Sequence[_Edit]) -> int | None:
+    """The layer when every edit replaces hook_z of that one layer, else None."""
+    hooks = {e.hook for e in edits}
+    if len(hooks) != 1 or any(e.op != "replace" for e in edits):
+        return None
+    m = _Z_HOOK.fullmatch(next(iter(hooks)))
+    return int(m.group(1)) if m else None
+
+
+def _tail_captures(model: Any, batch: PromptBatch, source: PromptBatch | None,
+                   edits: Sequence[list[_Edit]], layers: set[int]) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    """Clean resid_pre/z at ``layers`` and the source run's patched hooks, in one forward if possible."""
+    if not layers:
+        return {}, None
+    names = {f"blocks.{l}.hook_resid_pre" for l in layers} | {f"blocks.{l}.attn.hook_z" for l in layers}
+    patched = {e.hook for es in edits for e in es if e.source == "patch"}
+    B = batch.batch_size
+    if patched and source is not None and source.tokens.shape == batch.tokens.shape:
+        both = _capture(model, torch.cat([batch.tokens, source.tokens]), names | patched, stop_early=True)
+        return {n: both[n][:B] for n in names}, {n: both[n][B:] for n in patched}
+    return _capture(model, batch.tokens, names, stop_early=True), None
+
+
+def _tail_weights(model: Any) -> dict[str, Any]:
+    """Per-layer attention weights as [d_model, heads*d_head] matrices, and the score scale."""
+    cfg = model.cfg
+    H, dh = int(cfg.n_heads), int(cfg.d_head)
+    w: dict[str, Any] = {}
+    for name in ("Q", "K", "V"):
+        W, b = getattr(model, f"W_{name}").detach(), getattr(model, f"b_{name}").detach()
+        w[name] = [(einops.rearrange(W[l], "h d e -> d (h e)").contiguous(), b[l].reshape(-1))
+                   for l in range(int(cfg.n_layers))]
+    W_O, b_O = model.W_O.detach(), model.b_O.detach()
+    w["O"] = [(einops.rearrange(W_O[l], "h e d -> (h e) d").contiguous(), b_O[l]) for l in range(int(cfg.n_layers))]
+    s = float(getattr(cfg, "attn_scale", -1.0) or -1.0)
+    w["scale"] = s if getattr(cfg, "use_attn_scale", True) and s > 0 else math.sqrt(dh)
+    w["H"], w["dh"] = H, dh
+    return w
+
+
+def _block_mlp(model: Any, l: int, x: Tensor) -> Tensor:
+    """x + MLP(ln2(x)) of block l (x unchanged for attention-only models)."""
+    block = model.blocks[l]
+    mlp = getattr(block, "mlp", None)
+    if mlp is None or getattr(model.cfg, "attn_only", False):
+        return x
+    ln2 = getattr(block, "ln2", None)
+    return x + mlp(ln2(x) if ln2 is not None else x)
+
+
+def _attn_out(model: Any, W: dict[str, Any], l: int, x: Tensor, q_pos: Tensor) -> Tensor:
+    """Attention output of layer l for the queries at ``q_pos`` [n, q] over keys at every position."""
+    ln1 = getattr(model.blocks[l], "ln1", None)
+    h = ln1(x) if ln1 is not None else x
+    H, dh = W["H"], W["dh"]
+    hq = h.gather(1, q_pos[:, :, None].expand(-1, -1, h.shape[-1])) if q_pos.shape[1] != h.shape[1] else h
+    q = einops.rearrange(hq @ W["Q"][l][0] + W["Q"][l][1], "n q (h e) -> n h q e", h=H)
+    k = einops.rearrange(h @ W["K"][l][0] + W["K"][l][1], "n k (h e) -> n h e k", h=H)
+    v = einops.rearrange(h @ W["V"][l][0] + W["V"][l][1], "n k (h e) -> n h k e", h=H)
+    scores = (q @ k) / W["scale"]
+    future = torch.arange(h.shape[1], device=h.device)[None, None, :] > q_pos[:, :, None]
+    pattern = scores.masked_fill(future[:, None], float("-inf")).softmax(-1)
+    z = einops.rearrange(pattern @ v, "n h q e -> n q (h e)")
+    return z @ W["O"][l][0] + W["O"][l][1]
+
+
+def _tail_logits(model: Any, W: dict[str, Any], l: int, resid_pre: Float[Tensor, "batch pos d_model"],
+                 z: Float[Tensor, "batch pos head d_head"], edit: Callable[..., Tensor], n: int,
+                 readout: Tensor) -> Float[Tensor, "rows vocab"]:
+    """Read-out logits of ``n`` edited copies of the batch, resuming at layer l's hook_z."""
+    L = int(model.cfg.n_layers)
+    B, T = resid_pre.shape[:2]
+    ro = readout.to(resid_pre.device).repeat(n)
+    rows = torch.arange(n * B, device=resid_pre.device)
+    ze = edit(z.repeat(n, 1, 1, 1), None)
+    if l == L - 1:  # only the read-out position matters from here on
+        x = resid_pre[torch.arange(B), readout].repeat(n, 1)[:, None]
+        zr = einops.rearrange(ze[rows, ro], "n h e -> n 1 (h e)")
+        x = _block_mlp(model, l, x + zr @ W["O"][l][0] + W["O"][l][1])
+    else:
+        x = resid_pre.repeat(n, 1, 1) + einops.rearrange(ze, "n t h e -> n t (h e)") @ W["O"][l][0] + W["O"][l][1]
+        x = _block_mlp(model, l, x)
+        all_pos = torch.arange(T, device=x.device)[None].expand(n * B, -1)
+        for m in range(l + 1, L - 1):
+            x = _block_mlp(model, m, x + _attn_out(model, W, m, x, all_pos))
+        xr = x[rows, ro][:, None]
+        x = _block_mlp(model, L - 1, xr + _attn_out(model, W, L - 1, x, ro[:, None]))
+    ln_final = getattr(model, "ln_final", None)
+    return model.unembed(ln_final(x) if ln_final is not None else x)[:, 0]
+
+
+def can_tail(model: Any) -> bool:
+    """Whether ``_tail_logits`` reproduces the model's read-out logits from every layer (checked once)."""
+    if model in _TAIL_OK:
+        return _TAIL_OK[model]
+    ok = False
+    cfg = model.cfg
+    if str(getattr(cfg, "positional_embedding_type", "standard")) in ("standard", "shortformer") \
+            and not getattr(cfg, "parallel_attn_mlp", False):
+        try:
+            L = int(cfg.n_layers)
+            toks = torch.randint(0, int(cfg.d_vocab), (3, 7), generator=torch.Generator().manual_seed(0))
+            readout = torch.tensor([6, 4, 2])
+            names = {f"blocks.{l}.hook_resid_pre" for l in range(L)} | {f"blocks.{l}.attn.hook_z" for l in range(L)}
+            dev = next(model.parameters()).device
+            with torch.no_grad():
+                full = model(toks.to(dev))[torch.arange(3), readout.to(dev)]
+                cache = _capture(model, toks.to(dev), names)
+                W = _tail_weights(model)
+                ok = all(torch.allclose(
+                    _tail_logits(model, W, l, cache[f"blocks.{l}.hook_resid_pre"], cache[f"blocks.{l}.attn.hook_z"],
+                                 lambda x, hook: x, 1, readout), full, atol=1e-4, rtol=1e-3) for l in range(L))
+        except Exception:
+            ok = False
+    _TAIL_OK[model] = ok
+    return ok

@@ -185,3 +185,24 @@ def test_layer_window():
     assert I.layer_window(8) == [0, 1]
     assert I.layer_window(30) == list(range(7))
     assert I.layer_window(12, 0.5, 0.75) == [6, 7, 8]
+
+
+def test_head_output_sweep_resumes_at_hook_z_and_equals_looped():
+    """The hook_z fast path (resume at layer l's head outputs, read-out-only last layer) is taken
+    on a 3-layer model with MLPs and gives the looped numbers for every layer, including the middle."""
+    model = tiny_bridge(n_layers=3, attn_only=False, seed=3)
+    model.eval()
+    assert I.can_tail(model)
+    tgt = _random_batch(n=5, seed=2).trim()
+    src = _same_layout_source(tgt)
+    ivs = ([I.patch("z", l, h) for l in range(3) for h in range(4)]
+           + [I.ablate(l, None, "mean", roles=("label",)) for l in range(3)]
+           + [I.ablate(1, (0, 2), "zero", roles=("readout",)), I.knockout("readout", "label", [2])])
+    assert sum(I._z_edit_layer(I.compile_edits(model, iv, tgt)) is not None for iv in ivs) == len(ivs) - 1
+    with torch.no_grad():
+        looped = I.sweep_looped(model, tgt, ivs, logit_diff, source=src)
+        for kw in (dict(), dict(max_rows=7)):
+            torch.testing.assert_close(I.sweep(model, tgt, ivs, logit_diff, source=src, **kw), looped,
+                                       atol=1e-5, rtol=1e-5)
+    assert looped[:12].std() > 0
+    assert _hooks_left(model) == 0
