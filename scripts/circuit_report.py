@@ -73,6 +73,15 @@ def step_effects(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def markdown(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (floats to 3 decimals; no tabulate dependency)."""
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["icl-classify", "smollm2-135m"])
@@ -81,6 +90,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--window", type=float, nargs=2, default=[0.0, 0.25])
     ap.add_argument("--out", default="results/circuit_report.csv")
+    ap.add_argument("--markdown", action="store_true", help="print the two summary tables as markdown")
     args = ap.parse_args()
     from experiments.models import load_model
 
@@ -105,10 +115,11 @@ def main() -> None:
     table.to_csv(out, index=False)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 80)
+    show = markdown if args.markdown else (lambda d: d.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\n== per-step effects (mean, std over seeds) ==")
-    print(step_effects(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(show(step_effects(table)))
     print("\n== ablations: accuracy vs matched random control (mean, std over seeds) ==")
-    print(C.ablation_summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(show(C.ablation_summary(table)))
     print(f"\ntable: {out} ({len(table)} rows)")
 
 
