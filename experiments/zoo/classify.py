@@ -16,15 +16,13 @@ input matches the query's class). Card ``metrics``: accuracy among the labels in
 
 from __future__ import annotations
 
-import math
 import random
-import time
 
 import torch
-from tqdm.auto import tqdm
 
 from experiments.tasks import classify
 from experiments.zoo import TrainResult, ZooSpec
+from experiments.zoo.training import fit
 from probes.readout import model_accuracy
 
 K_TRAIN = 8
@@ -43,13 +41,6 @@ N_EVAL = 500
 EVAL_SEED = 4242
 
 
-def _lr(step: int, steps: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    frac = (step - WARMUP) / max(1, steps - WARMUP)
-    return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
 def loss_fn(model: torch.nn.Module, tokens: torch.Tensor, pos: torch.Tensor,
             targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the label predicted at every ':' position."""
@@ -65,35 +56,20 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
     torch.manual_seed(seed)
     config = {**CONFIG, "seed": seed}
     model = build_model("bridge-native", config)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     rng = random.Random(seed)
-    loss_val = float("nan")
-    cpu0 = time.process_time()
-    bar = tqdm(range(steps), disable=not progress, desc="icl-classify")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps)
+
+    def loss_at(step: int) -> torch.Tensor:
         k = rng.randint(1, K_TRAIN)  # a mix of lengths: short prompts teach the matching fastest
         toks, pos, tgt = classify.training_batch(BATCH, k, rng, n_way=N_WAY)
-        loss = loss_fn(model, toks, pos, tgt)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss_val = 0.98 * loss_val + 0.02 * float(loss.detach()) if step else float(loss.detach())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss_val:.3f}")
-        if progress and step % 250 == 249:
-            model.eval()
-            with torch.no_grad():
-                acc = model_accuracy(model, classify.make_prompts(4, 100, 1, n_way=2))
-            model.train()
-            bar.write(f"step {step + 1}: loss {loss_val:.3f}, 2-way k=4 accuracy {acc:.2f}")
-    cpu_seconds = time.process_time() - cpu0
-    model.eval()
+        return loss_fn(model, toks, pos, tgt)
+
+    def report(step: int) -> str:
+        acc = model_accuracy(model, classify.make_prompts(4, 100, 1, n_way=2))
+        return f"step {step + 1}: 2-way k=4 accuracy {acc:.2f}"
+
+    stats = fit(model, loss_at, steps, LR, WARMUP, "icl-classify", progress, every=(250, report))
     metrics = evaluate(model)
-    metrics["final_train_loss_ema"] = round(loss_val, 4)
+    metrics["final_train_loss_ema"] = round(stats.loss_ema, 4)
     return TrainResult(
         model=model,
         arch="bridge-native",
@@ -108,7 +84,7 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
         steps=steps,
         metrics=metrics,
         notes=notes(metrics, steps),
-        extra={"train_cpu_seconds": round(cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
+        extra={"train_cpu_seconds": round(stats.cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
     )
 
 
@@ -147,7 +123,7 @@ def notes(metrics: dict, steps: int) -> str:
 SPECS = {
     "icl-classify": ZooSpec(
         name="icl-classify",
-        description="3-layer transformer with MLPs (d_model 64) trained on few-shot "
+        description="2-layer transformer with MLPs (d_model 64) trained on few-shot "
                     "classification with a random class->label mapping per prompt: "
                     "[BOS] x ':' y '|' ... x_q ':' (the circuit-analysis test bed).",
         train=train,

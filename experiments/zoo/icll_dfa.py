@@ -13,15 +13,13 @@ beside the in-context 1/2/3-gram baselines on the very same sequences.
 
 from __future__ import annotations
 
-import math
 import random
-import time
 
 import torch
-from tqdm.auto import tqdm
 
 from experiments.tasks import icll
 from experiments.zoo import TrainResult, ZooSpec
+from experiments.zoo.training import fit
 
 CONFIG = dict(
     d_model=64, n_layers=2, n_heads=4, d_head=16, d_mlp=256, n_ctx=icll.MAX_LEN,
@@ -34,13 +32,6 @@ WARMUP = 50
 DEFAULT_STEPS = 1200
 N_EVAL = 64
 EVAL_SEED = 77
-
-
-def _lr(step: int, steps: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    frac = (step - WARMUP) / max(1, steps - WARMUP)
-    return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def loss_fn(model: torch.nn.Module, seqs: icll.ICLLSequences) -> torch.Tensor:
@@ -58,28 +49,14 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
     torch.manual_seed(seed)
     config = {**CONFIG, "seed": seed}
     model = build_model("bridge-native", config)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
     rng = random.Random(seed)
-    loss_val = float("nan")
-    cpu0 = time.process_time()
-    bar = tqdm(range(steps), disable=not progress, desc="icll-dfa")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps)
-        seqs = icll.sample_sequences(BATCH, seed=rng.randrange(2**31), split="train")
-        loss = loss_fn(model, seqs)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss_val = 0.98 * loss_val + 0.02 * float(loss.detach()) if step else float(loss.detach())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss_val:.3f}")
-    cpu_seconds = time.process_time() - cpu0
-    model.eval()
+
+    def loss_at(step: int) -> torch.Tensor:
+        return loss_fn(model, icll.sample_sequences(BATCH, seed=rng.randrange(2**31), split="train"))
+
+    stats = fit(model, loss_at, steps, LR, WARMUP, "icll-dfa", progress)
     metrics = evaluate(model)
-    metrics["final_train_loss_ema"] = round(loss_val, 4)
+    metrics["final_train_loss_ema"] = round(stats.loss_ema, 4)
     return TrainResult(
         model=model,
         arch="bridge-native",
@@ -94,7 +71,7 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
         steps=steps,
         metrics=metrics,
         notes=notes(metrics, steps),
-        extra={"train_cpu_seconds": round(cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
+        extra={"train_cpu_seconds": round(stats.cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
     )
 
 

@@ -1,0 +1,66 @@
+"""The training loop shared by the zoo's token models.
+
+``fit`` runs AdamW (weight decay 0.01) with a linear warm-up then a cosine decay to a tenth of the
+peak learning rate, clips gradients at norm 1, and keeps an exponential moving average of the
+loss. The caller supplies ``loss_at(step)``, which draws that step's batch from its own seeded
+generator and returns the loss, so each model's data and objective stay in its own module.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class FitStats:
+    loss_ema: float
+    cpu_seconds: float
+
+
+def warmup_cosine(lr: float, warmup: int, steps: int) -> Callable[[int], float]:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` down to ``0.1 * lr``."""
+
+    def at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        frac = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    return at
+
+
+def fit(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, lr: float,
+        warmup: int, desc: str, progress: bool = True,
+        every: tuple[int, Callable[[int], str]] | None = None) -> FitStats:
+    """Train ``model`` in place for ``steps`` steps; ``every=(n, fn)`` logs ``fn(step)`` every n."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = warmup_cosine(lr, warmup, steps)
+    loss_ema = float("nan")
+    cpu0 = time.process_time()
+    bar = tqdm(range(steps), disable=not progress, desc=desc)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = schedule(step)
+        loss = loss_at(step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        value = float(loss.detach())
+        loss_ema = 0.98 * loss_ema + 0.02 * value if step else value
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss_ema:.3f}")
+        if progress and every is not None and step % every[0] == every[0] - 1:
+            model.eval()
+            with torch.no_grad():
+                bar.write(every[1](step))
+            model.train()
+    model.eval()
+    return FitStats(loss_ema=loss_ema, cpu_seconds=time.process_time() - cpu0)
