@@ -522,10 +522,17 @@ def per_layer(model_name, step, metric):
     return sub.groupby("layer")["value"].mean()
 
 
+def n_classes(batch):  # distinct values the summarize probe predicts: the query's class, else its label
+    qc = batch.query_class
+    y = qc if qc is not None and bool((qc >= 0).all()) else batch.target
+    return int(y.unique().numel())
+
+
 for name in MODEL_NAMES:
     xq, sq = per_layer(name, "summarize", "centroid_acc:x_q"), per_layer(name, "summarize", "centroid_acc:s_q")
+    n_cls = max(n_classes(b) for b in prompts[name].values())
     print(f"{name}: s_q probe peaks at layer {int(sq.idxmax())} with {sq.max():.2f} (x_q: {xq.max():.2f} at layer "
-          f"{int(xq.idxmax())}); at layer 0 s_q reads {sq.iloc[0]:.2f}. "
+          f"{int(xq.idxmax())}; {n_cls} classes, chance about {1 / n_cls:.2f}); at layer 0 s_q reads {sq.iloc[0]:.2f}. "
           + ("-> the query's class reaches its forerunner." if sq.max() > sq.iloc[0] + 0.1
              else "-> no clear summary at s_q beyond what layer 0 already holds."))"""),
     ("md", """\
