@@ -573,7 +573,7 @@ for name in MODEL_NAMES:
     acc = r[r.metric == "best_head_accuracy"].value.mean()
     print(f"{name}: best retrieval head L{bl}H{bh}: C = {best_c:.2f}, M = {per_head['M'][(bl, bh)]:.2f}; "
           f"its attention alone classifies {acc:.2f} of the queries (chance {chance[name]:.2f}) "
-          + ("-> a head that retrieves the matching label." if acc > chance[name] + 0.15
+          + ("-> a head that retrieves the matching label." if acc > chance[name] + 0.15 and best_c > 0
              else "-> no single head retrieves the matching label reliably."))"""),
     ("md", """\
 ## Ablations beside their random controls
