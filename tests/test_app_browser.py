@@ -137,7 +137,7 @@ def test_every_page_in_chromium(app_url):
             check_page(page, "4_icl_vs_gd", min_charts=3)
 
             go(page, "ICL vectors")
-            page.get_by_text("Accuracy with and without the vector").wait_for(timeout=180_000)
+            page.get_by_text("Accuracy with and without the vector").first.wait_for(timeout=180_000)
             check_page(page, "6_icl_vectors", min_charts=1)
 
             go(page, "Results")
