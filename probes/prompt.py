@@ -335,13 +335,7 @@ class PromptBuilder:
         """Append x_i, then the forerunner tokens (the last one is s_i), then y_i."""
         if self.query_span is not None:
             raise PromptError("demonstrations must come before the query")
-        start = len(self.tokens)
-        self.add(text)
-        self.demo_spans.append((start, len(self.tokens)))
-        fr = [forerunner] if isinstance(forerunner, int) else list(forerunner)
-        if not fr:
-            raise PromptError("a demonstration needs at least one forerunner token before its label")
-        self.add(fr)
+        self.demo_spans.append(self._text_then_forerunner(text, forerunner, "a demonstration"))
         self.forerunners.append(len(self.tokens) - 1)
         self.labels.append(len(self.tokens))
         self.add([label])
@@ -349,14 +343,31 @@ class PromptBuilder:
         return self
 
     def query(self, text: Sequence[int], forerunner: Sequence[int] | int) -> "PromptBuilder":
-        start = len(self.tokens)
-        self.add(text)
-        self.query_span = (start, len(self.tokens))
+        """Append x_q, then the forerunner tokens; the last one is s_q, the read-out position."""
+        self.query_span = self._text_then_forerunner(text, forerunner, "the query")
+        return self
+
+    def _text_then_forerunner(self, text: Sequence[int], forerunner: Sequence[int] | int,
+                              what: str) -> tuple[int, int]:
+        """Append the text and forerunner tokens; return the text span.
+
+        No forerunner tokens (``()``) with no text means the last token already in the prompt (a
+        separator or BOS) is the forerunner, e.g. for a one-letter string or a query cut at a
+        string boundary; the text span is then empty.
+        """
         fr = [forerunner] if isinstance(forerunner, int) else list(forerunner)
         if not fr:
-            raise PromptError("the query needs a forerunner token (its read-out position)")
+            if len(text) or not self.tokens:
+                raise PromptError(
+                    f"{what} needs a forerunner token; pass forerunner=() only with empty text, to "
+                    f"reuse the last token already in the prompt")
+            last = len(self.tokens) - 1
+            return last, last
+        start = len(self.tokens)
+        self.add(text)
+        span = (start, len(self.tokens))
         self.add(fr)
-        return self
+        return span
 
     def build(
         self,

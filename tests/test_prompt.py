@@ -140,3 +140,16 @@ def test_builder_misuse():
         PromptBuilder().query([1], 2).demo([3], 2, 4)
     with pytest.raises(PromptError, match="unknown role"):
         make_row(1).role_mask("nonsense")
+
+
+def test_forerunner_reused_from_the_prompt_for_empty_text():
+    # a one-token demonstration and a query cut at a boundary read out at the separator itself
+    row = PromptBuilder().add([BOS]).demo([], (), 10).add([SEP]).query([], ()).build(target=10)
+    assert row.tokens[0].tolist() == [BOS, 10, SEP]
+    assert row.forerunner[0].tolist() == [0] and row.label[0].tolist() == [1]
+    assert row.demo_text[0, 0].tolist() == [0, 0] and row.query_text[0].tolist() == [2, 2]
+    assert row.readout[0] == 2
+    with pytest.raises(PromptError, match=r"forerunner=\(\) only with empty text"):
+        PromptBuilder().add([BOS]).demo([5], (), 10)
+    with pytest.raises(PromptError, match="needs a forerunner token"):
+        PromptBuilder().query([], ())

@@ -459,13 +459,13 @@ def make_prompts(
             w = dfa.sample(rng.randint(string_len[0], cap), rng)
             if len(w) >= 2:
                 pb.demo(w[:-2], w[-2], w[-1])
-            else:
-                _demo_one_letter(pb, w[0])
+            else:  # a 1-letter string: its forerunner is the BOS/'|' already in the prompt
+                pb.demo([], (), w[0])
             pb.add([SEP])
         w = dfa.sample(max(rng.randint(string_len[0], cap), 1), rng)
         cut = rng.randrange(len(w))  # predict w[cut] from w[:cut]
-        if cut == 0:
-            _query_at_boundary(pb)
+        if cut == 0:  # cut before its first letter: read out at the '|' (or BOS) just added
+            pb.query([], ())
         else:
             pb.query(w[: cut - 1], w[cut - 1])
         state = dfa.run(w[:cut])
@@ -475,19 +475,3 @@ def make_prompts(
     batch.meta = {"task": "icll", "k": k, "split": split, "seed": seed, "max_len": max_len,
                   "legal_next": legal, "dfa_hashes": [d.canonical_hash() for d in dfas]}
     return batch
-
-
-def _demo_one_letter(pb: PromptBuilder, letter: int) -> None:
-    """A 1-letter string: its forerunner is the BOS/'|' token already in the prompt."""
-    sep_pos = len(pb.tokens) - 1
-    pb.demo_spans.append((sep_pos, sep_pos))
-    pb.forerunners.append(sep_pos)
-    pb.labels.append(len(pb.tokens))
-    pb.add([letter])
-    pb.demo_classes.append(-1)
-
-
-def _query_at_boundary(pb: PromptBuilder) -> None:
-    """The query is cut before its first letter: read out at the '|' (or BOS) just added."""
-    pos = len(pb.tokens) - 1
-    pb.query_span = (pos, pos)
