@@ -71,6 +71,25 @@ def load_or_error(name: str) -> Any | None:
     return None
 
 
+def wait_for_run(state_key: str, run_key: Any, needed: bool, label: str, button_key: str,
+                 note: str | None = None) -> None:
+    """Stop the page until the user presses Run, when ``needed`` and ``run_key`` has not run yet.
+
+    Expensive computations (large models, fine-tuning) wait for a click; cheap ones and inputs
+    already computed in this session go ahead. Call ``mark_run`` once the computation succeeded.
+    """
+    if needed and run_key not in st.session_state.setdefault(state_key, set()):
+        if note:
+            st.info(note)
+        if not st.button(label, type="primary", key=button_key):
+            st.stop()
+
+
+def mark_run(state_key: str, run_key: Any) -> None:
+    """Remember that ``run_key`` has run, so ``wait_for_run`` lets it through from now on."""
+    st.session_state.setdefault(state_key, set()).add(run_key)
+
+
 def guarded(fn: Callable[[], Any], what: str) -> Any | None:
     """Run ``fn``; show expected errors on the page and return None."""
     try:
@@ -90,4 +109,5 @@ def module_available(name: str) -> bool:
 
 
 __all__ = ["al", "get_model", "model_picker", "load_or_error", "show_error", "guarded",
+           "wait_for_run", "mark_run",
            "module_available", "builtin_names"]

@@ -35,15 +35,10 @@ if al.model_kind(model) == "vector":
     st.info("This model reads real vectors, not tokens: token head scores do not apply to it.")
     st.stop()
 
-requested = st.session_state.setdefault("scan_requested", set())
 key = (model_name, seed)
 small = al.model_summary(model)["n_layers"] * al.model_summary(model)["n_heads"] <= 64
-if key not in requested and not small:
-    st.info("This model has many heads; the scan takes a while.")
-    if st.button("Run head scan", key="scan_run", type="primary"):
-        requested.add(key)
-        st.rerun()
-    st.stop()
+ui.wait_for_run("scan_requested", key, not small, "Run head scan", "scan_run",
+                note="This model has many heads; the scan takes a while.")
 try:
     with st.status(f"Scanning every head of {model_name}…", expanded=False) as status:
         df = cached_scan(model_name, seed)
@@ -51,7 +46,7 @@ try:
 except ui.EXPECTED_ERRORS as err:
     ui.show_error(err, "head scan failed")
     st.stop()
-requested.add(key)
+ui.mark_run("scan_requested", key)
 
 scores = list(dict.fromkeys(df["score"]))
 st.subheader("Heatmaps")

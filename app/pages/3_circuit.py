@@ -131,10 +131,7 @@ window = st.slider("Ablation window (fraction of layers)", 0.0, 1.0, (0.0, 0.25)
                    key="circ_window")
 small = al.model_summary(model)["n_layers"] * al.model_summary(model)["n_heads"] <= 64
 run_key = (model_name, task, k, n_prompts, n_seeds, window)
-done = st.session_state.setdefault("circ_done", set())
-if not small and run_key not in done:
-    if not st.button("Run the circuit", type="primary", key="circ_run"):
-        st.stop()
+ui.wait_for_run("circ_done", run_key, not small, "Run the circuit", "circ_run")
 parts = []
 bar = st.progress(0.0, text="Running the circuit…")
 try:
@@ -146,7 +143,7 @@ except ui.EXPECTED_ERRORS as err:
     ui.show_error(err, "cannot run the circuit")
     st.stop()
 bar.empty()
-done.add(run_key)
+ui.mark_run("circ_done", run_key)
 import pandas as pd  # noqa: E402
 
 render(pd.concat(parts, ignore_index=True))

@@ -165,11 +165,8 @@ lr = float(g2.number_input("GD learning rate", min_value=1e-5, max_value=10.0, v
                            key="gd_lr"))
 epochs = int(g3.number_input("GD epochs", min_value=1, max_value=100, value=5, key="gd_epochs"))
 run_key = (model_name, task, tuple(ks), n_prompts, n_seeds, subset, lr, epochs)
-done = st.session_state.setdefault("gd_done", set())
-if run_key not in done:
-    st.info("Fine-tunes a copy of the model on each prompt's demonstrations; press Run.")
-    if not st.button("Run ICL vs GD", type="primary", key="gd_run"):
-        st.stop()
+ui.wait_for_run("gd_done", run_key, True, "Run ICL vs GD", "gd_run",
+                note="Fine-tunes a copy of the model on each prompt's demonstrations; press Run.")
 if not ks:
     st.error("Pick at least one k.")
     st.stop()
@@ -185,5 +182,5 @@ except ui.EXPECTED_ERRORS as err:
     ui.show_error(err, "cannot run the comparison")
     st.stop()
 bar.empty()
-done.add(run_key)
+ui.mark_run("gd_done", run_key)
 render_lm(pd.concat(parts, ignore_index=True))

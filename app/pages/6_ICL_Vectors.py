@@ -89,14 +89,9 @@ except vs.StudyError as err:
     st.stop()
 
 key = (model_name, task, k, n_prompts, seed, methods, lambdas, layer_step)
-requested = st.session_state.setdefault("vec_requested", set())
 small = model.cfg.n_layers * model.cfg.n_heads <= 64 and n_prompts <= 64
-if key not in requested and not small:
-    st.info("This model is large for a CPU: the study takes minutes.")
-    if st.button("Run study", key="vec_run", type="primary"):
-        requested.add(key)
-        st.rerun()
-    st.stop()
+ui.wait_for_run("vec_requested", key, not small, "Run study", "vec_run",
+                note="This model is large for a CPU: the study takes minutes.")
 
 try:
     with st.status(f"Running the ICL vector study on {model_name} / {task}…", expanded=False) as status:
@@ -108,7 +103,7 @@ except (vs.StudyError, *ui.EXPECTED_ERRORS) as err:
 except Exception as err:  # still the user's input (e.g. a model the hooks do not fit), not a crash
     ui.show_error(err, f"the study failed ({type(err).__name__})")
     st.stop()
-requested.add(key)
+ui.mark_run("vec_requested", key)
 
 if "summary" in out:
     summary = out["summary"]
