@@ -1,0 +1,169 @@
+"""probes.stats: known answers from simulation and hand computation."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from probes import stats as S
+
+
+def _sim_paired_binary(rng, n, p_base, p_disc, effect):
+    """Paired 0/1 outcomes: a fraction p_disc of prompts is discordant, split so that
+    mean(a) - mean(b) = effect in expectation."""
+    disc = rng.random(n) < p_disc
+    a_wins = rng.random(n) < (p_disc + effect) / (2 * p_disc)
+    base = (rng.random(n) < p_base).astype(float)
+    a = np.where(disc, a_wins.astype(float), base)
+    b = np.where(disc, 1.0 - a_wins.astype(float), base)
+    return a, b
+
+
+@pytest.mark.slow
+def test_paired_interval_covers_true_effect_95_percent():
+    rng = np.random.default_rng(1)
+    true = 0.3
+    hits = 0
+    for _ in range(1000):
+        prompt = rng.normal(0, 1, 60)  # shared per-prompt difficulty: the pairing matters
+        a = prompt + true + rng.normal(0, 1, 60)
+        b = prompt + rng.normal(0, 1, 60)
+        c = S.paired(a, b, seed=int(rng.integers(1 << 30)))
+        hits += c.effect_ci_low <= true <= c.effect_ci_high
+    assert 930 <= hits <= 970, hits
+
+
+@pytest.mark.slow
+def test_paired_binary_interval_covers_true_effect():
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(1000):
+        a, b = _sim_paired_binary(rng, 200, 0.6, 0.3, -0.1)
+        c = S.paired(a, b, seed=int(rng.integers(1 << 30)))
+        hits += c.effect_ci_low <= -0.1 <= c.effect_ci_high
+    assert 930 <= hits <= 970, hits
+
+
+def test_wilson_interval_covers_true_proportion():
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(1000):
+        e = S.estimate((rng.random(128) < 0.3).astype(float))
+        hits += e.ci_low <= 0.3 <= e.ci_high
+    assert 930 <= hits <= 970, hits
+
+
+@pytest.mark.slow
+def test_null_p_values_are_uniform():
+    rng = np.random.default_rng(4)
+    ps = []
+    for _ in range(1000):
+        prompt = rng.normal(0, 1, 40)
+        ps.append(S.paired(prompt + rng.normal(0, 1, 40), prompt + rng.normal(0, 1, 40),
+                           seed=int(rng.integers(1 << 30))).p_value)
+    assert sps.kstest(ps, "uniform").pvalue > 0.01
+
+
+def test_unpaired_null_p_values_are_uniform():
+    rng = np.random.default_rng(5)
+    ps = [S.unpaired(rng.normal(0, 1, 30), rng.normal(0, 1, 30), seed=i).p_value for i in range(400)]
+    assert sps.kstest(ps, "uniform").pvalue > 0.01
+
+
+def test_benjamini_hochberg_hand_computed():
+    p = [0.01, 0.04, 0.03, 0.005, 0.5]
+    # sorted: 0.005 (r1), 0.01 (r2), 0.03 (r3), 0.04 (r4), 0.5 (r5); p*m/r = .025 .025 .05 .05 .5;
+    # then the running minimum from the top
+    np.testing.assert_allclose(S.bh(p), [0.025, 0.05, 0.05, 0.025, 0.5])
+    q = S.bh([0.02, math.nan, 0.04])
+    assert math.isnan(q[1]) and q[0] == pytest.approx(0.04) and q[2] == pytest.approx(0.04)
+
+
+def _mcnemar_power(rng, n, p_disc, effect, alpha, sims=4000):
+    n_disc = rng.binomial(n, p_disc, sims)
+    n10 = rng.binomial(n_disc, (p_disc + effect) / (2 * p_disc))
+    k = np.minimum(n10, n_disc - n10)
+    p = np.minimum(1.0, 2 * sps.binom.cdf(k, n_disc, 0.5))
+    return float((p < alpha).mean())
+
+
+def test_mde_matches_simulation_within_10_percent():
+    for n, p_disc in [(128, 0.3), (400, 0.2), (64, 0.5)]:
+        mde = S.mde_paired(n, p_disc)
+        grid = np.linspace(0.2 * mde, 2.0 * mde, 91)
+        power = np.array([_mcnemar_power(np.random.default_rng(7), n, p_disc, d, 0.05) for d in grid])
+        sim_mde = float(grid[np.argmax(power >= 0.8)])
+        assert abs(sim_mde - mde) / mde < 0.10, (n, p_disc, mde, sim_mde)
+    # n_paired inverts mde_paired
+    assert S.n_paired(S.mde_paired(200, 0.25), 0.25) in (200, 201)
+
+
+def test_mde_edge_cases():
+    assert math.isnan(S.mde_paired(3, 0.05))  # 3 prompts: nothing is detectable
+    # no discordance observed: the effect itself sets the discordance; still the inverse of n_paired
+    m = S.mde_paired(200, 0.0)
+    assert 0 < m < 0.1 and S.n_paired(m, 0.0) in (200, 201)
+    assert S.n_paired(0.4, 0.2) == S.n_paired(0.4, 0.4)
+    with pytest.raises(S.StatsError, match="0 < |effect| <= 1"):
+        S.n_paired(0.0, 0.2)
+
+
+def test_paired_binary_uses_mcnemar_exact():
+    a = np.array([1] * 10 + [0] * 2 + [1] * 20)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 20)
+    c = S.paired(a, b)
+    assert c.test == "mcnemar"
+    assert c.p_value == pytest.approx(sps.binomtest(10, 12, 0.5).pvalue)
+    assert c.effect == pytest.approx(8 / 32)
+    assert c.p_discordant == pytest.approx(12 / 32)
+
+
+def test_verdicts():
+    assert S.verdict(0.1, 0.2, 0.001, 0.05) == "significant"
+    assert S.verdict(-0.02, 0.03, 0.6, 0.08).startswith("no effect detected (MDE = 0.080")
+    assert S.verdict(-0.2, 0.03, 0.6, 0.08) == "inconclusive"
+    assert S.verdict(-0.02, 0.03, 0.6) == "inconclusive"  # no MDE: never claim no effect
+
+
+def test_compare_pairs_on_units_and_applies_bh_over_family():
+    rng = np.random.default_rng(8)
+    rows = []
+    for seed in (0, 1):
+        for p in range(100):
+            base = float(rng.random() < 0.8)
+            for cond, val in [("unablated", base), ("knock", base * float(rng.random() < 0.5)),
+                              ("knock:random", base), ("other", base), ("other:random", base)]:
+                rows.append(dict(seed=seed, prompt=p, condition=cond, value=val))
+    df = pd.DataFrame(rows).sample(frac=1, random_state=0)  # order must not matter
+    out = S.compare(df, [("knock", "knock:random"), ("other", "other:random")])
+    assert list(out.condition) == ["knock", "other"]
+    assert (out.n == 200).all()
+    k = out.iloc[0]
+    assert k.verdict == "significant" and k.effect < -0.3 and k.q_value < 1e-6
+    o = out.iloc[1]
+    assert o.effect == 0 and o.p_value == 1.0 and o.verdict.startswith("no effect detected")
+    np.testing.assert_allclose(out.q_value, S.bh(out.p_value))
+
+
+def test_summarize_and_errors():
+    df = pd.DataFrame(dict(g=["a"] * 50 + ["b"] * 50, value=[1.0] * 30 + [0.0] * 20 + list(np.linspace(0, 1, 50))))
+    s = S.summarize(df, ["g"])
+    assert list(s.columns) == ["g", *S.EST_COLUMNS]
+    assert s.iloc[0].value == pytest.approx(0.6) and s.iloc[0].ci_low < 0.6 < s.iloc[0].ci_high
+    assert s.iloc[1].ci_low < 0.5 < s.iloc[1].ci_high
+    with pytest.raises(S.StatsError, match="no values"):
+        S.estimate([])
+    with pytest.raises(S.StatsError, match="same prompts"):
+        S.paired([1, 0], [1, 0, 1])
+    with pytest.raises(S.StatsError, match="non-finite"):
+        S.estimate([1.0, math.nan])
+
+
+def test_pilot_power_answers_how_many_prompts():
+    a, b = _sim_paired_binary(np.random.default_rng(9), 128, 0.7, 0.25, -0.05)
+    c = S.paired(a, b)
+    out = S.pilot_power(c.as_dict(), 0.05)
+    assert out["n_needed"] == S.n_paired(0.05, out["p_discordant"])
+    assert out["mde"] == pytest.approx(S.mde_paired(128, out["p_discordant"]))
