@@ -17,12 +17,18 @@ On any model and any PromptBatch with demonstrations and a candidate label set:
    beside its matched random control; accuracy among the candidates, plus unablated and zero-shot.
 
 ``circuit_table`` runs all four on one batch per seed and returns one tidy pandas table: columns
-step, layer, head, metric, value, window, model, task, k, seed, n_prompts (layer/head -1 where a row
-is not per layer/head).
+step, layer, head, metric, value, prompt, sd, window, model, task, k, seed, n_prompts (layer/head -1
+where a row is not per layer/head). Rows with ``prompt = -1`` are means over the unit's prompts;
+rows with ``prompt >= 0`` hold one prompt's value (0/1 outcomes of the ablations and of the
+centroid probe, per-layer merge counts), which ``circuit_stats`` pools over seeds to give
+intervals, paired tests against the matched controls, BH q-values and verdicts (``probes.stats``).
+Per-head means (merge A, retrieve M and C) carry their spread over prompts in ``sd`` instead,
+which ``circuit_stats`` pools analytically (a full per-prompt table for 270 heads would be large).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
@@ -33,10 +39,12 @@ from torch import Tensor
 from circuits.interventions import (
     Intervention, InterventionError, knockout, layer_window, random_control, readout_forward, sweep,
 )
-from circuits.patching import accuracy_metric
+from circuits.patching import correct_metric
+from probes import stats
 from probes.prompt import PromptBatch, PromptBuilder
 
-COLUMNS = ["step", "layer", "head", "metric", "value", "window", "model", "task", "k", "seed", "n_prompts"]
+COLUMNS = ["step", "layer", "head", "metric", "value", "prompt", "sd", "window", "model", "task", "k", "seed",
+           "n_prompts"]
 
 # name -> (query role, key role, pairing), Cho et al. Table 1 lines 2-5 and Table 2.
 ABLATIONS: dict[str, tuple[str, str, str]] = {
@@ -104,29 +112,63 @@ def _capture_rows(model: Any, batch: PromptBatch, chunk: int = 16) -> dict[str, 
 
 
 # ---------------------------------------------------------------------- step 1
-def centroid_accuracy(x: Float[Tensor, "n d"], y: Tensor, folds: int = 2, seed: int = 0) -> float:
-    """Accuracy of Cho et al.'s centroid classifier (``probes.representation.CentroidProbe``,
-    nearest class mean), k-fold over the prompts: each fold is scored by class means of the others.
-    """
-    from probes.representation import probe_accuracy
+def stratified_folds(y: Tensor, folds: int = 2, seed: int = 0) -> Tensor:
+    """Fold index of each item, dealt round-robin within each class after a seeded shuffle, so every
+    fold holds each class in proportion. (Plain random folds make held-out accuracy of a class-mean
+    classifier fall *below* chance when there is no signal: a class that is over-represented in the
+    test fold is under-represented, and so noisier, in the training fold.)"""
+    g = torch.Generator().manual_seed(seed)
+    fold = torch.empty(len(y), dtype=torch.long)
+    offset = 0
+    for c in torch.unique(y):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        fold[idx] = (torch.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return fold
 
-    n = x.shape[0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    correct = 0.0
+
+def centroid_correct(x: Float[Tensor, "n d"], y: Tensor, folds: int = 2, seed: int = 0) -> Tensor:
+    """Per-prompt 0/1 outcome of Cho et al.'s centroid classifier (``probes.representation``'s
+    nearest class mean), cross-validated over stratified folds: each fold is scored by the class
+    means of the others. A class absent from a training fold cannot be predicted there."""
+    from probes.representation import CentroidProbe
+
+    fold = stratified_folds(y, folds, seed)
+    out = torch.zeros(len(y))
     for f in range(folds):
-        test = perm[f::folds]
-        train = torch.ones(n, dtype=torch.bool)
-        train[test] = False
-        correct += probe_accuracy(x[train], y[train], x[test], y[test], "centroid") * len(test)
-    return correct / n
+        test, train = fold == f, fold != f
+        if not test.any():
+            continue
+        if torch.unique(y[train]).numel() < 2:
+            raise ValueError("a training fold with a single class: no probe to fit")
+        out[test] = (CentroidProbe().fit(x[train], y[train]).predict(x[test]) == y[test]).float()
+    return out
 
 
-def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0) -> list[dict]:
-    """Centroid-probe accuracy per layer at x_q's last token and s_q.
+def centroid_accuracy(x: Float[Tensor, "n d"], y: Tensor, folds: int = 2, seed: int = 0) -> float:
+    """Mean of ``centroid_correct``: held-out accuracy of the centroid classifier."""
+    return float(centroid_correct(x, y, folds, seed).mean())
+
+
+def _prompt_rows(base: dict, values: Tensor) -> list[dict]:
+    """One aggregate row (prompt -1, the mean) and one row per prompt."""
+    v = values.detach().float().cpu()
+    rows = [dict(base, value=float(v.mean()), prompt=-1)]
+    rows += [dict(base, value=float(x), prompt=i) for i, x in enumerate(v.tolist())]
+    return rows
+
+
+def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0, n_shuffles: int = 16) -> list[dict]:
+    """Centroid-probe accuracy per layer at x_q's last token and s_q, per prompt and on average.
 
     ``centroid_acc:*`` predicts the query's class (``query_class``, else the target label);
     ``centroid_acc_label:*`` predicts the target label token (differs when the class -> label map
-    changes per prompt, as in the zoo classify task).
+    changes per prompt, as in the zoo classify task). ``*_null:*`` is each prompt's accuracy with
+    the labels shuffled across prompts, averaged over ``n_shuffles`` shuffles: the chance level of
+    this class mix and fold split (for icl-classify's 16 query classes about 1/16, not the 1/8 of
+    its 8 label tokens), measured on the same prompts, so ``circuit_stats`` tests each layer
+    against it with a paired test.
     """
     has_class = batch.query_class is not None and bool((batch.query_class >= 0).all())
     targets = {"centroid_acc": batch.query_class if has_class else batch.target}
@@ -136,15 +178,20 @@ def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0)
     # open-vocabulary tasks, where every answer is its own class): skip those targets
     targets = {m: y for m, y in targets.items()
                if y.unique().numel() >= 2 and int(y.unique(return_counts=True)[1].max()) >= 2}
+    g = torch.Generator().manual_seed(10_000 + seed)
     rows = []
     for metric, y in targets.items():
+        shuffles = [y[torch.randperm(len(y), generator=g)] for _ in range(n_shuffles)]
         for name, key in (("x_q", "resid_xq"), ("s_q", "resid_sq")):
             for l in range(cap[key].shape[0]):
                 try:
-                    acc = centroid_accuracy(cap[key][l], y, seed=seed)
+                    ok = centroid_correct(cap[key][l], y, seed=seed)
+                    null = torch.stack([centroid_correct(cap[key][l], ys, seed=seed) for ys in shuffles]).mean(0)
                 except ValueError:  # a training fold with a single class: no probe to fit
                     continue
-                rows.append(dict(step="summarize", layer=l, head=-1, metric=f"{metric}:{name}", value=acc))
+                base = dict(step="summarize", layer=l, head=-1)
+                rows += _prompt_rows(dict(base, metric=f"{metric}:{name}"), ok)
+                rows += _prompt_rows(dict(base, metric=f"{metric}_null:{name}"), null)
     return rows
 
 
@@ -167,8 +214,6 @@ def wrong_label_batch(batch: PromptBatch, seed: int = 0) -> PromptBatch:
                 continue
             others = [c for c in cands if c != int(toks[b, p])]
             toks[b, p] = others[int(torch.randint(len(others), (1,), generator=g))]
-    from dataclasses import replace
-
     return replace(batch, tokens=toks)
 
 
@@ -180,16 +225,17 @@ def merge_rows(label_rows: Tensor, batch: PromptBatch, tag: str) -> list[dict]:
     valid = batch.demo_mask[None, :, None, :].float()
     thresh = (5.0 / batch.lengths.float())[None, :, None, None]
     above = ((a > thresh).float() * valid).sum(2)  # [L, B, K] heads above threshold
-    n_heads = above.sum((1, 2)) / valid[0, :, 0].sum()
-    head_mean = (a * valid).sum((1, 3)) / valid.sum((1, 3))  # [L, H]
+    per_prompt_heads = above.sum(2) / valid[0, :, 0].sum(-1).clamp(min=1)  # [L, B]
+    per_prompt_a = (a * valid).sum(3) / valid.sum(3).clamp(min=1)  # [L, B, H]: mean over demos
+    head_mean, head_sd = per_prompt_a.mean(1), per_prompt_a.std(1)  # [L, H]
     rows = []
     for l in range(L):
-        rows.append(dict(step="merge", layer=l, head=-1, metric=f"n_heads:{tag}", value=float(n_heads[l])))
+        rows += _prompt_rows(dict(step="merge", layer=l, head=-1, metric=f"n_heads:{tag}"), per_prompt_heads[l])
         rows.append(dict(step="merge", layer=l, head=-1, metric=f"copy_magnitude:{tag}",
-                         value=float(head_mean[l].max())))
+                         value=float(head_mean[l].max()), prompt=-1))
         for h in range(H):
             rows.append(dict(step="merge", layer=l, head=h, metric=f"A[y_i->s_i]:{tag}",
-                             value=float(head_mean[l, h])))
+                             value=float(head_mean[l, h]), sd=float(head_sd[l, h]), prompt=-1))
     return rows
 
 
@@ -203,13 +249,17 @@ def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
     a = a * valid
     ytok = batch.label_tokens  # [B, K]
     correct = (ytok == batch.target[:, None])[None, :, None, :]
-    M = a.sum(-1).mean(1)  # [L, H]
-    C = (torch.where(correct, a, -a) * valid).sum(-1).mean(1)
+    M_b = a.sum(-1)  # [L, B, H]
+    C_b = (torch.where(correct, a, -a) * valid).sum(-1)
+    M, C = M_b.mean(1), C_b.mean(1)  # [L, H]
+    M_sd, C_sd = M_b.std(1), C_b.std(1)
     rows = []
     for l in range(L):
         for h in range(H):
-            rows.append(dict(step="retrieve", layer=l, head=h, metric="M", value=float(M[l, h])))
-            rows.append(dict(step="retrieve", layer=l, head=h, metric="C", value=float(C[l, h])))
+            rows.append(dict(step="retrieve", layer=l, head=h, metric="M", value=float(M[l, h]),
+                             sd=float(M_sd[l, h]), prompt=-1))
+            rows.append(dict(step="retrieve", layer=l, head=h, metric="C", value=float(C[l, h]),
+                             sd=float(C_sd[l, h]), prompt=-1))
     if batch.candidates is None:  # open vocabulary: no label distribution over a label set
         return rows
     flat = int(C.flatten().argmax())
@@ -222,9 +272,11 @@ def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
     is_t = cand == batch.target[:, None]
     p_t = (p * is_t).sum(-1)
     pred_ok = is_t.gather(1, p.argmax(-1, keepdim=True)).squeeze(1) & (mass.sum(-1) > 0)
-    rows.append(dict(step="retrieve", layer=bl, head=bh, metric="best_head_p_target", value=float(p_t.mean())))
-    rows.append(dict(step="retrieve", layer=bl, head=bh, metric="best_head_accuracy", value=float(pred_ok.float().mean())))
-    rows.append(dict(step="retrieve", layer=-1, head=-1, metric="chance", value=float((1.0 / (cand >= 0).sum(-1).float()).mean())))
+    best = dict(step="retrieve", layer=bl, head=bh)
+    rows += _prompt_rows(dict(best, metric="best_head_p_target"), p_t)
+    rows += _prompt_rows(dict(best, metric="best_head_accuracy"), pred_ok.float())
+    rows.append(dict(step="retrieve", layer=-1, head=-1, metric="chance",
+                     value=float((1.0 / (cand >= 0).sum(-1).float()).mean()), prompt=-1))
     return rows
 
 
@@ -259,17 +311,17 @@ def ablation_interventions(layers: Sequence[int], seed: int = 0,
 
 def ablation_rows(model: Any, batch: PromptBatch, layers: Sequence[int], seed: int = 0,
                   zero_shot: PromptBatch | None = None) -> list[dict]:
+    """Accuracy per prompt (0/1) and on average: unablated, zero-shot, each knockout and its control."""
     ivs = ablation_interventions(layers, seed)
     with torch.no_grad():
-        accs = sweep(model, batch, ivs, accuracy_metric, max_rows=256)
-        base = accuracy_metric(readout_forward(model, batch.trim().tokens, batch.readout), batch)
+        outcomes = sweep(model, batch, ivs, correct_metric, max_rows=256)  # [n_iv, B]
+        base = correct_metric(readout_forward(model, batch.trim().tokens, batch.readout), batch)
         zs = zero_shot if zero_shot is not None else zero_shot_batch(batch)
-        zacc = accuracy_metric(readout_forward(model, zs.trim().tokens, zs.readout), zs)
-    rows = [dict(step="ablation", layer=-1, head=-1, metric="acc:unablated", value=float(base)),
-            dict(step="ablation", layer=-1, head=-1, metric="acc:zero_shot", value=float(zacc))]
-    for iv, acc in zip(ivs, accs):
-        rows.append(dict(step="ablation", layer=-1, head=-1, metric=f"acc:{iv.name.replace(' (random)', ':random')}",
-                         value=float(acc)))
+        zacc = correct_metric(readout_forward(model, zs.trim().tokens, zs.readout), zs)
+    row = dict(step="ablation", layer=-1, head=-1)
+    rows = _prompt_rows(dict(row, metric="acc:unablated"), base) + _prompt_rows(dict(row, metric="acc:zero_shot"), zacc)
+    for iv, acc in zip(ivs, outcomes):
+        rows += _prompt_rows(dict(row, metric=f"acc:{iv.name.replace(' (random)', ':random')}"), acc)
     return rows
 
 
@@ -297,6 +349,8 @@ def run_circuit(model: Any, batch: PromptBatch, seed: int = 0, window: tuple[flo
     if "ablation" in steps:
         rows += ablation_rows(model, batch, abl_layers, seed, zero_shot)
     df = pd.DataFrame(rows)
+    df["prompt"] = df["prompt"].fillna(-1).astype(int) if "prompt" in df else -1
+    df["sd"] = df["sd"].astype(float) if "sd" in df else float("nan")
     df["window"] = win
     df["seed"] = seed
     df["n_prompts"] = batch.batch_size
@@ -319,29 +373,130 @@ def circuit_table(model: Any, batches: Mapping[int, PromptBatch], model_name: st
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread over seeds of every (step, layer, head, metric)."""
-    g = table.groupby(["model", "task", "step", "layer", "head", "metric", "window", "k"], sort=False)["value"]
+    """Mean and spread over seeds of every (step, layer, head, metric) of the per-seed means.
+
+    The seed spread is a secondary figure: ``circuit_stats`` gives the intervals over prompts."""
+    agg = table[table["prompt"] < 0] if "prompt" in table else table
+    g = agg.groupby(["model", "task", "step", "layer", "head", "metric", "window", "k"], sort=False)["value"]
     out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["n_prompts"] = table.groupby(["model", "task"])["n_prompts"].transform("first").iloc[0] if len(table) else 0
     return out
 
 
-def ablation_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per ablation: accuracy (mean, std over seeds) beside its random control."""
-    abl = table[table.step == "ablation"]
+UNIT = ["model", "task", "k"]
+"""One circuit run: the family over which q-values are computed."""
+
+
+@dataclass
+class CircuitStats:
+    """``estimates``: every measured quantity with n, value, ci_low, ci_high (pooled over seeds);
+    ``comparisons``: each knockout against its matched random control per window, unablated
+    against zero-shot (family ``ablation``), and each layer's centroid probe against its shuffled-
+    label null (family ``summarize``), with effect, interval, p, BH q within (family, model, task,
+    k), MDE and verdict."""
+
+    estimates: pd.DataFrame
+    comparisons: pd.DataFrame
+
+
+def _per_prompt(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["prompt"] >= 0]
+
+
+def _estimates(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    by = [*UNIT, "window", "step", "layer", "head", "metric"]
+    parts = [stats.summarize(_per_prompt(table), by, level=level)]
+    heads = table[(table["prompt"] < 0) & table["sd"].notna()]
     rows = []
-    for (model, task), t in abl.groupby(["model", "task"], sort=False):
-        stats = t.groupby("metric")["value"].agg(["mean", "std", "count"])
-        n = int(t["n_prompts"].iloc[0])
-        win = t["window"].iloc[0]
+    for key, g in heads.groupby(by, sort=False):
+        est = stats.pooled_estimate(g["value"], g["sd"], g["n_prompts"], level)
+        rows.append({**dict(zip(by, key)), **est.as_dict()})
+    parts.append(pd.DataFrame(rows, columns=[*by, *stats.EST_COLUMNS]))
+    return pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) \
+        else pd.DataFrame(columns=[*by, *stats.EST_COLUMNS])
+
+
+def _ablation_family(run: pd.DataFrame, level: float, alpha: float) -> pd.DataFrame:
+    abl = _per_prompt(run[run.step == "ablation"]).assign(condition=lambda d: d.metric.str.removeprefix("acc:"))
+    if abl.empty:
+        return pd.DataFrame()
+    names = [n for n in ABLATIONS if n in set(abl.condition)]
+    parts = []
+    first = abl.window.iloc[0]
+    for win, w in abl.groupby("window", sort=False):
+        pairs = [(n, f"{n}:random") for n in names] + ([("unablated", "zero_shot")] if win == first else [])
+        parts.append(stats.compare(w, pairs, condition="condition", level=level, alpha=alpha).assign(window=win))
+    out = pd.concat(parts, ignore_index=True)
+    return stats.add_q_and_verdicts(out, alpha).assign(family="ablation")
+
+
+def _summarize_family(run: pd.DataFrame, level: float, alpha: float) -> pd.DataFrame:
+    summ = _per_prompt(run[run.step == "summarize"])
+    if summ.empty:
+        return pd.DataFrame()
+    summ = summ.assign(condition=summ.metric + "@" + summ.layer.astype(str))
+    real = [m for m in summ.metric.unique() if "_null:" not in m]
+    pairs = [(f"{m}@{l}", f"{m.replace(':', '_null:', 1)}@{l}")
+             for m in real for l in sorted(summ[summ.metric == m].layer.unique())]
+    out = stats.compare(summ[summ.window == summ.window.iloc[0]], pairs, condition="condition", level=level,
+                        alpha=alpha)
+    site = out.condition.str.split("@", expand=True)
+    return out.assign(condition=site[0], layer=site[1].astype(int), family="summarize")
+
+
+def circuit_stats(table: pd.DataFrame, level: float = stats.LEVEL, alpha: float = stats.ALPHA) -> CircuitStats:
+    """Intervals, paired tests and verdicts for a ``circuit_table`` (one or more runs and seeds).
+
+    Seeds pool into the prompt sample (resampling unit: (seed, prompt)). Knockout vs its random
+    control and unablated vs zero-shot are paired on the same prompts (McNemar); q-values are
+    Benjamini-Hochberg over each run's family (5 knockouts x windows + unablated vs zero-shot).
+    """
+    if "prompt" not in table:
+        raise CircuitError("this circuit table has no per-prompt rows (it predates the statistics layer): "
+                           "recompute it with circuit_table or `iclwb sweep run`")
+    cmp = []
+    for key, run in table.groupby(UNIT, sort=False):
+        for fam in (_ablation_family(run, level, alpha), _summarize_family(run, level, alpha)):
+            if len(fam):
+                cmp.append(fam.assign(**dict(zip(UNIT, key))))
+    comparisons = pd.concat(cmp, ignore_index=True) if cmp else pd.DataFrame()
+    return CircuitStats(_estimates(table, level), comparisons)
+
+
+def ablation_summary(table: pd.DataFrame, level: float = stats.LEVEL, alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """One row per (run, window, ablation): pooled accuracy with its interval beside the random
+    control's, the paired effect (knockout - control; for ``zero_shot``: zero-shot - unablated),
+    p, q, MDE and verdict. Also ``acc_mean`` / ``random_mean`` (the pooled accuracies), their
+    spread over seeds ``acc_std`` / ``random_std``, ``n_seeds`` and ``n_prompts`` per seed."""
+    abl = table[table.step == "ablation"]
+    if abl.empty:
+        return pd.DataFrame()
+    cs = circuit_stats(abl, level, alpha)
+    est = cs.estimates.set_index([*UNIT, "window", "metric"])
+    cmp = cs.comparisons
+    seed_means = abl[abl["prompt"] < 0].groupby([*UNIT, "window", "metric"])["value"].agg(["std", "count"])
+    rows = []
+    for (model, task, k, win), part in abl.groupby([*UNIT, "window"], sort=False):
         for name in ["unablated", "zero_shot", *ABLATIONS]:
-            key = f"acc:{name}"
-            if key not in stats.index:
+            key = (model, task, k, win, f"acc:{name}")
+            if key not in est.index:
                 continue
-            r = dict(model=model, task=task, ablation=name, window=win, acc_mean=stats.loc[key, "mean"],
-                     acc_std=stats.loc[key, "std"], n_seeds=int(stats.loc[key, "count"]), n_prompts=n)
-            rk = f"acc:{name}:random"
-            if rk in stats.index:
-                r.update(random_mean=stats.loc[rk, "mean"], random_std=stats.loc[rk, "std"])
+            e = est.loc[key]
+            r = dict(model=model, task=task, k=k, ablation=name, window=win, n=int(e.n), acc_mean=e.value,
+                     ci_low=e.ci_low, ci_high=e.ci_high, acc_std=seed_means.loc[key, "std"],
+                     n_seeds=int(seed_means.loc[key, "count"]), n_prompts=int(part["n_prompts"].iloc[0]))
+            rk = (model, task, k, win, f"acc:{name}:random")
+            if rk in est.index:
+                r.update(random_mean=est.loc[rk].value, random_ci_low=est.loc[rk].ci_low,
+                         random_ci_high=est.loc[rk].ci_high, random_std=seed_means.loc[rk, "std"])
+            c = cmp[(cmp.model == model) & (cmp.task == task) & (cmp.k == k) & (cmp.family == "ablation")
+                    & (cmp.condition == ("unablated" if name == "zero_shot" else name))]
+            c = c[c.window == win] if name != "zero_shot" else c
+            if len(c):
+                c = c.iloc[0]
+                sign = -1.0 if name == "zero_shot" else 1.0
+                lo, hi = sorted((sign * c.effect_ci_low, sign * c.effect_ci_high))
+                r.update(effect=sign * c.effect, effect_ci_low=lo, effect_ci_high=hi, p_value=c.p_value,
+                         q_value=c.q_value, mde=c.mde, verdict=c.verdict)
             rows.append(r)
     return pd.DataFrame(rows)

@@ -48,10 +48,16 @@ def logit_diff(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Tens
     return (t - o).mean()
 
 
+def correct_metric(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Float[Tensor, " batch"]:
+    """1.0 for each prompt whose prediction is the target, else 0.0 (the per-prompt outcome that
+    paired tests and intervals resample; ``accuracy_metric`` is its mean)."""
+    return (predictions(logits, batch) == batch.target).float()
+
+
 def accuracy_metric(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Tensor:
     """Share of prompts whose prediction is the target: arg-max over the candidates when the batch
     has them, else over the whole vocabulary (not differentiable)."""
-    return (predictions(logits, batch) == batch.target).float().mean()
+    return correct_metric(logits, batch).mean()
 
 
 # ---------------------------------------------------------------------- activation patching

@@ -148,6 +148,25 @@ def estimate(x: Iterable[float], level: float = LEVEL, seed: int = 0) -> Estimat
     return Estimate(n, v, lo, hi)
 
 
+def pooled_estimate(means: Sequence[float], sds: Sequence[float], ns: Sequence[int], level: float = LEVEL) -> Estimate:
+    """The mean of several samples pooled into one, from each sample's mean, sd and size, with a
+    t interval: for per-unit means (e.g. a head's attention mass averaged over one seed's prompts)
+    whose per-prompt values are not stored. Equals the t interval of the concatenated samples."""
+    m, s, k = (np.asarray(v, dtype=float) for v in (means, sds, ns))
+    N = float(k.sum())
+    if N < 1:
+        raise StatsError("pooled_estimate: no values")
+    mean = float((k * m).sum() / N)
+    if N < 2:
+        return Estimate(int(N), mean, mean, mean)
+    ss = float((np.where(k > 1, (k - 1) * np.nan_to_num(s) ** 2, 0.0)).sum() + (k * (m - mean) ** 2).sum())
+    se = math.sqrt(ss / (N - 1) / N)
+    if se == 0:
+        return Estimate(int(N), mean, mean, mean)
+    lo, hi = sps.t.interval(level, N - 1, loc=mean, scale=se)
+    return Estimate(int(N), mean, float(lo), float(hi))
+
+
 # ---------------------------------------------------------------------------------- comparisons
 def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
     """Exact McNemar p-value (two-sided) for paired 0/1 outcomes."""

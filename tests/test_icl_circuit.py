@@ -99,3 +99,56 @@ def test_plots_return_figures(table):
     assert abs(hm.data[0].z[0][0] - 1.0) < 1e-4  # head 0 puts all s_q attention on labels
     with pytest.raises(ValueError, match="per-head metrics"):
         plots.head_heatmap(table, "nope")
+
+
+def test_per_prompt_rows_average_to_the_aggregate(table):
+    per = table[table.prompt >= 0].groupby(["seed", "step", "layer", "head", "metric"]).value.mean()
+    agg = table[table.prompt < 0].set_index(["seed", "step", "layer", "head", "metric"]).value
+    common = per.index.intersection(agg.index)
+    assert len(common) > 20
+    assert (per.loc[common] - agg.loc[common]).abs().max() < 1e-6
+    assert (table[(table.prompt >= 0)].groupby(["seed", "metric"]).size() <= 16).all()
+
+
+def test_circuit_stats_known_answers(table):
+    s = C.ablation_summary(table).set_index("ablation")
+    assert (s.n == 32).all()  # 2 seeds x 16 prompts pooled
+    # knocking out an edge this model does not use changes nothing: effect 0, p = 1
+    for unused in ("xi_to_si", "si_to_yi", "si_to_sj"):
+        assert s.loc[unused, "effect"] == 0 and s.loc[unused, "p_value"] == 1.0, unused
+        assert s.loc[unused, "verdict"].startswith("no effect detected"), unused
+    y = s.loc["yi_to_sq"]
+    assert y.effect < 0 and y.effect_ci_high < 0 and y.verdict == "significant"
+    assert s.loc["zero_shot", "effect"] == pytest.approx(-0.5) and s.loc["unablated", "ci_low"] > 0.85
+    cmp = C.circuit_stats(table).comparisons
+    abl = cmp[cmp.family == "ablation"]
+    assert len(abl) == 6 and abl.q_value.notna().all()  # 5 knockouts + unablated vs zero-shot: one family
+
+
+def test_stratified_folds_and_centroid_chance_level():
+    y = torch.tensor([0] * 7 + [1] * 4 + [2] * 9)
+    fold = C.stratified_folds(y, 2, seed=3)
+    for c in range(3):
+        n0 = int(((y == c) & (fold == 0)).sum())
+        assert abs(2 * n0 - int((y == c).sum())) <= 1
+    # no signal: held-out accuracy sits at chance (1/16 here), not below it
+    y16 = torch.arange(128) % 16
+    accs = [C.centroid_accuracy(torch.randn(128, 32, generator=torch.Generator().manual_seed(s)), y16, seed=s)
+            for s in range(60)]
+    assert abs(sum(accs) / len(accs) - 1 / 16) < 0.015
+
+
+@pytest.mark.slow
+def test_icl_classify_circuit_separates_real_knockout_from_control():
+    """Issue 13's known answer: at k = 4 on 128 prompts, cutting s_q <- y_i is a real effect
+    against its random control; s_j <- s_i is not."""
+    from experiments import load_model
+    from experiments.sweep.analyses import make_task_batch
+
+    model = load_model("icl-classify")
+    tab = C.circuit_table(model, {0: make_task_batch("icl-classify", "classify", 4, 0, 128)},
+                          model_name="icl-classify", task="classify", steps=("ablation",))
+    s = C.ablation_summary(tab).set_index("ablation")
+    assert s.loc["yi_to_sq", "n"] == 128
+    assert s.loc["yi_to_sq", "q_value"] < 0.01 and s.loc["yi_to_sq", "effect_ci_high"] < 0
+    assert s.loc["si_to_sj", "q_value"] > 0.05

@@ -167,3 +167,13 @@ def test_pilot_power_answers_how_many_prompts():
     out = S.pilot_power(c.as_dict(), 0.05)
     assert out["n_needed"] == S.n_paired(0.05, out["p_discordant"])
     assert out["mde"] == pytest.approx(S.mde_paired(128, out["p_discordant"]))
+
+
+def test_pooled_estimate_equals_t_interval_of_concatenated_samples():
+    rng = np.random.default_rng(10)
+    parts = [rng.normal(0.3, 1, n) for n in (20, 35, 50)]
+    e = S.pooled_estimate([p.mean() for p in parts], [p.std(ddof=1) for p in parts], [len(p) for p in parts])
+    allx = np.concatenate(parts)
+    lo, hi = sps.t.interval(0.95, len(allx) - 1, loc=allx.mean(), scale=sps.sem(allx))
+    assert e.n == 105 and e.value == pytest.approx(allx.mean())
+    assert (e.ci_low, e.ci_high) == pytest.approx((lo, hi))

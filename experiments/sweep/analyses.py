@@ -311,6 +311,8 @@ def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]
 
     out = {}
     per_head = df[(df["layer"] >= 0) & (df["head"] >= 0)]
+    if "prompt" in per_head:  # per-prompt rows are not head maps
+        per_head = per_head[per_head["prompt"] < 0]
     for (step, metric), t in per_head.groupby(["step", "metric"]):
         if len(t) != n_layers * n_heads:
             continue
