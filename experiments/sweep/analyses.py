@@ -17,13 +17,24 @@ Built in:
 Register more with ``register(AnalysisSpec(...))`` in a module named by a config's ``imports``.
 Models are loaded once per worker process (``get_model``), so a worker that runs many units of
 one model loads it once.
+
+Versions: a stored unit is current only while its analysis is the one that computed it. Every
+unit records ``AnalysisSpec.fingerprint()`` (``analysis_version``: the spec's ``version``, and
+``code_hash``: a hash of the analysis function's code and of the modules named in ``requires`` and
+``code``); a unit whose version or code hash differs from the running code's is *stale*: ``iclwb
+sweep status`` lists it and ``iclwb sweep run`` recomputes it. Bump ``version`` whenever what an
+analysis measures changes (new or renamed metrics, new columns, a fixed bug) and the change is not
+inside the hashed code, e.g. in a helper module it calls.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
 import importlib
 import inspect
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,6 +49,16 @@ class AnalysisResult:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
+    """One registered analysis.
+
+    ``version`` is part of what makes a stored unit current (see the module docstring): bump it
+    (``version=2``, ...) in the same commit that changes what the analysis stores, e.g. when adding
+    statistics columns; every stored unit of the analysis is then stale and the next ``iclwb sweep
+    run`` recomputes it. Changes to the function itself or to the modules in ``requires`` and
+    ``code`` are caught without a bump (``code_hash``; comments, docstrings and formatting do not
+    count); changes anywhere else need the bump.
+    """
+
     name: str
     fn: Callable[[str, str, int, int, dict[str, Any]], AnalysisResult | pd.DataFrame]
     params: dict[str, Any]
@@ -49,6 +70,15 @@ class AnalysisSpec:
     """Modules this analysis needs; when one is missing the analysis is reported unavailable."""
     applies: Callable[[str, str], str | None] | None = None
     """(model, task) -> None when the analysis can run on them, else the reason why not."""
+    version: int | str = 1
+    """Bump when what the analysis stores changes outside the hashed code (see the class docstring)."""
+    code: tuple[str, ...] = ()
+    """Further modules whose source is part of ``code_hash`` (beside ``fn`` and ``requires``)."""
+
+    def fingerprint(self) -> dict[str, str]:
+        """``{"analysis_version", "code_hash"}``: what a stored unit must match to be current."""
+        return {"analysis_version": str(self.version),
+                "code_hash": code_hash(self.fn, tuple(self.requires) + tuple(self.code))}
 
     def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.params)
@@ -86,6 +116,46 @@ class AnalysisSpec:
         if missing:
             raise ValueError(f"analysis {self.name!r} returned a table without columns {sorted(missing)}")
         return out
+
+
+def _normalized_source(src: str) -> str:
+    """The code of ``src`` without comments, docstrings and formatting (its AST), else the text."""
+    try:
+        tree = ast.parse(textwrap.dedent(src))
+    except SyntaxError:  # e.g. a lambda's source line cut out of a larger expression
+        return src
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _module_code(name: str) -> str:
+    """The normalized source of module ``name``, read from its file (without importing it)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+        with open(spec.origin, encoding="utf-8") as f:  # type: ignore[union-attr]
+            return _normalized_source(f.read())
+    except (ImportError, AttributeError, TypeError, ValueError, OSError):
+        return f"<unavailable {name}>"
+
+
+def code_hash(fn: Callable, modules: tuple[str, ...] = ()) -> str:
+    """sha256 (16 hex digits) of ``fn``'s code and the named modules' code (see AnalysisSpec)."""
+    try:
+        own = _normalized_source(inspect.getsource(fn))
+    except (OSError, TypeError):  # defined interactively: only its name is known
+        own = f"<source unavailable {getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', fn)}>"
+    h = hashlib.sha256(own.encode())
+    for m in sorted(set(modules)):
+        h.update(f"\0{m}\0".encode() + _module_code(m).encode())
+    return h.hexdigest()[:16]
 
 
 def _same_type(val: Any, default: Any) -> bool:

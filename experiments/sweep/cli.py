@@ -35,7 +35,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _counts(states) -> str:
+    from collections import Counter
+
+    return "; ".join(f"{why} ({n})" for why, n in Counter(states).most_common())
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
+    from experiments.sweep.executors import expected_provenance, stored_states
     from experiments.sweep.store import ResultsStore
 
     cfg = None
@@ -44,28 +51,73 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
     store = ResultsStore(_store_dir(args, cfg), create=False)
-    done = store.finished_keys()
-    running = store.running()
+    states = stored_states(store)  # every stored unit against the running code
+    locks = store.locks()
+    running = {i.key: i for i in locks if not i.is_stale(store.stale_after_s)}
     errors = store.errors()
-    print(f"store {store.root}: {len(done)} finished units, {len(running)} running, "
-          f"{len(errors)} failed")
-    sweeps = [cfg] if cfg else None
-    if sweeps:
+    by = {st: [k for k, (s, _) in states.items() if s == st] for st in ("done", "stale", "damaged", "unchecked")}
+    line = (f"store {store.root}: {len(states)} unit files: {len(by['done'])} current, "
+            f"{len(by['stale'])} stale, {len(by['damaged'])} damaged")
+    if by["unchecked"]:
+        line += f", {len(by['unchecked'])} not checked (analysis not registered)"
+    print(line + f"; {len(running)} running, {len(errors)} failed")
+    if cfg is not None:
         units = cfg.units()
-        miss = [u for u in units if u.key not in done]
-        print(f"sweep {cfg.name!r} ({cfg.config_hash}): {len(units) - len(miss)}/{len(units)} done, "
-              f"{sum(u.key in running for u in miss)} running, {sum(u.key in errors for u in miss)} failed, "
-              f"{sum(u.key not in running and u.key not in errors for u in miss)} not started")
-        for u in miss[: args.show]:
-            state = "running" if u.key in running else "failed" if u.key in errors else "missing"
-            print(f"  {state:8s} {u.key}  {u.label()}")
+        unit_states = store.classify(units, expected_provenance(units))
+        n = {st: sum(s == st for s, _ in unit_states.values()) for st in ("done", "stale", "damaged", "missing")}
+        todo = [u for u in units if unit_states[u.key][0] != "done"]
+        print(f"sweep {cfg.name!r} ({cfg.config_hash}): {n['done']}/{len(units)} done, {n['stale']} stale, "
+              f"{n['damaged']} damaged, {sum(u.key in running for u in todo)} running, "
+              f"{sum(u.key in errors for u in todo)} failed, "
+              f"{sum(unit_states[u.key][0] == 'missing' and u.key not in running and u.key not in errors for u in todo)}"
+              f" not started")
+        if n["stale"] or n["damaged"]:
+            print(f"  `iclwb sweep run {args.config}` recomputes the stale and damaged units")
+        for u in todo[: args.show]:
+            st, why = unit_states[u.key]
+            if st == "missing":
+                st = "running" if u.key in running else "failed" if u.key in errors else "missing"
+                why = running[u.key].describe() if u.key in running else ""
+            print(f"  {st:8s} {u.key}  {u.label()}" + (f"  ({why})" if why else ""))
     else:
+        for st in ("stale", "damaged", "unchecked"):
+            if by[st]:
+                print(f"  {st}: " + _counts(states[k][1] for k in by[st]))
+        for k in (by["damaged"] + by["stale"])[: args.show]:
+            print(f"  {states[k][0]:8s} {k}  {states[k][1]}")
         for info in store.sweeps():
             keys = info.get("units", [])
             print(f"  sweep {info['name']!r} ({info['config_hash']}): "
-                  f"{sum(k in done for k in keys)}/{len(keys)} done")
+                  f"{sum(states.get(k, ('',))[0] == 'done' for k in keys)}/{len(keys)} done and current")
+    for info in locks[: args.show]:
+        print(f"  lock {info.key}: {info.describe()}")
+    if any(i.state != "live" for i in locks):
+        print(f"  `iclwb sweep unlock --store {store.root}` breaks dead locks (`--force`: any lock)")
     for key, info in list(errors.items())[: args.show]:
         print(f"  failed {key}: {info.get('error', '')[:160]}")
+    return 0
+
+
+def _cmd_unlock(args: argparse.Namespace) -> int:
+    from experiments.sweep.store import ResultsStore
+
+    cfg = None
+    if args.config:
+        from experiments.sweep.config import load_config
+
+        cfg = load_config(args.config)
+    store = ResultsStore(_store_dir(args, cfg), create=False)
+    keys = args.keys or None
+    broken = store.unlock(keys, force=args.force)
+    for info in broken:
+        print(f"broke lock {info.key}: {info.describe()}")
+    left = [i for i in store.locks() if keys is None or i.key in keys]
+    print(f"{len(broken)} lock(s) broken, {len(left)} left in {store.root / 'locks'}")
+    for info in left:
+        print(f"  lock {info.key}: {info.describe()}")
+    if left and not args.force:
+        print("  these are held by running sweeps (or cannot be checked from this host); "
+              "`--force` breaks them, only if you know their sweep is gone")
     return 0
 
 
@@ -75,14 +127,21 @@ def _cmd_results(args: argparse.Namespace) -> int:
     from experiments.sweep.store import ResultsStore, StoreError
 
     store = ResultsStore(args.store or "results/demo", create=False)
-    if not store.finished_keys():
-        raise StoreError(f"results store {store.root} has no finished units yet")
     if args.sql:
         df = store.sql(args.sql)
     else:
         filters = {"model": args.model, "task": args.task, "k": args.k, "analysis": args.analysis,
                    "metric": args.metric, "seed": args.seed}
-        df = store.frame(**{c: v for c, v in filters.items() if v})
+        # None means "no filter"; 0 (seed 0, k 0) and "" are values to match
+        df = store.frame(**{c: v for c, v in filters.items() if v is not None})
+        if not store.finished_keys():
+            raise StoreError(f"results store {store.root} has no finished units yet"
+                             + (f" ({store.skipped_line()})" if store.skipped else ""))
+    if store.skipped:
+        print(f"iclwb: warning: {store.skipped_line()}", file=sys.stderr)
+    mixed = _version_notes(store, df)
+    for note in mixed:
+        print(f"iclwb: warning: {note}", file=sys.stderr)
     if args.export:
         if args.export.endswith(".parquet"):
             df.to_parquet(args.export, index=False)
@@ -98,12 +157,39 @@ def _cmd_results(args: argparse.Namespace) -> int:
     if not args.sql and not args.all_columns:
         dims = [c for c in ("analysis", "model", "task", "k", "seed", "metric", "step", "condition",
                             "layer", "head", "value") if c in df.columns]
+        if mixed and "analysis_version" in df.columns:
+            dims.insert(1, "analysis_version")
         df = df[dims]
     with pd.option_context("display.max_rows", args.limit, "display.max_columns", 30, "display.width", 160):
         print(df.head(args.limit).to_string(index=False))
     if len(df) > args.limit:
         print(f"... {len(df)} rows in all (use --limit N, --export FILE.csv)")
     return 0
+
+
+def _version_notes(store, df) -> list[str]:
+    """Lines saying when the rows come from different analysis versions or from stale units."""
+    from collections import Counter
+
+    from experiments.sweep.executors import stored_states
+
+    if df.empty or "unit_key" not in df.columns or "analysis" not in df.columns:
+        return []
+    notes = []
+    units = df.drop_duplicates("unit_key")
+    for analysis, d in units.groupby("analysis"):
+        cols = [d[c].astype(object).fillna("none") if c in d.columns else ["none"] * len(d)
+                for c in ("analysis_version", "code_hash")]
+        versions = Counter(zip(*cols))
+        if len(versions) > 1:
+            parts = ", ".join(f"version {v} code {c[:8]} ({n} units)" for (v, c), n in versions.most_common())
+            notes.append(f"the rows of analysis {analysis!r} mix {len(versions)} versions: {parts}")
+    states = stored_states(store)
+    stale = [states[k][1] for k in units["unit_key"] if states.get(k, ("",))[0] == "stale"]
+    if stale:
+        notes.append(f"{len(stale)} of {len(units)} units in these rows are stale ("
+                     + _counts(stale) + "); rerun their sweep (`iclwb sweep run CONFIG`) to recompute them")
+    return notes
 
 
 def _guard(fn):
@@ -137,6 +223,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--store", help=f"results folder (default: the config's, else {DEFAULT_STORE})")
     s.add_argument("--show", type=int, default=10, help="list this many missing/failed units")
     s.set_defaults(func=_guard(_cmd_status))
+
+    ul = sp.add_parser("unlock", help="break the locks of sweeps that are gone (status lists every lock)")
+    ul.add_argument("keys", nargs="*", help="unit keys whose locks to break (default: all)")
+    ul.add_argument("--config", help="a sweep config: its store")
+    ul.add_argument("--store", help=f"results folder (default: the config's, else {DEFAULT_STORE})")
+    ul.add_argument("--force", action="store_true",
+                    help="also break live locks and locks of other hosts (only if their sweep is gone: "
+                         "their units may otherwise be computed twice)")
+    ul.set_defaults(func=_guard(_cmd_unlock))
 
     q = sp.add_parser("results", help="the stored results as a table (filter, export)")
     q.add_argument("--store", default=None, help="results folder (default results/demo)")

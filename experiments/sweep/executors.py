@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,8 +41,9 @@ def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) ->
         from experiments.sweep.analyses import get_analysis
 
         unit = Unit.from_dict(unit_dict)
-        res = get_analysis(unit.analysis).run(unit.model, unit.task, unit.k, unit.seed, unit.params)
-        return {"ok": True, "table": res.table, "tensors": res.tensors,
+        spec = get_analysis(unit.analysis)
+        res = spec.run(unit.model, unit.task, unit.k, unit.seed, unit.params)
+        return {"ok": True, "table": res.table, "tensors": res.tensors, "fingerprint": spec.fingerprint(),
                 "wall_time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0,
                 "host": os.uname().nodename}
     except BaseException as err:  # noqa: BLE001 - report everything to the driver
@@ -124,7 +125,11 @@ class SweepReport:
     done_by_others: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     outdated: list[str] = field(default_factory=list)
-    """Stored units whose model checkpoint has changed since; recomputed."""
+    """Stored units that were stale (model checkpoint, analysis version or code changed); recomputed."""
+    stale_reasons: dict[str, str] = field(default_factory=dict)
+    """Why each unit of ``outdated`` was stale."""
+    damaged: dict[str, str] = field(default_factory=dict)
+    """Stored unit files found damaged (key -> problem); recomputed."""
     wall_s: float = 0.0
     run_id: str = ""
 
@@ -137,12 +142,54 @@ class SweepReport:
              f"{self.already_done} already stored, {len(self.done_by_others)} finished by another "
              f"sweep, {len(self.failed)} failed ({self.wall_s:.1f}s) -> {self.store}")
         if self.outdated:
-            s += f"\n  {len(self.outdated)} stored unit(s) were recomputed: their model checkpoint changed"
+            why = Counter(self.stale_reasons.get(k, "model checkpoint changed") for k in self.outdated)
+            s += (f"\n  {len(self.outdated)} stale stored unit(s) were recomputed: "
+                  + "; ".join(f"{r} ({n})" for r, n in why.most_common()))
+        if self.damaged:
+            items = list(self.damaged.items())
+            s += (f"\n  {len(items)} damaged unit file(s) were recomputed: "
+                  + "; ".join(f"{k}: {why}" for k, why in items[:3]) + (" ..." if len(items) > 3 else ""))
         for key, err in list(self.failed.items())[:5]:
             s += f"\n  failed {key}: {err.splitlines()[0] if err else ''}"
         if self.failed:
             s += f"\n  tracebacks: {self.store}/errors/<key>.json; rerun the sweep to retry failed units"
         return s
+
+
+def expected_provenance(units: list[Unit]) -> dict[str, dict[str, Any]]:
+    """What the running code would store for each unit (key -> model_hash, analysis_version,
+    code_hash): a stored unit that differs is stale (``ResultsStore.stale_reason``)."""
+    from experiments.sweep import modelinfo
+    from experiments.sweep.analyses import get_analysis
+
+    hashes = {m: modelinfo.model_hash(m) for m in sorted({u.model for u in units})}
+    prints = {a: get_analysis(a).fingerprint() for a in sorted({u.analysis for u in units})}
+    return {u.key: {"model_hash": hashes[u.model], **prints[u.analysis]} for u in units}
+
+
+def stored_states(store: ResultsStore) -> dict[str, tuple[str, str]]:
+    """Every unit file in ``store`` judged against the running code: key -> (``done`` | ``stale``
+    | ``damaged`` | ``unchecked``, reason); ``unchecked``: its analysis is not registered in this
+    process (a plugin analysis whose module was not imported)."""
+    from experiments.sweep.analyses import REGISTRY
+
+    out: dict[str, tuple[str, str]] = {}
+    units = []
+    for key in sorted(store.unit_files()):
+        why = store.problem(key)
+        u = store.stored_unit(key) if why is None else None
+        if why is not None:
+            out[key] = ("damaged", why)
+        elif u is None:
+            out[key] = ("damaged", "no unit in its metadata")
+        elif u.analysis not in REGISTRY:
+            out[key] = ("unchecked", f"analysis {u.analysis!r} is not registered here (give the "
+                                     f"sweep config, whose imports register it)")
+        else:
+            units.append(u)
+    expect = expected_provenance(units)
+    out.update(store.classify(units, expect))
+    return out
 
 
 def make_executor(kind: str, workers: int, address: str | None):
@@ -176,18 +223,23 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     store.clean_locks()
     t0 = time.perf_counter()
     run_id = uuid.uuid4().hex[:12]
+    store.run_id = run_id
     base = {"sweep": cfg.name, "config_hash": cfg.config_hash, "git_commit": modelinfo.git_commit(),
             "versions": __import__("json").dumps(modelinfo.package_versions(), sort_keys=True),
             "run_id": run_id}
-    hashes = {m: modelinfo.model_hash(m) for m in sorted({u.model for u in units})}
-    stale = store.outdated(units, hashes)
-    pending = store.missing(units) + stale
+    expect = expected_provenance(units)
+    states = store.classify(units, expect)
+    stale = [u for u in units if states[u.key][0] == "stale"]
+    pending = [u for u in units if states[u.key][0] != "done"]
+    hashes = {u.model: expect[u.key]["model_hash"] for u in units}
     # largest models first (longest units first: a better ETA and a shorter parallel makespan),
     # units of one model together (a worker keeps its loaded model)
     sizes = {m: modelinfo.weights_size(m) for m in hashes}
     pending.sort(key=lambda u: (-sizes[u.model], u.model, u.analysis, u.task, u.k, u.seed))
     report = SweepReport(cfg.name, str(store.root), len(units), len(units) - len(pending), run_id=run_id,
-                         outdated=[u.key for u in stale])
+                         outdated=[u.key for u in stale],
+                         stale_reasons={u.key: states[u.key][1] for u in stale},
+                         damaged={k: why for k, (st, why) in states.items() if st == "damaged"})
     if not pending:
         report.wall_s = time.perf_counter() - t0
         return report
@@ -197,16 +249,28 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     bar = tqdm(total=len(units), initial=report.already_done, desc=f"sweep {cfg.name}",
                unit="unit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     queue: deque[Unit] = deque(pending)
-    stale_keys = {u.key for u in stale}
 
     def is_done(u: Unit) -> bool:
-        if not store.has(u):
-            return False
-        return u.key not in stale_keys or \
-            store.stored_provenance(u.key).get("model_hash") == hashes.get(u.model)
+        """Stored, sound and current (perhaps just written by another sweep)."""
+        return store.has(u) and store.stale_reason(u.key, expect[u.key]) is None
     inflight: dict[cf.Future, Unit] = {}
     elsewhere: dict[str, Unit] = {}
     claimed: set[str] = set()
+    told: set[str] = set()
+
+    def tell_wait(key: str, info) -> None:
+        """Say once per unit that it waits on another sweep's lock, and whose."""
+        if key in told or info is None:
+            return
+        told.add(key)
+        hint = (f"; if that sweep is gone, break it with `iclwb sweep unlock --store {store.root} --force`"
+                if info.state == "unknown" else "")
+        print(f"sweep {cfg.name!r}: waiting for unit {key} ({u_label(key)}), claimed by {info.describe()}{hint}",
+              file=sys.stderr, flush=True)
+
+    def u_label(key: str) -> str:
+        u = elsewhere.get(key)
+        return u.label() if u else key
 
     def note(u: Unit, status: str) -> None:
         bar.update(1)
@@ -224,6 +288,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
                     continue
                 if not store.claim(u.key):
                     elsewhere[u.key] = u
+                    tell_wait(u.key, store.read_lock(u.key))
                     continue
                 claimed.add(u.key)
                 if is_done(u):  # finished between the check and the claim
@@ -243,6 +308,7 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
                         res = {"ok": False, "error": f"{type(err).__name__}: {err}",
                                "traceback": traceback.format_exc(), "wall_time_s": 0.0, "host": ""}
                     prov = {**base, "model_hash": modelinfo.model_hash(u.model),
+                            **(res.get("fingerprint") or {k: expect[u.key][k] for k in ("analysis_version", "code_hash")}),
                             "host": res.get("host", ""), "wall_time_s": float(res["wall_time_s"]),
                             "cpu_time_s": float(res.get("cpu_time_s", float("nan"))),
                             "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
