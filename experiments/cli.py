@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="run the standard study on the built-in models")
     dm.add_argument("--quick", action="store_true", help="a smaller version (for tests)")
     dm.add_argument("--out", default="results/demo", help="results folder")
-    dm.add_argument("--fresh", action="store_true", help="ignore stored results and recompute")
+    dm.add_argument("--fresh", action="store_true", help="recompute: remove this study's stored units and report first (other files in --out are kept)")
     dm.set_defaults(func=_cmd_demo)
 
     for register in _extra_commands():

@@ -11,14 +11,13 @@ as ``summary.txt``; ``findings.json`` holds each quoted number with the store fi
 - ICL versus gradient descent on ``linreg-lsa-1l`` and ``icl-classify``.
 
 Because it is a sweep, a second run reuses every stored unit and only rebuilds the report;
-``--fresh`` recomputes. ``--quick`` is a smaller study on the zoo models only (for tests).
+``--fresh`` recomputes (it removes only this study's units and report, never other files). ``--quick`` is a smaller study on the zoo models only (for tests).
 A part whose model checkpoint or analysis module is missing is skipped with a printed note.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import replace
@@ -148,6 +147,21 @@ def demo_config(quick: bool = False, validate: bool = True, log=print):
     return cfg, notes
 
 
+REPORT_FILES = ("report.html", "summary.txt", "findings.json")
+
+
+def remove_study(store, cfg, units) -> int:
+    """What ``--fresh`` removes: this study's units (tables, artefacts, error records), its sweep
+    record and its report files; nothing else in the folder (other sweeps' units, a user's notes).
+    A unit shared with another sweep (same key) is removed too and recomputed identically."""
+    n = store.remove_units(u.key for u in units)
+    for ext in ("toml", "json"):
+        (store.root / "sweeps" / f"{cfg.config_hash}.{ext}").unlink(missing_ok=True)
+    for name in REPORT_FILES:
+        (store.root / name).unlink(missing_ok=True)
+    return n
+
+
 def run_demo(quick: bool = False, out_dir: str = "results/demo", fresh: bool = False,
              workers: int | None = None, progress: bool = True) -> int:
     from experiments.report import build_report
@@ -155,15 +169,17 @@ def run_demo(quick: bool = False, out_dir: str = "results/demo", fresh: bool = F
 
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if fresh and (out / "store.json").exists():
-        shutil.rmtree(out)
     cfg, notes = demo_config(quick)
     if not cfg.grids:
         print("iclwb: error: nothing to run: no demo model or analysis is available "
               "(train the zoo with `iclwb zoo train NAME`)", file=sys.stderr)
         return 1
-    store = ResultsStore(out)
     units = cfg.units()
+    if fresh and (out / "store.json").exists():
+        n = remove_study(ResultsStore(out, create=False), cfg, units)
+        print(f"--fresh: removed this study's {n} stored unit(s) and its report from {out} "
+              f"(other files and other sweeps' units are kept)", flush=True)
+    store = ResultsStore(out)
     todo = len(store.missing(units))
     if workers is None:
         workers = 1 if quick else min(2, os.cpu_count() or 1)

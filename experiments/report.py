@@ -310,6 +310,24 @@ def _ivg_section(df: pd.DataFrame, rep: Report) -> None:
                                                 {**base, "metric": m, "k": kmax}, section="ICL vs GD"))
 
 
+def _stale_notes(store: Any, df: pd.DataFrame) -> list[str]:
+    """A note when some reported units are stale (computed by other code or another checkpoint)."""
+    from collections import Counter
+
+    from experiments.sweep.executors import stored_states
+
+    if df.empty or "unit_key" not in df.columns:
+        return []
+    states = stored_states(store)
+    keys = df["unit_key"].unique()
+    stale = Counter(states[k][1] for k in keys if states.get(k, ("",))[0] == "stale")
+    if not stale:
+        return []
+    return [f"{sum(stale.values())} of {len(keys)} units in this report are stale ("
+            + "; ".join(f"{r} ({n})" for r, n in stale.most_common())
+            + "): their numbers come from other code or another checkpoint; rerun the sweep to recompute them"]
+
+
 def build_report(store: Any, title: str = "ICL Workbench report", notes: list[str] | None = None) -> Report:
     """Figures, findings and provenance of everything in ``store`` (a ResultsStore or folder)."""
     from experiments.sweep.store import ResultsStore
@@ -317,6 +335,9 @@ def build_report(store: Any, title: str = "ICL Workbench report", notes: list[st
     store = store if isinstance(store, ResultsStore) else ResultsStore(store, create=False)
     df = store.frame()
     rep = Report(title=title, notes=list(notes or []))
+    if store.skipped:
+        rep.notes.append(store.skipped_line() or "")
+    rep.notes.extend(_stale_notes(store, df))
     if df.empty:
         rep.notes.append("the store has no results yet")
         return rep

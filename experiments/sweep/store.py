@@ -25,11 +25,12 @@ plus dimensions such as ``layer``, ``head``, ``step``, ``condition``) and these 
 
 The file-level Parquet metadata repeats the unit (key ``iclwb.unit``) and the provenance
 (``iclwb.provenance``, which also holds ``artefact_sha256``, the sha256 of the unit's safetensors
-file), and holds ``iclwb.checksum``: the sha256 of the unit JSON, the provenance JSON and every
-column's name and values. The safetensors header's metadata holds the same unit JSON.
+file), and holds ``iclwb.checksum``: ``iclwb-sha256:`` and the sha256 of the whole file with these
+64 hex digits read as zeros (written in place once the file is complete), so any change to any
+byte of the file is detected. The safetensors header's metadata holds the same unit JSON.
 
-A unit is *finished* when its Parquet file exists and is *sound*: it parses, its metadata names
-this unit, its checksum matches its contents, and its artefact file matches ``artefact_sha256``.
+A unit is *finished* when its Parquet file exists and is *sound*: its checksum matches its bytes,
+its metadata names this unit, and its artefact file matches ``artefact_sha256``.
 A file that fails any of these is *damaged* (truncated, bit-flipped, overwritten): ``iclwb sweep
 status`` names it, the next ``iclwb sweep run`` recomputes it, and every query (``frame``, ``sql``,
 ``iclwb sweep results``, the report, the app) leaves it out and names it instead of failing. A
@@ -197,21 +198,34 @@ class LockInfo:
 
 
 # ------------------------------------------------------------------------------------ validation
-_SOUND_CACHE: dict[str, tuple[tuple, str | None]] = {}
+_ARTEFACT_SHA: dict[str, tuple[tuple, str]] = {}
 
 
-def table_digest(tbl) -> str:
-    """sha256 of every column's name and values (type-independent: a string column read back as
-    large_string has the same digest)."""
-    h = hashlib.sha256()
-    for name, col in zip(tbl.column_names, tbl.columns):
-        h.update(json.dumps(name).encode() + b"\0")
-        h.update(json.dumps(col.to_pylist(), default=repr).encode() + b"\0")
-    return h.hexdigest()
+def _artefact_sha256(path: Path) -> str:
+    """sha256 of an artefact file, cached per (inode, size, mtime, ctime): artefacts can be large."""
+    st = path.stat()
+    sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _ARTEFACT_SHA.get(str(path))
+    if hit is None or hit[0] != sig:
+        hit = (sig, _file_sha256(path))
+        _ARTEFACT_SHA[str(path)] = hit
+    return hit[1]
 
 
-def unit_checksum(unit_json: str, prov_json: str, digest: str) -> str:
-    return hashlib.sha256(f"{unit_json}\0{prov_json}\0{digest}".encode()).hexdigest()
+CHECKSUM_MARK = b"iclwb-sha256:"
+"""Prefix of the ``iclwb.checksum`` metadata value: the 64 hex digits that follow it are the
+sha256 of the whole file with those digits read as zeros."""
+
+
+def sealed_checksum(data: bytes) -> tuple[str | None, str]:
+    """(the checksum a unit file's bytes record (None when they hold none), the checksum of those
+    bytes); equal for an intact file."""
+    i = data.rfind(CHECKSUM_MARK)
+    if i < 0:
+        return None, ""
+    j = i + len(CHECKSUM_MARK)
+    stored = data[j:j + 64].decode("ascii", errors="replace")
+    return stored, hashlib.sha256(data[:j] + b"0" * 64 + data[j + 64:]).hexdigest()
 
 
 def _file_sha256(path: Path) -> str:
@@ -262,36 +276,30 @@ class ResultsStore:
         return {p.stem for p in (self.root / "units").glob("*.parquet")}
 
     def problem(self, key: str) -> str | None:
-        """None when unit ``key``'s files are sound, else what is wrong (one phrase); cached per
-        file state, so checking a store again costs a ``stat`` per unchanged file."""
+        """None when unit ``key``'s files are sound, else what is wrong (one phrase: "missing",
+        or the damage). The table is checked on every call (its whole-file checksum: cheap, and a
+        bit flip changes no time stamp); the artefact's sha256 once per state of the file."""
         path, art = self.unit_path(key), self.artefact_path(key)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+        if not path.exists():
             return "missing"
-        try:
-            ast = art.stat()
-            asig = (ast.st_ino, ast.st_size, ast.st_mtime_ns)
-        except FileNotFoundError:
-            asig = None
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns, asig)
-        hit = _SOUND_CACHE.get(str(path))
-        if hit is not None and hit[0] == sig:
-            return hit[1]
-        result = self._check(key, path, art)
-        _SOUND_CACHE[str(path)] = (sig, result)
-        return result
+        return self._check(key, path, art)
 
     def _check(self, key: str, path: Path, art: Path) -> str | None:
         import pyarrow.parquet as pq
 
         try:
-            tbl = pq.read_table(path)
-            meta = tbl.schema.metadata or {}
-            unit_json = meta[b"iclwb.unit"].decode()
-            prov_json = meta.get(b"iclwb.provenance", b"{}").decode()
-            prov = json.loads(prov_json)
-            stored_key = Unit.from_dict(json.loads(unit_json)).key
+            data = path.read_bytes()
+        except OSError as err:
+            return f"unreadable: {err.strerror}"
+        stored, actual = sealed_checksum(data)
+        if stored is not None and stored != actual:
+            return "checksum mismatch (the file changed after it was written: truncated or overwritten)"
+        try:
+            meta = pq.read_schema(path).metadata or {}
+            prov = json.loads(meta.get(b"iclwb.provenance", b"{}"))
+            stored_key = Unit.from_dict(json.loads(meta[b"iclwb.unit"])).key
+            if stored is None:
+                pq.read_table(path)  # format 1 (no checksum): readable is all that can be checked
         except KeyError:
             return "not a unit file (no iclwb.unit metadata)"
         except Exception as err:  # noqa: BLE001 - any reading error is damage
@@ -299,17 +307,11 @@ class ResultsStore:
             return f"unreadable: {' '.join(msg.split())[:100]}"
         if stored_key != key:
             return f"holds unit {stored_key}, not {key}"
-        checksum = meta.get(b"iclwb.checksum")
-        if checksum is None:
-            return None  # format 1 (no checksum): readable is all that can be checked
-        digest = table_digest(tbl.replace_schema_metadata(None))
-        if unit_checksum(unit_json, prov_json, digest) != checksum.decode(errors="replace"):
-            return "checksum mismatch (contents changed after writing)"
         want = prov.get("artefact_sha256")
         if want:
             if not art.exists():
                 return f"artefact file {art.name} is missing"
-            if _file_sha256(art) != want:
+            if _artefact_sha256(art) != want:
                 return f"artefact file {art.name} is damaged (sha256 mismatch)"
         return None
 
@@ -663,16 +665,19 @@ class ResultsStore:
         front = [c for c in PROVENANCE_COLUMNS if c in df.columns]
         df = df[front + [c for c in df.columns if c not in front]]
         tbl = pa.Table.from_pandas(df, preserve_index=False)
-        unit_json, prov_json = canonical_json(unit.as_dict()), canonical_json(prov)
         meta = dict(tbl.schema.metadata or {})
-        meta[b"iclwb.unit"] = unit_json.encode()
-        meta[b"iclwb.provenance"] = prov_json.encode()
-        meta[b"iclwb.checksum"] = unit_checksum(unit_json, prov_json, table_digest(tbl)).encode()
+        meta[b"iclwb.unit"] = canonical_json(unit.as_dict()).encode()
+        meta[b"iclwb.provenance"] = canonical_json(prov).encode()
+        meta[b"iclwb.checksum"] = CHECKSUM_MARK + b"0" * 64
         tbl = tbl.replace_schema_metadata(meta)
         tmp = self._tmp_path(self.unit_path(key))
-        # no column statistics: a damaged min/max would let a reader skip rows silently
-        pq.write_table(tbl, tmp, write_statistics=False)
-        with open(tmp, "rb+") as f:
+        pq.write_table(tbl, tmp)
+        with open(tmp, "rb+") as f:  # seal: the file's sha256 in place of the zeros
+            data = f.read()
+            _, digest = sealed_checksum(data)
+            f.seek(data.rfind(CHECKSUM_MARK) + len(CHECKSUM_MARK))
+            f.write(digest.encode())
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.unit_path(key))
         self.error_path(key).unlink(missing_ok=True)
