@@ -148,8 +148,7 @@ from experiments.sweep.analyses import AnalysisSpec, register
 def _scores(model, task, k, seed, params):
     return pd.DataFrame({{"metric": ["score"], "value": [{expr}]}})
 
-register(AnalysisSpec(name="vplug", fn=_scores, params={{}}, uses_task=False, uses_k=False,
-                      version={version}))
+register(AnalysisSpec(name="vplug", fn=_scores, params={{}}, uses_task=False, uses_k=False{version}))
 '''
 
 
@@ -159,7 +158,7 @@ def _plugin(tmp_path: Path, monkeypatch, expr: str, version: int):
 
     d = tmp_path / "plug"
     d.mkdir(exist_ok=True)
-    (d / "vplug_mod.py").write_text(PLUGIN.format(expr=expr, version=version))
+    (d / "vplug_mod.py").write_text(PLUGIN.format(expr=expr, version=f", version={version}" if version > 1 else ""))
     monkeypatch.syspath_prepend(str(d))
     sys.modules.pop("vplug_mod", None)
     importlib.invalidate_caches()
@@ -244,6 +243,12 @@ def test_demo_fresh_removes_only_this_study(clean, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ 4. locks
+def _drop(store: ResultsStore, key: str) -> None:
+    """Delete a finished unit's files (so that a run must compute it again)."""
+    store.unit_path(key).unlink()
+    store.artefact_path(key).unlink(missing_ok=True)
+
+
 def _lock(store: ResultsStore, key: str, content: bytes, age_s: float = 0.0) -> Path:
     p = store.lock_path(key)
     p.write_bytes(content)
@@ -268,18 +273,17 @@ def test_lock_nobody_holds_is_broken_not_waited_on(clean, tmp_path, capsys, slee
     to 24 h (a sweep sat at 14/15)."""
     cfg, store, ref = fresh_copy(clean, tmp_path)
     key = cfg.units()[3].key
-    store.remove_units([key])
+    _drop(store, key)
     me = os.uname().nodename
     content = {"garbage": b"\x00\x17not json{", "empty": b"", "json-list": b"[1, 2]",
                "foreign-pid": json.dumps({"host": me, "pid": sleeper, "started": time.time()}).encode()}[kind]
     # aged past the grace an unreadable lock gets to be written (older writers' window)
     _lock(store, key, content, age_s=60)
-    info = store.read_lock(key)
-    assert info.state == "dead", info
     out = status_out(capsys, "--store", str(store.root))
     assert f"lock {key}:" in out and " old: dead" in out, out
     if kind == "foreign-pid":
         assert f"pid {sleeper}" in out
+    assert store.read_lock(key).state == "dead"
     t0 = time.time()
     rep = run_sweep(cfg, store, progress=False)
     assert time.time() - t0 < 20 and rep.computed == [key]
@@ -291,10 +295,10 @@ def test_fresh_empty_lock_is_not_broken_at_once(clean, tmp_path):
     stale, so a second sweep broke it: 41 computations for 40 units."""
     cfg, store, _ = fresh_copy(clean, tmp_path)
     key = cfg.units()[0].key
-    store.remove_units([key])
+    _drop(store, key)
     _lock(store, key, b"")
-    assert store.read_lock(key).state == "new"
     assert not store.claim(key)  # given LOCK_GRACE_S to get its content
+    assert store.read_lock(key).state == "new"
     os.utime(store.lock_path(key), (time.time() - 60, time.time() - 60))
     assert store.claim(key)
     store.release(key)
@@ -372,12 +376,12 @@ def test_lock_of_dead_owner_after_kill9_is_broken(tmp_path):
 def test_other_host_lock_is_waited_on_with_a_message(clean, tmp_path, capsys):
     cfg, store, _ = fresh_copy(clean, tmp_path)
     key = cfg.units()[0].key
-    store.remove_units([key])
+    _drop(store, key)
     _lock(store, key, json.dumps({"host": "elsewhere.example", "pid": 1, "started": time.time()}).encode())
-    assert store.read_lock(key).state == "unknown"
     store.stale_after_s = 1.5  # (24 h by default)
     rep = run_sweep(cfg, store, progress=False)
     err = capsys.readouterr().err
+    assert store.read_lock(key) is None
     assert f"waiting for unit {key}" in err and "host elsewhere.example" in err and "unlock" in err, err
     assert rep.computed == [key]
 
