@@ -78,20 +78,25 @@ def sensitivity(predict: LinRegPredictor, batch: LinRegBatch) -> Float[Tensor, "
     return torch.zeros_like(xq) if grad is None else grad.detach()
 
 
-def compare_predictors(model_fn: LinRegPredictor, ref_fn: LinRegPredictor,
-                       batch: LinRegBatch) -> dict[str, float]:
-    """von Oswald's agreement metrics between two predictors on the same prompts."""
+def agreement_per_task(model_fn: LinRegPredictor, ref_fn: LinRegPredictor,
+                       batch: LinRegBatch) -> dict[str, Float[Tensor, " b"]]:
+    """von Oswald's agreement metrics between two predictors, one value per task (prompt)."""
     with torch.no_grad():
         y_m, y_r = model_fn(batch), ref_fn(batch)
     s_m, s_r = sensitivity(model_fn, batch), sensitivity(ref_fn, batch)
-    cos = torch.nn.functional.cosine_similarity(s_m, s_r, dim=-1, eps=1e-12)
     return {
-        "preds_diff": float((y_m - y_r).abs().mean()),
-        "sens_cos": float(cos.mean()),
-        "sens_l2": float((s_m - s_r).norm(dim=-1).mean()),
-        "err_model": float(lr_task.squared_error(y_m, batch).mean()),
-        "err_ref": float(lr_task.squared_error(y_r, batch).mean()),
+        "preds_diff": (y_m - y_r).abs(),
+        "sens_cos": torch.nn.functional.cosine_similarity(s_m, s_r, dim=-1, eps=1e-12),
+        "sens_l2": (s_m - s_r).norm(dim=-1),
+        "err_model": lr_task.squared_error(y_m, batch),
+        "err_ref": lr_task.squared_error(y_r, batch),
     }
+
+
+def compare_predictors(model_fn: LinRegPredictor, ref_fn: LinRegPredictor,
+                       batch: LinRegBatch) -> dict[str, float]:
+    """von Oswald's agreement metrics between two predictors on the same prompts (task means)."""
+    return {key: float(v.float().mean()) for key, v in agreement_per_task(model_fn, ref_fn, batch).items()}
 
 
 def compare_linreg(model: Any, ks: Sequence[int], d: int | None = None, n_tasks: int = 512,
@@ -131,25 +136,64 @@ def compare_linreg(model: Any, ks: Sequence[int], d: int | None = None, n_tasks:
     return pd.DataFrame(rows)
 
 
+def linreg_task_rows(model: Any, k: int, d: int | None = None, n_tasks: int = 512, seed: int = 0,
+                     x_dist: lr_task.XDist = "normal", gd_steps: int = 1, ridge_lam: float = 0.1,
+                     n_perms: int = 0, n_order_tasks: int = 256) -> pd.DataFrame:
+    """Per-task rows (``metric, value, prompt``; the "prompt" is the task) on exactly the tasks of
+    ``compare_linreg`` (and, with ``n_perms``, of ``linreg_order_sensitivity``) at this k and seed:
+    the squared error / d of the model and of every baseline (``err_*``), the agreement with GD
+    (``preds_diff``, ``sens_cos``, ``sens_l2``) and with least squares (``ls_preds_diff``,
+    ``ls_sens_cos``), and the order spreads (``order_std_model``, ``order_std_gd<steps>``,
+    ``order_std_sgd``). ``icl_vs_gd_stats`` compares them."""
+    predict = _as_predictor(model)
+    d = d or getattr(getattr(model, "cfg", None), "d", None)
+    if d is None:
+        raise ICLvsGDError("linreg_task_rows needs d= when the model has no cfg.d")
+    tasks = lr_task.make_tasks(n_tasks, k, d, seed=seed + 7919 * k, x_dist=x_dist)
+    lr = lr_task.best_gd_lr(k, d, gd_steps, x_dist)
+    per = agreement_per_task(predict, lambda b: lr_task.gd(b, lr, gd_steps), tasks)
+    per.pop("err_ref")
+    ls = agreement_per_task(predict, lr_task.least_squares, tasks)
+    per["ls_preds_diff"], per["ls_sens_cos"] = ls["preds_diff"], ls["sens_cos"]
+    with torch.no_grad():
+        for bname, fn in lr_task.baselines(k, d, x_dist, gd_steps=sorted({1, gd_steps, 5}),
+                                           ridge_lam=ridge_lam).items():
+            per[f"err_{bname}"] = lr_task.squared_error(fn(tasks), tasks)
+    if n_perms:
+        order = linreg_order_sensitivity(model, [k], d, min(n_tasks, n_order_tasks), n_perms, seed, x_dist,
+                                         gd_steps, per_task=True)
+        for method, spread in order.items():
+            per[f"order_std_{method}"] = spread
+    rows = [{"metric": m, "value": float(v), "prompt": i}
+            for m, vals in per.items() for i, v in enumerate(vals.float().tolist())]
+    return pd.DataFrame(rows)
+
+
 def order_spread(predict: LinRegPredictor, batch: LinRegBatch, n_perms: int = 8,
-                 seed: int = 0) -> float:
-    """Mean over tasks of the std of the prediction across ``n_perms`` demonstration orders."""
+                 seed: int = 0, per_task: bool = False) -> float | Float[Tensor, " b"]:
+    """Mean over tasks of the std of the prediction across ``n_perms`` demonstration orders
+    (``per_task``: every task's std)."""
     g = torch.Generator().manual_seed(seed)
     preds = []
     with torch.no_grad():
         for i in range(n_perms):
             perm = torch.arange(batch.k) if i == 0 else torch.randperm(batch.k, generator=g)
             preds.append(predict(batch.permute(perm)))
-    return float(torch.stack(preds).std(0, unbiased=False).mean())
+    spread = torch.stack(preds).std(0, unbiased=False)
+    return spread if per_task else float(spread.mean())
 
 
 def linreg_order_sensitivity(model: Any, ks: Sequence[int], d: int | None = None,
                              n_tasks: int = 256, n_perms: int = 8, seed: int = 0,
                              x_dist: lr_task.XDist = "normal", gd_steps: int = 1,
-                             name: str | None = None) -> pd.DataFrame:
-    """Spread of predictions over demonstration orders: model, full-batch GD, SGD (per k)."""
+                             name: str | None = None, per_task: bool = False) -> Any:
+    """Spread of predictions over demonstration orders: model, full-batch GD, SGD (per k).
+
+    ``per_task=True`` (one k only) returns ``{method: per-task spread tensor}`` instead."""
     predict = _as_predictor(model)
     d = d or model.cfg.d
+    if per_task and len(ks) != 1:
+        raise ICLvsGDError("per_task=True takes one k")
     rows = []
     for k in ks:
         tasks = lr_task.make_tasks(n_tasks, k, d, seed=seed + 31 * k, x_dist=x_dist)
@@ -158,10 +202,13 @@ def linreg_order_sensitivity(model: Any, ks: Sequence[int], d: int | None = None
         for method, fn in (("model", predict),
                            (f"gd{gd_steps}", lambda b: lr_task.gd(b, lr_gd, gd_steps)),
                            ("sgd", lambda b: lr_task.sgd(b, lr_sgd))):
+            if per_task:
+                rows.append((method, order_spread(fn, tasks, n_perms, seed, per_task=True)))
+                continue
             rows.append({"model": name or _model_name(model), "task": f"linreg-{x_dist}", "k": k,
                          "method": method, "order_std": order_spread(fn, tasks, n_perms, seed),
                          "n_perms": n_perms, "n_tasks": n_tasks})
-    return pd.DataFrame(rows)
+    return dict(rows) if per_task else pd.DataFrame(rows)
 
 
 def tidy(df: pd.DataFrame, id_cols: Sequence[str], provenance: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -212,9 +259,11 @@ def rec2ftp(zs_correct: Tensor, icl_correct: Tensor, gd_correct: Tensor) -> floa
 
 
 def simaou(h_zs: Float[Tensor, "b l d"], h_icl: Float[Tensor, "b l d"], h_gd: Float[Tensor, "b l d"],
-           seed: int = 0) -> tuple[Float[Tensor, " l"], Float[Tensor, " l"]]:
+           seed: int = 0, per_prompt: bool = False) -> tuple[Tensor, Tensor]:
     """Per layer: mean cos(h_ICL - h_ZS, h_GD - h_ZS) on L2-normalised attention outputs, and the
-    random baseline mean cos(h_ICL - h_ZS, u) with u ~ U[0, 1]^d (Dai et al. 2023)."""
+    random baseline mean cos(h_ICL - h_ZS, u) with u ~ U[0, 1]^d (Dai et al. 2023).
+
+    ``per_prompt=True`` returns the [b, l] cosines of every prompt instead of their means."""
     norm = torch.nn.functional.normalize
     zs, icl, gd = norm(h_zs, dim=-1), norm(h_icl, dim=-1), norm(h_gd, dim=-1)
     d_icl, d_gd = icl - zs, gd - zs
@@ -222,7 +271,7 @@ def simaou(h_zs: Float[Tensor, "b l d"], h_icl: Float[Tensor, "b l d"], h_gd: Fl
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(d_icl.shape, generator=g)
     rnd = torch.nn.functional.cosine_similarity(d_icl, u, dim=-1, eps=1e-12)
-    return cos.mean(0), rnd.mean(0)
+    return (cos, rnd) if per_prompt else (cos.mean(0), rnd.mean(0))
 
 
 # ---------------------------------------------------------------------- read-out capture
@@ -289,7 +338,7 @@ def compare_icl_gd(model: torch.nn.Module, prompts: PromptSource, ks: Sequence[i
                    seeds: Sequence[int] = (0,), gd: "GDConfig | None" = None, n_prompts: int = 16,
                    n_perms: int = 4, topk: int = 10, gd_online: bool = True,
                    n_order_prompts: int = 4, model_name: str | None = None, task_name: str | None = None,
-                   progress: bool = False) -> pd.DataFrame:
+                   progress: bool = False, per_prompt: bool = True) -> pd.DataFrame:
     """The whole ICL-versus-GD comparison for a language model, as a tidy DataFrame.
 
     For every ``k`` and ``seed``: ``prompts`` gives a PromptBatch with k demonstrations (a
@@ -302,6 +351,12 @@ def compare_icl_gd(model: torch.nn.Module, prompts: PromptSource, ks: Sequence[i
     ``order_std_icl``, ``order_std_gd`` (full batch) and ``order_std_sgd`` (online, if
     ``gd_online``; on the first ``n_order_prompts`` prompts, ``n_perms`` orders each),
     ``gd_final_loss``.
+
+    Column ``prompt``: -1 on the aggregate rows above; with ``per_prompt`` (default) every
+    per-prompt metric also gets one row per prompt ``0..n-1`` under the same name (0/1
+    correctness for ``acc_*``, the prompt's KL / TV / overlap / order std / SimAOU cosine; for
+    ``rec2ftp`` one 0/1 row per prompt that zero-shot gets wrong and GD right: whether ICL also
+    gets it right). ``icl_vs_gd_stats`` turns them into intervals and paired tests.
     """
     from experiments.gd import FineTuner, GDConfig, permute_demos, zero_shot_batch
     from probes.prompt import PromptBatch
@@ -355,14 +410,37 @@ def compare_icl_gd(model: torch.nn.Module, prompts: PromptSource, ks: Sequence[i
                 "gd_final_loss": float(np.nanmean(gd_loss)),
             }
             m_ord = min(n_order_prompts, n)
-            metrics.update(_order_sensitivity(model, batch.select(slice(0, m_ord)), tuner, online,
-                                              zs_batch.select(slice(0, m_ord)), n_perms, seed))
+            order = _order_sensitivity(model, batch.select(slice(0, m_ord)), tuner, online,
+                                       zs_batch.select(slice(0, m_ord)), n_perms, seed, per_prompt=True)
+            metrics.update({key: float(np.mean(v)) for key, v in order.items()})
             base = {"model": name, "task": task, "k": k, "seed": seed, "n_prompts": n}
-            rows += [{**base, "metric": m, "value": v, "layer": -1} for m, v in metrics.items()]
-            sim, rnd = simaou(h_zs, h_icl, torch.cat(h_gd), seed=seed)
+            rows += [{**base, "metric": m, "value": v, "layer": -1, "prompt": -1} for m, v in metrics.items()]
+            sim, rnd = simaou(h_zs, h_icl, torch.cat(h_gd), seed=seed, per_prompt=True)
             for l in range(n_layers):
-                rows.append({**base, "metric": "simaou", "value": float(sim[l]), "layer": l})
-                rows.append({**base, "metric": "simaou_random", "value": float(rnd[l]), "layer": l})
+                rows.append({**base, "metric": "simaou", "value": float(sim[:, l].mean()), "layer": l, "prompt": -1})
+                rows.append({**base, "metric": "simaou_random", "value": float(rnd[:, l].mean()), "layer": l,
+                             "prompt": -1})
+            if per_prompt:
+                per = {
+                    "acc_zs": ok_zs.float(), "acc_icl": ok_icl.float(), "acc_gd": ok_gd.float(),
+                    "topk_overlap": topk_overlap(p_icl, p_gd, topk),
+                    "topk_overlap_icl_zs": topk_overlap(p_icl, p_zs, topk),
+                    "kl_icl_gd": kl_divergence(lp_icl, lp_gd), "kl_gd_icl": kl_divergence(lp_gd, lp_icl),
+                    "kl_icl_zs": kl_divergence(lp_icl, lp_zs), "kl_gd_zs": kl_divergence(lp_gd, lp_zs),
+                    "tv_icl_gd": total_variation(p_icl, p_gd), "tv_icl_zs": total_variation(p_icl, p_zs),
+                    **{key: torch.tensor(v) for key, v in order.items()},
+                }
+                for m, vals in per.items():
+                    rows += [{**base, "metric": m, "value": float(v), "layer": -1, "prompt": b}
+                             for b, v in enumerate(vals.tolist())]
+                fixes = (~ok_zs & ok_gd).nonzero().flatten().tolist()  # rec2ftp's denominator
+                rows += [{**base, "metric": "rec2ftp", "value": float(ok_icl[b]), "layer": -1, "prompt": b}
+                         for b in fixes]
+                for l in range(n_layers):
+                    for b in range(n):
+                        rows.append({**base, "metric": "simaou", "value": float(sim[b, l]), "layer": l, "prompt": b})
+                        rows.append({**base, "metric": "simaou_random", "value": float(rnd[b, l]), "layer": l,
+                                     "prompt": b})
     df = pd.DataFrame(rows)
     settings = {f"gd_{key}": val for key, val in gd.to_dict().items()}
     for key, val in settings.items():
@@ -375,8 +453,10 @@ def compare_icl_gd(model: torch.nn.Module, prompts: PromptSource, ks: Sequence[i
 
 
 def _order_sensitivity(model: torch.nn.Module, batch: "PromptBatch", tuner: Any, online: Any,
-                       zs_batch: "PromptBatch", n_perms: int, seed: int) -> dict[str, float]:
-    """Mean over prompts of the std over demonstration orders of the tracked probabilities."""
+                       zs_batch: "PromptBatch", n_perms: int, seed: int,
+                       per_prompt: bool = False) -> dict[str, Any]:
+    """Mean over prompts of the std over demonstration orders of the tracked probabilities
+    (``per_prompt``: the list of every prompt's std instead)."""
     from experiments.gd import permute_demos
     from probes.prompt import PromptBatch
     from probes.readout import readout_logits
@@ -404,16 +484,81 @@ def _order_sensitivity(model: torch.nn.Module, batch: "PromptBatch", tuner: Any,
                 with torch.no_grad():
                     lgs.append(readout_logits(tuned, zs_row))
             out[key].append(float(track(torch.cat(lgs)).std(0, unbiased=False).mean()))
+    if per_prompt:
+        return {key: v for key, v in out.items() if v}
     return {key: float(np.mean(v)) for key, v in out.items() if v}
 
 
 def summarize_lm(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, task, k): the headline metrics, seeds averaged, SimAOU averaged over layers."""
+    if "prompt" in df.columns:
+        df = df[df["prompt"] < 0]
     flat = df[df["layer"] < 0].pivot_table(index=["model", "task", "k"], columns="metric",
                                            values="value", aggfunc="mean")
     lay = df[df["layer"] >= 0].pivot_table(index=["model", "task", "k"], columns="metric",
                                            values="value", aggfunc="mean")
     return flat.join(lay).reset_index()
+
+
+# ====================================================================== statistics
+LM_PAIRS: tuple[tuple[str, str], ...] = (
+    ("acc_icl", "acc_zs"), ("acc_gd", "acc_zs"), ("acc_icl", "acc_gd"),
+    ("kl_icl_gd", "kl_icl_zs"), ("tv_icl_gd", "tv_icl_zs"), ("topk_overlap", "topk_overlap_icl_zs"),
+    ("simaou", "simaou_random"),
+    ("order_std_icl", "order_std_gd"), ("order_std_icl", "order_std_sgd"),
+)
+"""Language-model comparisons (condition, control), paired on the same prompts: ICL and GD
+against zero-shot and each other (accuracy, McNemar); the ICL-GD distance against the ICL-zero-
+shot distance (is ICL's output closer to GD's than to zero-shot's?); SimAOU against its random
+baseline (per layer); order sensitivity of ICL against GD and online SGD."""
+
+LINREG_PAIRS: tuple[tuple[str, str], ...] = (("sens_cos", "ls_sens_cos"), ("preds_diff", "ls_preds_diff"))
+"""Linear-regression comparisons besides the model's error against every baseline's: agreement
+with GD against agreement with least squares (per-task sensitivity cosine, prediction
+difference); ``icl_vs_gd_stats`` adds the model's order sensitivity against GD's and SGD's."""
+
+
+def icl_vs_gd_stats(table: pd.DataFrame, level: float = 0.95, alpha: float = 0.05) -> "StatsTables":
+    """Intervals and paired tests for an ICL-vs-GD table (``compare_icl_gd`` output, the
+    ``icl_vs_gd`` sweep analysis's rows, or ``linreg_task_rows`` for linear regression).
+
+    Reads the per-prompt rows (``prompt >= 0``; for linear regression a "prompt" is a task); the
+    resampling unit is (seed, prompt), so seeds pool. Returns ``probes.stats.StatsTables``:
+
+    - ``estimates``: ``model, task, k, metric, layer`` (-1 unless per layer) and ``n, value,
+      ci_low, ci_high`` (Wilson for 0/1 metrics such as ``acc_*`` and ``rec2ftp``, else BCa);
+    - ``comparisons``: ``model, task, k, layer, condition, control`` and ``n, value,
+      control_value, effect, effect_ci_low, effect_ci_high, p_value, q_value, mde,
+      p_discordant, test, verdict``; effect = condition - control on the same prompts. Pairs:
+      ``LM_PAIRS`` for language models; for linear regression ``err_model`` against every
+      ``err_<baseline>`` and ``LINREG_PAIRS``. q-values are Benjamini-Hochberg over one
+      (model, task): every metric and k of the run.
+    """
+    from probes import stats
+
+    per = stats.with_unit_columns(table)
+    for col, val in (("model", ""), ("task", ""), ("k", -1), ("layer", -1)):
+        if col not in per.columns:
+            per = per.assign(**{col: val})
+    per = per.assign(layer=per["layer"].fillna(-1).astype(int))
+    est = stats.summarize(per, ["model", "task", "k", "metric", "layer"], level=level)
+    parts = []
+    for (model, task), run in per.groupby(["model", "task"], sort=False):
+        metrics = set(run["metric"])
+        if "err_model" in metrics:
+            pairs = [("err_model", m) for m in sorted(metrics) if m.startswith("err_") and m not in ("err_model", "err_ref")]
+            pairs += [p for p in LINREG_PAIRS if set(p) <= metrics]
+            pairs += [("order_std_model", m) for m in sorted(metrics)
+                      if m.startswith("order_std_") and m != "order_std_model"]
+        else:
+            pairs = [p for p in LM_PAIRS if set(p) <= metrics]
+        if not pairs:
+            continue
+        cmp = stats.compare(run, pairs, by=["k", "layer"], condition="metric", level=level, alpha=alpha)
+        parts.append(cmp.rename(columns={"metric": "condition"}).assign(model=model, task=task))
+    cols = ["model", "task", "k", "layer", "condition", "control", *stats.CMP_COLUMNS]
+    cmp = pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    return stats.StatsTables(est, cmp)
 
 
 # ====================================================================== figures

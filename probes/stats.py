@@ -360,3 +360,29 @@ def pilot_power(cmp_row: pd.Series | dict, effect: float, alpha: float = ALPHA, 
                          "0/1 outcomes (correct / wrong per prompt)")
     return dict(n=n, p_discordant=p_disc, mde=mde_paired(n, p_disc, alpha, power),
                 effect=abs(effect), n_needed=n_paired(effect, p_disc, alpha, power), alpha=alpha, power=power)
+
+
+@dataclass
+class StatsTables:
+    """What an analysis's ``*_stats(table)`` returns.
+
+    ``estimates``: one row per measured quantity (the analysis's own key columns, then
+    ``EST_COLUMNS``); ``comparisons``: one row per comparison against its control or baseline (key
+    columns, ``condition``, ``control``, then ``CMP_COLUMNS``), with BH q-values within the
+    analysis run's family."""
+
+    estimates: pd.DataFrame
+    comparisons: pd.DataFrame
+
+
+def with_unit_columns(table: pd.DataFrame, unit: Sequence[str] = ("seed", "prompt")) -> pd.DataFrame:
+    """``table`` with a ``seed`` column (0) where it has none, and only its per-prompt rows
+    (``prompt >= 0``); raises a StatsError naming the fix when it has no ``prompt`` column."""
+    if "prompt" not in table.columns:
+        raise StatsError("this table has no per-prompt rows (no `prompt` column; it predates the statistics "
+                         "layer): recompute it (e.g. `iclwb sweep run`, which recomputes stale units)")
+    out = table[table["prompt"] >= 0]
+    for col in unit:
+        if col not in out.columns:
+            out = out.assign(**{col: 0})
+    return out

@@ -197,11 +197,95 @@ def test_compare_icl_gd_tidy_and_weights_unchanged():
         assert m in metrics, m
     od = df[(df["metric"] == "order_std_gd")]["value"]
     assert (od < 1e-6).all()
-    assert len(df[(df["metric"] == "simaou") & (df["k"] == 2)]) == model.cfg.n_layers
+    agg = df[df["prompt"] < 0]
+    assert len(agg[(agg["metric"] == "simaou") & (agg["k"] == 2)]) == model.cfg.n_layers
     acc = df[df["metric"].str.startswith("acc_")]["value"]
     assert ((acc >= 0) & (acc <= 1)).all()
     summary = ivg.summarize_lm(df)
     assert set(summary["k"]) == {1, 2}
+    # per-prompt rows: same metric names, their mean is the aggregate row
+    per = df[df["prompt"] >= 0]
+    for m in ("acc_icl", "kl_icl_gd", "tv_icl_gd", "topk_overlap", "order_std_icl"):
+        for k in (1, 2):
+            rows = per[(per.metric == m) & (per.k == k)]
+            if m == "order_std_icl" and k == 1:
+                assert rows.empty  # one demonstration has one order
+                continue
+            assert len(rows) == (2 if m.startswith("order") else 4)
+            assert rows["value"].mean() == pytest.approx(float(agg[(agg.metric == m) & (agg.k == k)]["value"].iloc[0]), abs=1e-6)
+    sim = per[(per.metric == "simaou") & (per.k == 2) & (per.layer == 0)]["value"].mean()
+    assert sim == pytest.approx(float(agg[(agg.metric == "simaou") & (agg.k == 2) & (agg.layer == 0)]["value"].iloc[0]), abs=1e-5)
+    st = ivg.icl_vs_gd_stats(df)
+    cmp = st.comparisons
+    assert {("acc_icl", "acc_zs"), ("acc_icl", "acc_gd"), ("simaou", "simaou_random"),
+            ("order_std_icl", "order_std_gd"), ("tv_icl_gd", "tv_icl_zs")} <= set(zip(cmp.condition, cmp.control))
+    assert (cmp[cmp.condition == "acc_icl"]["test"] == "mcnemar").all()
+    assert cmp["q_value"].notna().all() and (cmp["q_value"] >= cmp["p_value"] - 1e-12).all()
+    assert (st.estimates[st.estimates.metric == "acc_icl"]["n"] == 4).all()
+
+
+def _sim_lm_table(n: int, effect: float, seed: int = 0) -> pd.DataFrame:
+    """A simulated per-prompt ICL-vs-GD table over two seeds: ICL fixes a share ``effect`` of
+    zero-shot's errors' prompts more than GD; TV(ICL, GD) is smaller than TV(ICL, ZS) by 0.1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in (0, 1):
+        zs = (rng.random(n) < 0.3).astype(float)
+        gd = np.maximum(zs, rng.random(n) < 0.2).astype(float)
+        icl = np.where(rng.random(n) < effect, 1.0, gd)
+        tv_zs = rng.uniform(0.3, 0.7, n)
+        tv_gd = tv_zs - 0.1 + rng.normal(0, 0.05, n)
+        for m, vals in (("acc_zs", zs), ("acc_gd", gd), ("acc_icl", icl), ("tv_icl_zs", tv_zs), ("tv_icl_gd", tv_gd)):
+            rows += [{"model": "sim", "task": "t", "k": 4, "seed": s, "metric": m, "layer": -1, "prompt": i,
+                      "value": float(v)} for i, v in enumerate(vals)]
+            rows.append({"model": "sim", "task": "t", "k": 4, "seed": s, "metric": m, "layer": -1, "prompt": -1,
+                         "value": float(vals.mean())})
+    return pd.DataFrame(rows)
+
+
+def test_icl_vs_gd_stats_known_effect_and_invariants():
+    df = _sim_lm_table(150, 0.5)
+    st = ivg.icl_vs_gd_stats(df)
+    cmp = st.comparisons.set_index(["condition", "control"])
+    tv = cmp.loc[("tv_icl_gd", "tv_icl_zs")]
+    assert tv["n"] == 300  # two seeds pool into the prompt sample
+    assert tv["effect_ci_low"] < -0.1 < tv["effect_ci_high"]
+    assert tv["verdict"] == "significant" and tv["test"] == "paired permutation"
+    icl_gd = cmp.loc[("acc_icl", "acc_gd")]
+    assert icl_gd["verdict"] == "significant" and icl_gd["effect"] > 0.2
+    acc = st.estimates.set_index("metric").loc["acc_zs"]
+    assert acc["ci_low"] < 0.3 < acc["ci_high"]
+    # a condition compared with itself: effect 0, p = 1
+    same = df[df.metric == "acc_gd"].assign(metric="acc_icl")
+    same = pd.concat([df[df.metric == "acc_gd"], same], ignore_index=True)
+    row = ivg.icl_vs_gd_stats(same).comparisons.iloc[0]
+    assert (row["condition"], row["control"]) == ("acc_icl", "acc_gd")
+    assert row["effect"] == 0 and row["p_value"] == 1.0 and row["verdict"] != "significant"
+    with pytest.raises(ValueError, match="per-prompt"):
+        ivg.icl_vs_gd_stats(df.drop(columns="prompt"))
+
+
+def test_linreg_task_rows_and_stats_on_the_gd_layer():
+    """The hand-built GD layer with GD's own lr is GD: per task, sensitivity cosine 1 and the
+    same error as one GD step (effect 0, p = 1); least squares beats it at k = 2d."""
+    d, k = 4, 8
+    model = gd_lsa(d, lr.best_gd_lr(k, d, 1, "normal"))
+    rows = ivg.linreg_task_rows(model, k, d=d, n_tasks=64, seed=0, n_perms=3, n_order_tasks=16)
+    assert set(rows.prompt) == set(range(64))
+    wide = ivg.compare_linreg(model, [k], d=d, n_tasks=64, seed=0).iloc[0]
+    for m in ("err_model", "err_least_squares", "sens_cos", "preds_diff"):
+        assert rows[rows.metric == m]["value"].mean() == pytest.approx(wide[m], rel=1e-5, abs=1e-6)
+    st = ivg.icl_vs_gd_stats(rows.assign(model="gd_lsa", task="linreg", k=k))
+    cmp = st.comparisons.set_index(["condition", "control"])
+    gd1 = cmp.loc[("err_model", "err_gd1")]
+    assert abs(gd1["effect"]) < 1e-5 and gd1["p_value"] > 0.5 and gd1["verdict"] != "significant"
+    ls = cmp.loc[("err_model", "err_least_squares")]
+    assert ls["effect"] > 0 and ls["verdict"] == "significant"
+    assert ("order_std_model", "order_std_sgd") in cmp.index
+    cos = st.estimates.set_index("metric").loc["sens_cos"]
+    assert cos["value"] == pytest.approx(1.0, abs=1e-5) and cos["n"] == 64
 
 
 def test_figures_build():

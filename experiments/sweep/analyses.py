@@ -422,7 +422,10 @@ def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, 
             order = order.rename(columns={"order_std": "value"})
             order["metric"] = "order_std_" + order["method"].astype(str)
             parts.append(order)
-        df = pd.concat(parts, ignore_index=True)
+        df = pd.concat(parts, ignore_index=True).assign(prompt=-1)
+        per_task = ivg.linreg_task_rows(model, k, n_tasks=params["n_tasks"], seed=seed, gd_steps=params["gd_steps"],
+                                        n_perms=params["order_perms"], n_order_tasks=128)
+        df = pd.concat([df, per_task.assign(n_tasks=params["n_tasks"])], ignore_index=True)
     else:
         from experiments.gd import GDConfig
 
@@ -446,7 +449,9 @@ register(AnalysisSpec(
     params={"n_prompts": 16, "n_tasks": 256, "gd_steps": 1, "subset": "attn_kv", "lr": 1e-2,
             "epochs": 5, "order_perms": 4},
     uses_task=True, uses_k=True,
-    description="ICL against gradient descent on the same demonstrations (experiments.icl_vs_gd)",
+    description="ICL against gradient descent on the same demonstrations (experiments.icl_vs_gd); "
+                "per-prompt (per-task) rows for experiments.icl_vs_gd.icl_vs_gd_stats",
     requires=("experiments.icl_vs_gd", "experiments.gd"),
     applies=_ivg_applies,
+    version=2,
 ))
