@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+import numpy as np
+import pandas as pd
 import torch
 
 from probes.heads import (
@@ -49,10 +51,13 @@ def head_scan(
     token_sampler: Callable[[int, int], Any] | None = None,
     n_prompts: int = 32,
     weights: bool = True,
+    nulls: bool = True,
 ) -> dict[str, HeadScores]:
     """Score every head of ``model``; returns {score name: HeadScores}.
 
-    ``weights=False`` skips the weight-based scores (copying, composition).
+    ``weights=False`` skips the weight-based scores (copying, composition). ``nulls`` (default)
+    also scores previous-token, induction, duplicate-token and prefix-matching on their nulls
+    (``probes.heads.NULLS``; ``hs.null``); ``scan_stats`` tests every head against them.
     """
     n_ctx = int(model.cfg.n_ctx)
     seg = seg_len or max(4, min(20, (n_ctx - 1) // 2))
@@ -67,10 +72,10 @@ def head_scan(
             errors[name] = f"{type(err).__name__}: {err}"
 
     attempt("previous_token", lambda: previous_token_scores(
-        model, repeated_random_tokens(16, seg, vocab, seed=seed + 1)))
-    attempt("induction", lambda: induction_scores(model, seg_len=seg, batch=16, seed=seed))
-    attempt("duplicate_token", lambda: duplicate_token_scores(model, seg_len=seg, seed=seed + 2))
-    attempt("prefix_matching", lambda: prefix_matching_scores(model, seed=seed + 3))
+        model, repeated_random_tokens(16, seg, vocab, seed=seed + 1), with_null=nulls, seed=seed + 1))
+    attempt("induction", lambda: induction_scores(model, seg_len=seg, batch=16, seed=seed, with_null=nulls))
+    attempt("duplicate_token", lambda: duplicate_token_scores(model, seg_len=seg, seed=seed + 2, with_null=nulls))
+    attempt("prefix_matching", lambda: prefix_matching_scores(model, seed=seed + 3, with_null=nulls))
     if weights:
         attempt("copying", lambda: copying_scores(model))
         if not getattr(model.cfg, "attn_only", True):
@@ -133,3 +138,105 @@ def format_scan(scan: dict[str, HeadScores], top: int = 5) -> str:
     for name, why in errors.items():
         lines.append(f"{name}: skipped ({why})")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- statistics
+STATS_COLUMNS = ["n", "value", "ci_low", "ci_high", "sd", "null", "null_n", "null_value", "null_sd",
+                 "effect", "effect_ci_low", "effect_ci_high", "p_value", "q_value", "mde", "p_discordant",
+                 "test", "verdict", "above_null"]
+"""Columns ``scan_stats`` adds to each (score, layer, head) row."""
+
+
+def scan_stats(scan: dict[str, HeadScores], level: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
+    """Every head's score with its interval over prompts and its test against the score's null.
+
+    One row per (``metric`` = score name, ``layer``, ``head``) with ``STATS_COLUMNS``: ``n`` prompts,
+    ``value`` (mean over prompts of each prompt's score), ``ci_low``/``ci_high`` (BCa bootstrap
+    over prompts), ``sd`` (over prompts); ``null`` (what the null is, ``probes.heads.NULLS``),
+    ``null_n``, ``null_value``, ``null_sd``; ``effect`` = value - null_value with its interval,
+    ``p_value`` (a paired permutation test for previous-token, whose null is read on the same
+    prompts; else a permutation test of two independent samples), ``q_value`` (Benjamini-Hochberg
+    over every head and score of this scan: one model's family), ``verdict``
+    (``probes.stats.verdict``) and ``above_null`` (significant and above the null: the head *is*
+    one of that kind). Scores without prompts (copying, composition) keep only ``value``; scores
+    without a null (n-gram scores) get the interval only.
+    """
+    from probes import stats
+
+    rows = []
+    for name, hs in scan.items():
+        per, null = hs.per_prompt, hs.null
+        L, H = hs.scores.shape
+        for layer in range(L):
+            for head in range(H):
+                row: dict[str, Any] = {"metric": name, "layer": layer, "head": head,
+                                       "value": float(hs.scores[layer, head])}
+                if per is not None:
+                    x = per[:, layer, head].double().numpy()
+                    x = x[np.isfinite(x)]
+                    est = stats.estimate(x, level)
+                    row.update(est.as_dict(), sd=float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+                if per is not None and null is not None:
+                    y = null.per_prompt[:, layer, head].double().numpy()
+                    if null.info.get("paired"):
+                        ok = np.isfinite(y) & np.isfinite(per[:, layer, head].double().numpy())
+                        c = stats.paired(per[:, layer, head].double().numpy()[ok], y[ok], level)
+                    else:
+                        c = stats.unpaired(x, y[np.isfinite(y)], level)
+                    y = y[np.isfinite(y)]
+                    row.update({k: v for k, v in c.as_dict().items() if k not in ("n", "value")},
+                               null=null.info.get("null", ""), null_n=len(y), null_value=c.control_value,
+                               null_sd=float(y.std(ddof=1)) if len(y) > 1 else 0.0)
+                    row.pop("control_value", None)
+                rows.append(row)
+    df = pd.DataFrame(rows)
+    for col in STATS_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    df[["null", "test"]] = df[["null", "test"]].fillna("")
+    return add_head_q(df, alpha)
+
+
+def add_head_q(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """``q_value`` (BH over all rows with a p-value: one family), ``verdict`` and ``above_null``."""
+    from probes import stats
+
+    df = df.copy()
+    tested = df["p_value"].notna()
+    df["q_value"] = stats.bh(df["p_value"].to_numpy(dtype=float))
+    df["verdict"] = [stats.verdict(lo, hi, q, m, alpha) if t else "" for lo, hi, q, m, t in
+                     zip(df["effect_ci_low"], df["effect_ci_high"], df["q_value"], df["mde"], tested)]
+    df["above_null"] = (df["verdict"] == "significant") & (df["effect"] > 0)
+    return df
+
+
+def head_scan_stats(table: pd.DataFrame, alpha: float = 0.05) -> "StatsTables":
+    """Statistics of stored head scans (``head_scan`` sweep rows, or ``scan_stats`` output).
+
+    The per-head statistics are computed when a unit runs (``scan_stats``: one unit holds all of
+    a seed's prompts, and 270+ heads x prompts x scores would make big tables), so this only
+    re-forms them: ``estimates`` (``model, seed, metric, layer, head`` + ``EST_COLUMNS``, the
+    scores with prompts) and ``comparisons`` (``model, seed, metric, layer, head, condition,
+    control`` + ``CMP_COLUMNS`` + ``null``, ``above_null``; condition = the score, control = its
+    null), with q-values recomputed by BH over each (model, seed): one scan's family. Seeds are
+    separate scans, not pooled (each has its own rows; compare their verdicts)."""
+    from probes import stats
+
+    if "p_value" not in table.columns:
+        raise stats.StatsError("this head-scan table has no statistics (it predates the statistics layer): "
+                               "recompute it (`iclwb sweep run` recomputes stale units) or use scan_stats(scan)")
+    t = table.copy()
+    if "prompt" in t.columns:
+        t = t[t["prompt"] < 0]
+    for col, val in (("model", ""), ("seed", 0)):
+        if col not in t.columns:
+            t[col] = val
+    key = ["model", "seed", "metric", "layer", "head"]
+    est = t[t["n"].notna()][[*key, *stats.EST_COLUMNS]].reset_index(drop=True)
+    parts = []
+    for _, fam in t[t["p_value"].notna()].groupby(["model", "seed"], sort=False):
+        parts.append(add_head_q(fam, alpha))
+    cmp = pd.concat(parts, ignore_index=True) if parts else t.iloc[:0]
+    cmp = cmp.assign(condition=cmp["metric"], control=cmp["metric"] + ":null", control_value=cmp["null_value"])
+    cmp = cmp[[*key, "condition", "control", *stats.CMP_COLUMNS, "null", "above_null"]].reset_index(drop=True)
+    return stats.StatsTables(est, cmp)

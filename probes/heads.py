@@ -64,6 +64,17 @@ class HeadScores:
     def figure(self, **kw: Any):
         return head_scores_figure(self, **kw)
 
+    @property
+    def per_prompt(self) -> Float[Tensor, "batch layer head"] | None:
+        """Each prompt's score (its own queries' mean mass; NaN for a prompt with no valid query),
+        for intervals over prompts; None for weight-based scores."""
+        return self.info.get("per_prompt")
+
+    @property
+    def null(self) -> "HeadScores | None":
+        """The same score on inputs where the mechanism cannot apply (``null_scores``), if computed."""
+        return self.info.get("null")
+
 
 # ---------------------------------------------------------------------- token helpers
 def as_token_batch(tokens: Tensor | Sequence[Sequence[int]], pad_id: int = 0,
@@ -188,56 +199,70 @@ def attention_mass_scores(
         raise HeadScoreError(f"{name}: no query position has a non-empty target set on these "
                              f"prompts; use longer prompts or more repetition")
     L, H = int(model.cfg.n_layers), int(model.cfg.n_heads)
-    total = torch.zeros(L, H, dtype=torch.float64)
+    per = torch.zeros(B, L, H, dtype=torch.float64)  # per prompt: summed mass over its valid queries
     if cache is not None:
         for l in range(L):
             pat = cache[f"blocks.{l}.attn.hook_pattern"]
-            total[l] = _mass(pat, full_mask, rows)
+            per[:, l] = _mass(pat, full_mask, rows)
     else:
         for start in range(0, B, batch_size):
             sl = slice(start, start + batch_size)
             sub_T = int(lens[sl].max())
             m, r = full_mask[sl, :sub_T, :sub_T], rows[sl, :sub_T]
 
-            def make_hook(layer: int, m=m, r=r):
+            def make_hook(layer: int, m=m, r=r, sl=sl):
                 def hook(pattern: Tensor, hook: Any) -> None:
-                    total[layer] += _mass(pattern.detach(), m, r)
+                    per[sl, layer] = _mass(pattern.detach(), m, r)
                 return hook
 
             hooks = [(f"blocks.{l}.attn.hook_pattern", make_hook(l)) for l in range(L)]
             with torch.no_grad(), model.hooks(fwd_hooks=hooks):
                 model(toks[sl, :sub_T])
-    meta = {"n_queries": n_rows, **(info or {})}
-    return HeadScores(name, (total / n_rows).float(), toks, meta)
+    n_per = rows.sum(-1).double()  # valid queries per prompt
+    per_prompt = (per / n_per.clamp(min=1)[:, None, None]).float()
+    per_prompt[n_per == 0] = float("nan")
+    meta = {"n_queries": n_rows, "per_prompt": per_prompt, **(info or {})}
+    return HeadScores(name, (per.sum(0) / n_rows).float(), toks, meta)
 
 
 def _mass(pattern: Float[Tensor, "b h q k"], mask: Bool[Tensor, "b q k"],
-          rows: Bool[Tensor, "b q"]) -> Float[Tensor, " h"]:
-    """Sum over valid rows of the attention mass inside the mask (no in-place ops)."""
+          rows: Bool[Tensor, "b q"]) -> Float[Tensor, "b h"]:
+    """Per prompt, the sum over valid rows of the attention mass inside the mask (no in-place ops)."""
     mass = torch.einsum("bhqk,bqk->bhq", pattern.double(), mask.double())
-    return (mass * rows[:, None, :].double()).sum(dim=(0, 2))
+    return (mass * rows[:, None, :].double()).sum(dim=2)
 
 
 # ---------------------------------------------------------------------- attention scores
 def previous_token_scores(model: torch.nn.Module, tokens: Tensor,
-                          cache: Mapping[str, Tensor] | None = None) -> HeadScores:
-    """Mean attention A[i, i-1] over positions i >= 1 (A3)."""
-    return attention_mass_scores(model, tokens, previous_token_mask, "previous_token", cache=cache)
+                          cache: Mapping[str, Tensor] | None = None, with_null: bool = False,
+                          seed: int = 0) -> HeadScores:
+    """Mean attention A[i, i-1] over positions i >= 1 (A3). ``with_null``: also each prompt's
+    attention to a random earlier non-adjacent key (``null_scores``, ``hs.null``)."""
+    hs = attention_mass_scores(model, tokens, previous_token_mask, "previous_token", cache=cache)
+    if with_null:
+        _attach_null(model, hs, None, seed)
+    return hs
 
 
 def duplicate_token_scores(model: torch.nn.Module, tokens: Tensor | None = None, seg_len: int = 20,
                            batch: int = 16, seed: int = 0,
-                           cache: Mapping[str, Tensor] | None = None) -> HeadScores:
-    """Attention mass on earlier copies of the current token (default: repeated random tokens)."""
+                           cache: Mapping[str, Tensor] | None = None, with_null: bool = False) -> HeadScores:
+    """Attention mass on earlier copies of the current token (default: repeated random tokens).
+    ``with_null``: also the same (query, key) positions on no-repeat sequences (``hs.null``)."""
     if tokens is None:
         seg_len = min(seg_len, int(model.cfg.n_ctx) // 2)
         tokens = repeated_random_tokens(batch, seg_len, int(model.cfg.d_vocab), seed=seed)
-    return attention_mass_scores(model, tokens, duplicate_token_mask, "duplicate_token", cache=cache)
+    hs = attention_mass_scores(model, tokens, duplicate_token_mask, "duplicate_token", cache=cache)
+    if with_null:
+        _attach_null(model, hs, duplicate_token_mask(hs.tokens), seed)
+    return hs
 
 
 def induction_scores(model: torch.nn.Module, seg_len: int = 20, batch: int = 16, seed: int = 0,
-                     vocab: int | None = None, bos: int | None = None) -> HeadScores:
-    """Attention from position t in the repeat to t - L + 1 (the token after t's earlier copy, A1)."""
+                     vocab: int | None = None, bos: int | None = None, with_null: bool = False) -> HeadScores:
+    """Attention from position t in the repeat to t - L + 1 (the token after t's earlier copy, A1).
+
+    ``with_null``: also the same stripe on no-repeat sequences (``null_scores``, ``hs.null``)."""
     vocab = vocab or model.cfg.d_vocab
     tokens = repeated_random_tokens(batch, seg_len, vocab, seed=seed, bos=bos)
     off = 1 if bos is not None else 0
@@ -245,7 +270,10 @@ def induction_scores(model: torch.nn.Module, seg_len: int = 20, batch: int = 16,
     mask = torch.zeros(batch, T, T, dtype=torch.bool)
     q = torch.arange(seg_len, 2 * seg_len) + off
     mask[:, q, q - seg_len + 1] = True
-    hs = attention_mass_scores(model, tokens, mask, "induction", info={"seg_len": seg_len})
+    hs = attention_mass_scores(model, tokens, mask, "induction",
+                               info={"seg_len": seg_len, "bos": bos, "high": int(vocab)})
+    if with_null:
+        _attach_null(model, hs, mask, seed)
     return hs
 
 
@@ -271,8 +299,9 @@ def ngram_head_scores(model: torch.nn.Module, tokens: Tensor | Sequence[Sequence
 
 def prefix_matching_scores(model: torch.nn.Module, n_tokens: int = 25, repeats: int = 4,
                            batch: int = 10, seed: int = 0, bos: int | None = None,
-                           low: int | None = None, high: int | None = None) -> HeadScores:
+                           low: int | None = None, high: int | None = None, with_null: bool = False) -> HeadScores:
     """Olsson's prefix-matching score (A2): [BOS] r r r r with r = 25 distinct random tokens.
+    ``with_null``: also the same (query, key) positions on no-repeat sequences (``hs.null``).
 
     Score = attention mass on the positions following an earlier copy of the current token (the
     n = 2 set), averaged over the queries in repeats 2..4. Tokens are drawn without replacement
@@ -298,8 +327,96 @@ def prefix_matching_scores(model: torch.nn.Module, n_tokens: int = 25, repeats: 
     if bos is not None:
         tokens = torch.cat([torch.full((batch, 1), int(bos)), tokens], dim=1)
     hs = attention_mass_scores(model, tokens, lambda t: ngram_mask(t, 2), "prefix_matching",
-                               info={"n_tokens": n_tokens, "repeats": repeats, "bos": bos})
+                               info={"n_tokens": n_tokens, "repeats": repeats, "bos": bos, "low": lo, "high": hi})
+    if with_null:
+        _attach_null(model, hs, ngram_mask(tokens, 2), seed)
     return hs
+
+
+# ---------------------------------------------------------------------- nulls
+NULLS: dict[str, str] = {
+    "induction": "no-repeat random tokens (same query/key positions)",
+    "duplicate_token": "no-repeat random tokens (same query/key positions)",
+    "prefix_matching": "no-repeat random tokens (same query/key positions)",
+    "previous_token": "a random key other than the previous token (j in 0..i, j != i-1), same prompts",
+}
+"""For each attention score with a null: what the null sequence / key set is. Repetition-based
+scores (induction, duplicate-token, prefix-matching) are re-read at the very same (query, key)
+positions on random sequences of the same length with no repeated token, where no earlier copy
+exists, so the mechanism cannot apply: what is left is the head's positional or uniform share.
+Previous-token attention is positional (it applies to any sequence, so no input switches it off),
+so its null is the same head's attention, on the same prompts and queries, to one random key the
+query can see other than the previous token (``random_other_key_mask``): a head that does not
+prefer the previous token scores alike on both in expectation (a paired comparison); a uniform
+head scores exactly alike."""
+
+
+def no_repeat_tokens(batch: int, seq_len: int, vocab: int, seed: int = 0, low: int = 0,
+                     high: int | None = None, bos: int | None = None) -> Int[Tensor, "batch pos"]:
+    """Random sequences of ``seq_len`` distinct tokens from [low, high) (after BOS, if given)."""
+    high = vocab if high is None else high
+    n = seq_len - (1 if bos is not None else 0)
+    if high - low < n:
+        raise HeadScoreError(f"a sequence of {n} distinct tokens needs at least {n} token ids, but [{low}, "
+                             f"{high}) has {high - low}; use shorter sequences (seg_len)")
+    g = torch.Generator().manual_seed(seed)
+    toks = torch.stack([low + torch.randperm(high - low, generator=g)[:n] for _ in range(batch)])
+    if bos is not None:
+        toks = torch.cat([torch.full((batch, 1), int(bos)), toks], dim=1)
+    return toks
+
+
+def random_other_key_mask(tokens: Int[Tensor, "batch pos"], seed: int = 0) -> Bool[Tensor, "batch q k"]:
+    """D[i, j] = 1 for one key j drawn uniformly from {0..i} minus {i-1} per (prompt, query i >= 1):
+    any key the query can see except the previous token (itself included), on the same queries as
+    the previous-token score. The previous-token score's null (``NULLS``)."""
+    B, T = tokens.shape
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(T)
+    u = (torch.rand(B, T, generator=g) * i).long().clamp(max=(i - 1).clamp(min=0))  # uniform on 0..i-1
+    j = torch.where(u == i - 1, i.expand(B, T), u)  # i-1 (the previous token) -> i (the query itself)
+    mask = torch.zeros(B, T, T, dtype=torch.bool)
+    b_idx, q_idx = torch.nonzero((i >= 1).expand(B, T), as_tuple=True)
+    mask[b_idx, q_idx, j[b_idx, q_idx]] = True
+    return mask
+
+
+def null_scores(model: torch.nn.Module, hs: HeadScores, mask: Bool[Tensor, "batch q k"] | None = None,
+                seed: int = 0) -> HeadScores:
+    """``hs``'s null (``NULLS``), with per-prompt values; also stored as ``hs.info["null"]``.
+
+    For the repetition-based scores pass ``mask``, the [batch, q, k] mask ``hs`` was scored with
+    (the keys where an earlier copy made the mechanism apply); it is re-read on no-repeat random
+    sequences of ``hs.tokens``' shape (a BOS column, if ``hs.info["bos"]``, is kept). For
+    ``previous_token`` the mask is ``random_other_key_mask`` on ``hs.tokens``."""
+    if hs.name not in NULLS or hs.tokens is None:
+        raise HeadScoreError(f"no null is defined for {hs.name!r}; nulls exist for {sorted(NULLS)}")
+    if hs.name == "previous_token":
+        null = attention_mass_scores(model, hs.tokens, random_other_key_mask(hs.tokens, seed), hs.name)
+        null.info.update(paired=True)
+    else:
+        if mask is None:
+            raise HeadScoreError(f"the {hs.name} null needs the mask the score was computed with")
+        B, T = hs.tokens.shape
+        bos = hs.info.get("bos")
+        V = int(model.cfg.d_vocab)
+        lo = int(hs.info.get("low", 0))
+        hi = int(hs.info.get("high", V))
+        toks = no_repeat_tokens(B, T, V, seed=seed + 7, low=lo, high=hi, bos=bos)
+        null = attention_mass_scores(model, toks, mask, hs.name)
+        null.info.update(paired=False)
+    null.info.update(null=NULLS[hs.name])
+    hs.info["null"] = null
+    return null
+
+
+def _attach_null(model: torch.nn.Module, hs: HeadScores, mask: Tensor | None, seed: int) -> None:
+    """``null_scores``, or the reason it cannot be built in ``hs.info["null_error"]`` (e.g. a
+    vocabulary too small for a sequence without repeats): the score itself stands either way."""
+    try:
+        null_scores(model, hs, mask, seed=seed)
+    except HeadScoreError as err:
+        hs.info["null_error"] = str(err)
 
 
 # ---------------------------------------------------------------------- weight-based scores

@@ -256,3 +256,47 @@ def test_head_scores_figure():
     fig = head_scores_figure(hs)
     assert fig.data[0].z.shape == (2, 4) and list(fig.data[0].y) == ["L0", "L1"]
     assert hs.top(1)[0][2] == float(hs.scores.max())
+
+
+@pytest.mark.slow
+def test_hand_set_heads_are_significant_against_their_nulls(induction_model):
+    """The hand-set previous-token (L0H0) and induction (L1H0) heads come out "significant" and
+    above their nulls; the zero-weight (uniform) heads score exactly their nulls (p = 1)."""
+    from experiments.scan import head_scan_stats, scan_stats
+
+    m = induction_model
+    toks = repeated_random_tokens(16, 20, V - 1, seed=3, bos=BOS)
+    prev = previous_token_scores(m, toks, with_null=True)
+    ind = induction_scores(m, seg_len=20, batch=16, seed=4, vocab=V - 1, bos=BOS, with_null=True)
+    assert prev.per_prompt.shape == (16, 2, N_HEADS) and ind.null.per_prompt.shape == (16, 2, N_HEADS)
+    # per-prompt values average to the score (equal query counts per prompt)
+    assert torch.allclose(prev.per_prompt.mean(0), prev.scores, atol=1e-5)
+    assert all(r.unique().numel() == r.numel() for r in ind.null.tokens[:, 1:])  # no repeats
+    assert ind.null.scores[1, 0] < 0.2  # nothing to match: the induction head has nowhere to go
+    st = scan_stats({"previous_token": prev, "induction": ind}).set_index(["metric", "layer", "head"])
+    for key in (("previous_token", 0, 0), ("induction", 1, 0)):
+        r = st.loc[key]
+        assert r["verdict"] == "significant" and r["above_null"] and r["q_value"] < 0.01, key
+        assert r["n"] == 16 and r["ci_low"] <= r["value"] <= r["ci_high"]
+    assert st.loc[("induction", 1, 0), "value"] > 0.9 and st.loc[("previous_token", 0, 0), "test"] == "paired permutation"
+    for key in (("previous_token", 0, 1), ("induction", 0, 1), ("induction", 1, 1)):
+        r = st.loc[key]  # uniform heads: identical per-prompt values on the score and its null
+        assert abs(r["effect"]) < 1e-6 and r["p_value"] == 1.0 and not r["above_null"], key
+    tables = head_scan_stats(st.reset_index().assign(model="hand", seed=0))
+    assert len(tables.comparisons) == 2 * 2 * N_HEADS
+    assert set(tables.comparisons["control"]) == {"previous_token:null", "induction:null"}
+
+
+def test_null_helpers():
+    from probes.heads import no_repeat_tokens, random_other_key_mask
+
+    t = no_repeat_tokens(5, 12, 20, seed=0, bos=19, high=19)
+    assert t.shape == (5, 12) and (t[:, 0] == 19).all()
+    assert all(r[1:].unique().numel() == 11 for r in t) and (t[:, 1:] < 19).all()
+    with pytest.raises(HeadScoreError, match="distinct tokens"):
+        no_repeat_tokens(1, 30, 20)
+    mask = random_other_key_mask(torch.zeros(200, 10, dtype=torch.long), seed=1)
+    b, q, k = torch.nonzero(mask, as_tuple=True)
+    assert (mask.sum(-1)[:, 1:] == 1).all() and not mask[:, 0].any()  # one key per query i >= 1
+    assert (k <= q).all() and not (k == q - 1).any()  # never the previous token
+    assert set(k[q == 4].tolist()) == {0, 1, 2, 4}  # every other visible key is drawn

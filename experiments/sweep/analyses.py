@@ -9,7 +9,9 @@ The store adds the provenance columns; an analysis only measures.
 Built in:
 
 - ``head_scan``: every head score of ``experiments.scan.head_scan`` (layer x head tables); no
-  task or k. Artefacts: each score table, and the attention maps of the scan's first prompt.
+  task or k. Each (score, layer, head) row carries its statistics (``experiments.scan.scan_stats``:
+  interval over prompts, null, p, q over the model's heads, verdict). Artefacts: each score
+  table, its per-prompt values and its null's, and the attention maps of the scan's first prompt.
 - ``circuit``: the summarize-merge-retrieve circuit with ablations (``circuits``), on a task at k.
 - ``icl_vs_gd``: ICL against gradient descent on the same demonstrations
   (``experiments.icl_vs_gd.compare_icl_gd``), on a task at k.
@@ -302,7 +304,7 @@ def tokenizer_of(model: str):
 def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
     import torch
 
-    from experiments.scan import head_scan
+    from experiments.scan import head_scan, scan_stats
     from probes.heads import attention_patterns
 
     model = get_model(model_name)
@@ -314,15 +316,15 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
             kwargs[key] = params["n_prompts"]
     with torch.no_grad():
         scan = _call(head_scan, model=model, **kwargs)
-    rows, tensors = [], {}
+    tensors = {}
     example = None
     for score_name, hs in scan.items():
         scores = hs.scores.detach().float().cpu()
         tensors[f"scores/{score_name}"] = scores.contiguous()
-        for layer in range(scores.shape[0]):
-            for head in range(scores.shape[1]):
-                rows.append({"metric": score_name, "layer": layer, "head": head,
-                             "value": float(scores[layer, head])})
+        if hs.per_prompt is not None:  # [prompt, layer, head]: small, kept for re-analysis
+            tensors[f"per_prompt/{score_name}"] = hs.per_prompt.float().contiguous()
+        if hs.null is not None:
+            tensors[f"null_per_prompt/{score_name}"] = hs.null.per_prompt.float().contiguous()
         if example is None and getattr(hs, "tokens", None) is not None and hs.tokens.ndim == 2:
             example = hs.tokens[:1]
     if example is not None and params.get("save_attention", True):
@@ -330,15 +332,18 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
             pat = attention_patterns(model, example)  # [L, 1, H, q, k]
         tensors["attention/example0"] = pat[:, 0].float().contiguous()
         tensors["attention/example0_tokens"] = example[0].contiguous()
-    return AnalysisResult(pd.DataFrame(rows), tensors)
+    table = scan_stats(scan).assign(prompt=-1)  # per-head interval, null, p, q, verdict
+    return AnalysisResult(table, tensors)
 
 
 register(AnalysisSpec(
     name="head_scan", fn=_head_scan,
     params={"seg_len": 0, "n_prompts": 0, "save_attention": True},
     uses_task=False, uses_k=False,
-    description="layer x head scores (previous-token, induction, ...) from experiments.scan.head_scan",
+    description="layer x head scores (previous-token, induction, ...) from experiments.scan.head_scan, each "
+                "with its interval over prompts and its test against a null (experiments.scan.scan_stats)",
     requires=("experiments.scan",),
+    version=2,
     applies=lambda m, t: None if is_token_model(m) else "it reads vectors, not tokens (no head scan)",
 ))
 
