@@ -26,7 +26,7 @@ import torch
 
 from circuits import anchors, vectors
 from probes.prompt import PromptBatch, PromptBuilder, PromptError
-from probes.readout import model_accuracy
+from probes.readout import predictions, readout_logits
 
 CONDITIONS: tuple[str, ...] = ("zero-shot", "ICL", "with vector", "with random vector")
 METHODS: tuple[str, ...] = ("task_vector", "function_vector", "icv")
@@ -108,6 +108,8 @@ class PromptSets:
     eval: PromptBatch
     baseline_acc: dict[tuple[str, str], float] = field(default_factory=dict)
     """(split, condition) -> accuracy, filled once by ``baselines`` and shared by the methods."""
+    baseline_correct: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    """(split, condition) -> per-prompt 0/1 outcomes behind ``baseline_acc``."""
 
 
 def prompt_sets(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int,
@@ -124,15 +126,35 @@ def prompt_sets(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed:
 
 
 # ---------------------------------------------------------------------- helpers
-def _acc(model: torch.nn.Module, batch: PromptBatch,
-         make_hooks: Callable[[PromptBatch], Sequence[Any]] | None = None, bs: int = 32) -> float:
-    """Accuracy in chunks of ``bs`` rows; ``make_hooks(chunk)`` builds the hooks for each chunk
-    (read-out hooks index rows, so they must be made per chunk)."""
-    correct = 0.0
+def _correct(model: torch.nn.Module, batch: PromptBatch,
+             make_hooks: Callable[[PromptBatch], Sequence[Any]] | None = None, bs: int = 32) -> list[float]:
+    """Per prompt, 1.0 if the model's read-out prediction is the target else 0.0, in chunks of ``bs``
+    rows; ``make_hooks(chunk)`` builds the hooks for each chunk (read-out hooks index rows, so they
+    must be made per chunk)."""
+    if batch.target is None or (batch.target < 0).any():
+        raise PromptError("accuracy needs batch.target (the correct read-out token) on every row")
+    out: list[float] = []
     for part in batch.batches(bs):
         hooks = make_hooks(part) if make_hooks is not None else ()
-        correct += model_accuracy(model, part, fwd_hooks=hooks, batch_size=bs) * len(part)
-    return correct / len(batch)
+        with torch.no_grad():
+            logits = readout_logits(model, part.trim(), hooks)
+        out += (predictions(logits, part) == part.target).float().tolist()
+    return out
+
+
+def _acc(model: torch.nn.Module, batch: PromptBatch,
+         make_hooks: Callable[[PromptBatch], Sequence[Any]] | None = None, bs: int = 32) -> float:
+    """Accuracy in chunks of ``bs`` rows (the mean of ``_correct``)."""
+    c = _correct(model, batch, make_hooks, bs)
+    return sum(c) / len(c)
+
+
+def _acc_row(model: torch.nn.Module, batch: PromptBatch, make_hooks: Callable[[PromptBatch], Sequence[Any]] | None,
+             /, **row: Any) -> dict[str, Any]:
+    """An accuracy row: ``accuracy`` and ``n_prompts``, with the per-prompt outcomes under the
+    private key ``correct`` (``run_study`` moves them to its ``per_prompt`` table)."""
+    c = _correct(model, batch, make_hooks)
+    return {**row, "accuracy": sum(c) / len(c), "n_prompts": len(c), "correct": c}
 
 
 def baselines(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, method: str) -> list[dict]:
@@ -140,10 +162,12 @@ def baselines(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, method:
     for split in ("dev", "eval"):
         b = getattr(sets, split)
         for cond, batch in (("zero-shot", vectors.strip_demos(b)), ("ICL", b)):
-            if (split, cond) not in sets.baseline_acc:
-                sets.baseline_acc[(split, cond)] = _acc(model, batch)
+            if (split, cond) not in sets.baseline_correct:
+                sets.baseline_correct[(split, cond)] = _correct(model, batch)
+            c = sets.baseline_correct[(split, cond)]
+            sets.baseline_acc[(split, cond)] = sum(c) / len(c)
             rows.append(info.row(method=method, condition=cond, layer=math.nan, lam=math.nan, split=split,
-                                 accuracy=sets.baseline_acc[(split, cond)], n_prompts=len(b)))
+                                 accuracy=sets.baseline_acc[(split, cond)], n_prompts=len(b), correct=c))
     return rows
 
 
@@ -159,9 +183,9 @@ def _sweep_readout(model: torch.nn.Module, sets: PromptSets, info: StudyInfo, me
                     continue  # the control is only reported, never used to choose
                 def make(part: PromptBatch, layer: int = layer, vec: torch.Tensor = vec) -> list:
                     return vectors.readout_hooks(part, layer, vec, site="resid_post", mode=mode)  # type: ignore[arg-type]
-                rows.append(info.row(method=method, condition=cond, layer=layer, lam=math.nan, split=split,
-                                     accuracy=_acc(model, b, make), n_prompts=len(b),
-                                     vector_norm=float(v.norm()), **(extra or {})))
+                rows.append(_acc_row(model, b, make, **info.row(method=method, condition=cond, layer=layer,
+                                                                lam=math.nan, split=split,
+                                                                vector_norm=float(v.norm()), **(extra or {}))))
     return rows
 
 
@@ -224,38 +248,152 @@ def icv_study(model: torch.nn.Module, sets: PromptSets, info: StudyInfo,
                 if cond == "with random vector" and split == "dev":
                     continue
                 hooks = vectors.icv_hooks(model, vec, lam, site=site)
-                rows.append(info.row(method="icv", condition=cond, layer=math.nan, lam=float(lam), split=split,
-                                     accuracy=_acc(model, zs, lambda part, h=hooks: h), n_prompts=len(zs),
-                                     site=site))
+                rows.append(_acc_row(model, zs, lambda part, h=hooks: h, **info.row(
+                    method="icv", condition=cond, layer=math.nan, lam=float(lam), split=split, site=site)))
     return pd.DataFrame(rows)
 
 
-def anchors_study(model: torch.nn.Module, batch: PromptBatch, info: StudyInfo) -> pd.DataFrame:
-    """Label-word flows by layer: mean and std over prompts of S_wp, S_pq, S_ww."""
+def anchors_study(model: torch.nn.Module, batch: PromptBatch, info: StudyInfo,
+                  per_prompt: bool = True) -> pd.DataFrame:
+    """Label-word flows by layer: mean and std over prompts of S_wp, S_pq, S_ww (``prompt`` = -1)
+    and, with ``per_prompt``, each prompt's value (``prompt`` = 0..n-1) for ``anchors_stats``."""
     f = anchors.anchor_flows(model, batch)  # [layer, batch, 3]
     rows = []
     for l in range(f.shape[0]):
         for i, name in enumerate(anchors.FLOWS):
             vals = f[l, :, i]
             rows.append(info.row(method="anchors", layer=l, flow=name, value=float(vals.mean()),
-                                 std=float(vals.std()) if len(vals) > 1 else 0.0, n_prompts=len(batch)))
+                                 std=float(vals.std()) if len(vals) > 1 else 0.0, n_prompts=len(batch),
+                                 prompt=-1))
+            if per_prompt:
+                rows += [info.row(method="anchors", layer=l, flow=name, value=float(v), std=math.nan,
+                                  n_prompts=len(batch), prompt=b) for b, v in enumerate(vals.tolist())]
     return pd.DataFrame(rows)
 
 
+ANCHOR_PAIRS: tuple[tuple[str, str], ...] = (("S_wp", "S_ww"), ("S_pq", "S_ww"), ("S_pq", "S_wp"))
+"""The flow comparisons of Wang et al., at every layer, paired on the same prompts: text -> label
+words against the rest (their shallow-layer claim: S_wp > S_ww), label words -> read-out against
+the rest (deep layers: S_pq > S_ww), and the two label-word flows against each other."""
+
+
+def anchors_stats(table: pd.DataFrame, level: float = 0.95, alpha: float = 0.05) -> "StatsTables":
+    """Intervals and paired tests for label-word flows (``anchors_study`` / ``run_study(...)["anchors"]``
+    rows, seeds and runs concatenated; seeds pool into the prompt sample).
+
+    Returns ``probes.stats.StatsTables``: ``estimates`` with ``model, task, k, layer, flow`` +
+    ``n, value, ci_low, ci_high`` (BCa bootstrap over prompts); ``comparisons`` with ``model,
+    task, k, layer, condition, control`` + ``CMP_COLUMNS`` for ``ANCHOR_PAIRS`` at every layer
+    (paired permutation test; effect = condition - control), q-values Benjamini-Hochberg over one
+    (model, task, k): every layer and pair.
+    """
+    from probes import stats
+
+    per = stats.with_unit_columns(table)
+    by = ["model", "task", "k"]
+    est = stats.summarize(per, [*by, "layer", "flow"], level=level)
+    parts = []
+    for key, run in per.groupby(by, sort=False):
+        c = stats.compare(run, ANCHOR_PAIRS, by=["layer"], condition="flow", level=level, alpha=alpha)
+        parts.append(c.rename(columns={"flow": "condition"}).assign(**dict(zip(by, key))))
+    cols = [*by, "layer", "condition", "control", *stats.CMP_COLUMNS]
+    cmp = pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
+    return stats.StatsTables(est, cmp)
+
+
 # ---------------------------------------------------------------------- tables
+def _dev_best(g: pd.DataFrame) -> pd.Series | None:
+    """The dev row of "with vector" with the best accuracy (its layer / lambda is the one reported)."""
+    dev = g[(g.split == "dev") & (g.condition == "with vector") & ~(g.lam == 0)]  # lam 0 = zero-shot
+    return None if dev.empty else dev.loc[dev.accuracy.idxmax()]
+
+
+def _at(ev: pd.DataFrame, best: pd.Series) -> pd.DataFrame:
+    """The rows of ``ev`` at ``best``'s layer and lambda, and the zero-shot and ICL rows (which
+    have neither)."""
+    base = ev.condition.isin(["zero-shot", "ICL"])
+    sel = ev[(ev.layer == best.layer) | (ev.layer.isna() & pd.isna(best.layer)) | base]
+    if not pd.isna(best.lam):
+        sel = sel[(sel.lam == best.lam) | sel.condition.isin(["zero-shot", "ICL"])]
+    return sel
+
+
+def per_prompt_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy rows' per-prompt outcomes (their ``correct`` lists) as one row per prompt:
+    the row's columns with ``prompt`` (0..n-1, index in its split's batch) and ``value`` (1.0 if
+    correct) in place of ``accuracy`` and ``correct``."""
+    if "correct" not in acc.columns:
+        raise StudyError("these accuracy rows carry no per-prompt outcomes; recompute them with run_study")
+    long = acc.drop(columns=["accuracy"]).explode("correct").rename(columns={"correct": "value"})
+    long["prompt"] = long.groupby(level=0).cumcount()
+    return long.reset_index(drop=True).astype({"value": float})
+
+
+VECTOR_PAIRS: tuple[tuple[str, str], ...] = (
+    ("with vector", "with random vector"), ("with vector", "zero-shot"), ("with vector", "ICL"),
+    ("ICL", "zero-shot"))
+"""The comparisons of one method (condition, control), paired on the same eval prompts."""
+
+
+def vectors_stats(per_prompt: pd.DataFrame, level: float = 0.95, alpha: float = 0.05) -> "StatsTables":
+    """Intervals and paired tests for ICL vectors (``run_study(...)["per_prompt"]``, seeds and runs
+    concatenated).
+
+    Per (model, task, k, seed, method) the layer / lambda is chosen on the dev prompts (best
+    "with vector" accuracy, as ``summary_table``); then on the eval prompts every condition at that
+    choice is paired on (seed, prompt) and seeds pool. Returns ``probes.stats.StatsTables``:
+
+    - ``estimates``: ``model, task, k, method, condition`` + ``n, value, ci_low, ci_high``
+      (eval accuracy, Wilson interval);
+    - ``comparisons``: ``model, task, k, method, condition, control`` + ``CMP_COLUMNS`` (McNemar
+      on the per-prompt outcomes; ``mde`` at 80% power), for ``VECTOR_PAIRS``: the vector against
+      a random vector of the same norm, against zero-shot and against ICL, and ICL against
+      zero-shot. q-values are Benjamini-Hochberg over one (model, task, k, method).
+    Also ``chosen`` columns ``layers`` / ``lams`` on the comparisons: the choice per seed.
+    """
+    from probes import stats
+
+    per = stats.with_unit_columns(per_prompt)
+    keys = ["model", "task", "k", "seed", "method"]
+    acc = per.groupby([*keys, "condition", "layer", "lam", "split"], dropna=False, sort=False)["value"].mean()
+    acc = acc.rename("accuracy").reset_index()
+    picked = []
+    choice: dict[tuple, str] = {}
+    for key, g in acc.groupby(keys, sort=False):
+        best = _dev_best(g)
+        if best is None:
+            continue
+        run = per[(per[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1) & (per.split == "eval")]
+        picked.append(_at(run, best))
+        choice[key] = f"layer={best.layer:g}" if pd.isna(best.lam) else f"lam={best.lam:g}"
+    by = ["model", "task", "k", "method"]
+    if not picked:
+        return stats.StatsTables(pd.DataFrame(columns=[*by, "condition", *stats.EST_COLUMNS]),
+                                 pd.DataFrame(columns=[*by, "condition", "control", *stats.CMP_COLUMNS]))
+    ev = pd.concat(picked, ignore_index=True)
+    est = stats.summarize(ev, [*by, "condition"], level=level)
+    parts = []
+    for key, run in ev.groupby(by, sort=False):
+        c = stats.compare(run, VECTOR_PAIRS, condition="condition", level=level, alpha=alpha)
+        chosen = "; ".join(f"seed {s}: {v}" for (m, t, k, s, meth), v in choice.items()
+                           if (m, t, k, meth) == key)
+        parts.append(c.assign(**dict(zip(by, key)), chosen=chosen))
+    cmp = pd.concat(parts, ignore_index=True)
+    return stats.StatsTables(est, cmp[[*by, "condition", "control", *stats.CMP_COLUMNS, "chosen"]])
+
+
 def summary_table(acc: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, task, method): eval accuracy for each condition, with the vector's
     layer / lambda chosen by the best dev accuracy of "with vector"."""
     out = []
+    if "prompt" in acc.columns:
+        acc = acc[acc["prompt"] < 0]
     for key, g in acc.groupby(["model", "task", "k", "seed", "method"], sort=False):
-        dev = g[(g.split == "dev") & (g.condition == "with vector") & ~(g.lam == 0)]  # lam 0 = zero-shot
-        if dev.empty:
+        best = _dev_best(g)
+        if best is None:
             continue
-        best = dev.loc[dev.accuracy.idxmax()]
         ev = g[g.split == "eval"]
-        sel = ev[(ev.layer == best.layer) | (ev.layer.isna() & pd.isna(best.layer))]
-        if not pd.isna(best.lam):
-            sel = sel[(sel.lam == best.lam) | sel.condition.isin(["zero-shot", "ICL"])]
+        sel = _at(ev, best)
         row = dict(zip(["model", "task", "k", "seed", "method"], key))
         row["layer"] = best.layer
         row["lam"] = best.lam
@@ -274,7 +412,9 @@ def run_study(model: torch.nn.Module, model_name: str, task: str, k: int = 4, n_
               n_anchor_prompts: int | None = None, progress: Any = None,
               **task_opts: Any) -> dict[str, pd.DataFrame]:
     """Every requested method on one model and task. Returns {"accuracy": long table of every
-    condition, "summary": ``summary_table``, "anchors": flows by layer, "aie": head AIE}.
+    condition (``prompt`` = -1), "per_prompt": the same conditions per prompt (``per_prompt_table``;
+    feed it to ``vectors_stats``), "summary": ``summary_table``, "anchors": flows by layer (and per
+    prompt; ``anchors_stats``), "aie": head AIE}.
     ``progress(fraction, text)`` is called between methods when given (the app's progress bar)."""
     unknown = set(methods) - set(METHODS + ("anchors",))
     if unknown:
@@ -303,6 +443,8 @@ def run_study(model: torch.nn.Module, model_name: str, task: str, k: int = 4, n_
         frames.append(icv_study(model, sets, info, lambdas))
     if frames:
         acc = pd.concat(frames, ignore_index=True)
+        out["per_prompt"] = per_prompt_table(acc)
+        acc = acc.drop(columns="correct").assign(prompt=-1)
         out["accuracy"] = acc
         out["summary"] = summary_table(acc)
     if "anchors" in methods:
@@ -383,6 +525,8 @@ def flows_figure(flows_df: pd.DataFrame) -> "go.Figure":
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    if "prompt" in flows_df.columns:
+        flows_df = flows_df[flows_df["prompt"] < 0]
     for name in anchors.FLOWS:
         s = flows_df[flows_df.flow == name].sort_values("layer")
         fig.add_scatter(x=s.layer, y=s.value, error_y=dict(array=s["std"]), mode="lines+markers", name=name)
