@@ -512,6 +512,9 @@ against zero-shot and each other (accuracy, McNemar); the ICL-GD distance agains
 shot distance (is ICL's output closer to GD's than to zero-shot's?); SimAOU against its random
 baseline (per layer); order sensitivity of ICL against GD and online SGD."""
 
+BINARY_METRICS: tuple[str, ...] = ("acc_zs", "acc_icl", "acc_gd", "rec2ftp")
+"""Metrics whose per-prompt value is a 0/1 outcome (Wilson intervals); every other is continuous."""
+
 LINREG_PAIRS: tuple[tuple[str, str], ...] = (("sens_cos", "ls_sens_cos"), ("preds_diff", "ls_preds_diff"))
 """Linear-regression comparisons besides the model's error against every baseline's: agreement
 with GD against agreement with least squares (per-task sensitivity cosine, prediction
@@ -526,7 +529,7 @@ def icl_vs_gd_stats(table: pd.DataFrame, level: float = 0.95, alpha: float = 0.0
     resampling unit is (seed, prompt), so seeds pool. Returns ``probes.stats.StatsTables``:
 
     - ``estimates``: ``model, task, k, metric, layer`` (-1 unless per layer) and ``n, value,
-      ci_low, ci_high`` (Wilson for 0/1 metrics such as ``acc_*`` and ``rec2ftp``, else BCa);
+      ci_low, ci_high`` (Wilson for the 0/1 ``BINARY_METRICS``, else BCa);
     - ``comparisons``: ``model, task, k, layer, condition, control`` and ``n, value,
       control_value, effect, effect_ci_low, effect_ci_high, p_value, q_value, mde,
       p_discordant, test, verdict``; effect = condition - control on the same prompts. Pairs:
@@ -540,8 +543,8 @@ def icl_vs_gd_stats(table: pd.DataFrame, level: float = 0.95, alpha: float = 0.0
     for col, val in (("model", ""), ("task", ""), ("k", -1), ("layer", -1)):
         if col not in per.columns:
             per = per.assign(**{col: val})
-    per = per.assign(layer=per["layer"].fillna(-1).astype(int))
-    est = stats.summarize(per, ["model", "task", "k", "metric", "layer"], level=level)
+    per = per.assign(layer=per["layer"].fillna(-1).astype(int), binary=per["metric"].isin(BINARY_METRICS))
+    est = stats.summarize(per, ["model", "task", "k", "metric", "layer"], level=level, binary="binary")
     parts = []
     for (model, task), run in per.groupby(["model", "task"], sort=False):
         metrics = set(run["metric"])

@@ -174,7 +174,7 @@ def scan_stats(scan: dict[str, HeadScores], level: float = 0.95, alpha: float = 
                 if per is not None:
                     x = per[:, layer, head].double().numpy()
                     x = x[np.isfinite(x)]
-                    est = stats.estimate(x, level)
+                    est = stats.estimate(x, level, binary=False)
                     row.update(est.as_dict(), sd=float(x.std(ddof=1)) if len(x) > 1 else 0.0)
                 if per is not None and null is not None:
                     y = null.per_prompt[:, layer, head].double().numpy()

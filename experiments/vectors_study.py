@@ -291,7 +291,7 @@ def anchors_stats(table: pd.DataFrame, level: float = 0.95, alpha: float = 0.05)
 
     per = stats.with_unit_columns(table)
     by = ["model", "task", "k"]
-    est = stats.summarize(per, [*by, "layer", "flow"], level=level)
+    est = stats.summarize(per.assign(binary=False), [*by, "layer", "flow"], level=level, binary="binary")
     parts = []
     for key, run in per.groupby(by, sort=False):
         c = stats.compare(run, ANCHOR_PAIRS, by=["layer"], condition="flow", level=level, alpha=alpha)

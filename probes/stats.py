@@ -137,11 +137,15 @@ def _mean_diff(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- estimates
-def estimate(x: Iterable[float], level: float = LEVEL, seed: int = 0) -> Estimate:
-    """Mean of ``x`` over prompts with its ``level`` interval (Wilson for 0/1, else BCa bootstrap)."""
+def estimate(x: Iterable[float], level: float = LEVEL, seed: int = 0, binary: bool | None = None) -> Estimate:
+    """Mean of ``x`` over prompts with its ``level`` interval (Wilson for 0/1, else BCa bootstrap).
+
+    ``binary``: whether ``x`` is a 0/1 outcome; None guesses from the values, which takes a
+    continuous quantity that happens to be all 0 (e.g. a spread that is exactly zero) for a
+    proportion: pass False for such quantities."""
     a = _array(x)
     n, v = a.size, float(a.mean())
-    if is_binary(a):
+    if binary if binary is not None else is_binary(a):
         ci = sps.binomtest(int(a.sum()), n).proportion_ci(confidence_level=level, method="wilson")
         return Estimate(n, v, float(ci.low), float(ci.high))
     lo, hi = _bootstrap_ci((a,), _mean, level, seed)
@@ -294,15 +298,17 @@ def describe(row: pd.Series | dict, what: str = "") -> str:
 
 # ---------------------------------------------------------------------------------- tidy tables
 def summarize(df: pd.DataFrame, by: Sequence[str], value: str = "value", level: float = LEVEL,
-              seed: int = 0) -> pd.DataFrame:
+              seed: int = 0, binary: str | None = None) -> pd.DataFrame:
     """One row per group of ``by``: ``n``, the mean as ``value``, and ``ci_low``/``ci_high``.
 
     ``df`` holds one row per prompt (and seed); every row of a group is one resampling unit.
+    ``binary``: a boolean column of ``df`` saying which rows are 0/1 outcomes (see ``estimate``;
+    a group's first row decides); by default it is guessed from the values.
     """
     rows = []
     for key, g in df.groupby(list(by), sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        est = estimate(g[value].to_numpy(), level, seed)
+        est = estimate(g[value].to_numpy(), level, seed, bool(g[binary].iloc[0]) if binary else None)
         rows.append({**dict(zip(by, key)), **est.as_dict()})
     return pd.DataFrame(rows, columns=[*by, *EST_COLUMNS])
 

@@ -177,3 +177,21 @@ def test_pooled_estimate_equals_t_interval_of_concatenated_samples():
     lo, hi = sps.t.interval(0.95, len(allx) - 1, loc=allx.mean(), scale=sps.sem(allx))
     assert e.n == 105 and e.value == pytest.approx(allx.mean())
     assert (e.ci_low, e.ci_high) == pytest.approx((lo, hi))
+
+
+def test_with_unit_columns_keeps_per_prompt_rows_and_names_the_fix():
+    t = pd.DataFrame({"metric": ["a"] * 3, "prompt": [-1, 0, 1], "value": [0.5, 0.0, 1.0]})
+    out = S.with_unit_columns(t)
+    assert out["prompt"].tolist() == [0, 1] and (out["seed"] == 0).all()
+    with pytest.raises(S.StatsError, match="recompute"):
+        S.with_unit_columns(t.drop(columns="prompt"))
+
+
+def test_estimate_of_a_continuous_quantity_that_is_all_zero():
+    assert S.estimate([0.0, 0.0, 0.0, 0.0]).ci_high > 0.3  # guessed 0/1: Wilson
+    e = S.estimate([0.0, 0.0, 0.0, 0.0], binary=False)
+    assert (e.value, e.ci_low, e.ci_high) == (0.0, 0.0, 0.0)
+    df = pd.DataFrame({"g": ["a"] * 4 + ["b"] * 4, "value": [0.0] * 4 + [1.0, 0, 1, 0],
+                       "bin": [False] * 4 + [True] * 4})
+    out = S.summarize(df, ["g"], binary="bin").set_index("g")
+    assert out.loc["a", "ci_high"] == 0.0 and 0 < out.loc["b", "ci_low"] < 0.5 < out.loc["b", "ci_high"]

@@ -438,7 +438,7 @@ def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, 
         gd = GDConfig(subset=params["subset"], lr=params["lr"], epochs=params["epochs"])
         df = _call(ivg.compare_icl_gd, model=model, prompts=batch, ks=[k], seeds=[seed], gd=gd,
                    n_prompts=params["n_prompts"], n_perms=params["order_perms"],
-                   model_name=model_name, task_name=task)
+                   n_order_prompts=params["order_prompts"], model_name=model_name, task_name=task)
     df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
     return AnalysisResult(df.reset_index(drop=True))
 
@@ -452,7 +452,7 @@ def _ivg_applies(model: str, task: str) -> str | None:
 register(AnalysisSpec(
     name="icl_vs_gd", fn=_icl_vs_gd,
     params={"n_prompts": 16, "n_tasks": 256, "gd_steps": 1, "subset": "attn_kv", "lr": 1e-2,
-            "epochs": 5, "order_perms": 4},
+            "epochs": 5, "order_perms": 4, "order_prompts": 4},
     uses_task=True, uses_k=True,
     description="ICL against gradient descent on the same demonstrations (experiments.icl_vs_gd); "
                 "per-prompt (per-task) rows for experiments.icl_vs_gd.icl_vs_gd_stats",
