@@ -27,6 +27,11 @@ invariant) and one-example-at-a-time SGD.
 the model on the k demonstrations of each prompt (``experiments.gd.finetune_on_demos``), then
 compares zero-shot, ICL and GD read-out distributions: accuracy, top-k overlap, KL both ways,
 total variation, Rec2FTP, SimAOU per layer (with its random baseline) and order sensitivity.
+
+**Statistics.** Rows carry ``prompt`` (-1 for the aggregates; 0..n-1 per prompt, or per task for
+linear regression: ``linreg_task_rows``); ``icl_vs_gd_stats(table)`` gives every metric's interval
+over prompts and the paired comparisons (``LM_PAIRS``, the model's error against each baseline,
+``LINREG_PAIRS``) with BH q-values over one (model, task) and verdicts.
 """
 
 from __future__ import annotations

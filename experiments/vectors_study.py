@@ -13,6 +13,11 @@ Three disjoint prompt sets (seeds ``seed``, ``seed+1``, ``seed+2``): ``extract``
 from it), ``dev`` (the layer / lambda is chosen on it) and ``eval`` (reported). ``summary_table``
 gives one row per method: zero-shot, ICL, with vector and with random vector on ``eval`` at the
 layer/lambda chosen on ``dev``.
+
+Statistics: ``run_study(...)["per_prompt"]`` holds every condition's 0/1 outcome per prompt
+(``per_prompt_table``); ``vectors_stats`` pairs them on the eval prompts (vector vs random vector,
+zero-shot and ICL; McNemar, BH per method). The anchors table has per-prompt rows too
+(``prompt`` >= 0; the aggregates have ``prompt`` = -1) for ``anchors_stats``.
 """
 
 from __future__ import annotations
