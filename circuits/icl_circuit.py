@@ -454,6 +454,8 @@ def circuit_stats(table: pd.DataFrame, level: float = stats.LEVEL, alpha: float 
     if "prompt" not in table:
         raise CircuitError("this circuit table has no per-prompt rows (it predates the statistics layer): "
                            "recompute it with circuit_table or `iclwb sweep run`")
+    if "sd" not in table:  # a store query drops all-NaN columns
+        table = table.assign(sd=float("nan"))
     cmp = []
     for key, run in table.groupby(UNIT, sort=False):
         for fam in (_ablation_family(run, level, alpha), _summarize_family(run, level, alpha)):

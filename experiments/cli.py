@@ -15,6 +15,8 @@ import json
 import sys
 from typing import Callable, Sequence
 
+from experiments import power
+
 
 def _cmd_zoo_list(args: argparse.Namespace) -> int:
     from experiments import zoo
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub)
+    power.register(sub)
     return p
 
 

@@ -51,7 +51,7 @@ k = [4]
 seeds = [0, 1]
 analyses = ["circuit"]
 [grid.params.circuit]
-n_prompts = 32
+n_prompts = 64
 
 # 3. Does ICL behave like gradient descent on the same demonstrations?
 [[grid]]

@@ -26,18 +26,29 @@ import plotly.graph_objects as go
 
 @dataclass
 class Finding:
-    """One quoted number: ``agg`` of ``value`` over the rows matching ``filters`` (after averaging
-    over seeds within each (layer, head) when ``per_head``)."""
+    """One finding: a sentence stating its verdict with the interval, and the number it quotes:
+    ``agg`` of ``value`` over the rows matching ``filters`` (per-prompt rows where the unit stored
+    them; after averaging over seeds within each (layer, head) when ``per_head``). ``agg="stats"``
+    marks a number that only a statistics function re-derives (e.g. at a dev-chosen layer)."""
 
     text: str
     value: float
     filters: dict[str, Any]
-    agg: str = "mean"  # mean | max | argmax
+    agg: str = "mean"  # mean | max | stats
     per_head: bool = False
     section: str = ""
+    verdict: str = ""
+    """probes.stats.verdict of the finding's comparison ("" for an interval without a test)."""
 
     def recompute(self, df: pd.DataFrame) -> float:
-        return _aggregate(_select(df, self.filters), self.agg, self.per_head)
+        if self.agg == "stats":
+            return float("nan")
+        rows = _select(df, self.filters)
+        if not self.per_head:
+            rows = _per_prompt_mean(rows)
+        elif "prompt" in rows.columns:
+            rows = rows[rows["prompt"] < 0]
+        return _aggregate(rows, self.agg, self.per_head)
 
 
 def _select(df: pd.DataFrame, filters: dict[str, Any]) -> pd.DataFrame:
@@ -62,11 +73,18 @@ def _aggregate(rows: pd.DataFrame, agg: str, per_head: bool) -> float:
 
 @dataclass
 class Report:
+    """Findings grouped by question, each question's main figures and tables, an appendix of the
+    raw per-unit figures, notes and provenance."""
+
     title: str
     figures: dict[str, go.Figure] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     provenance: pd.DataFrame | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    appendix: dict[str, go.Figure] = field(default_factory=dict)
+    extra_html: list[str] = field(default_factory=list)
+    """Further sections (e.g. training dynamics) as ready HTML, placed before the appendix."""
 
     def add(self, finding: Finding) -> None:
         """Keep a finding (one whose number is undefined, e.g. a ratio over no cases, is noted)."""
@@ -87,6 +105,33 @@ class Report:
             lines.append(textwrap.fill(n, width, initial_indent="  note: ", subsequent_indent="      "))
         return "\n".join(lines)
 
+    def _figure_html(self, i: int, name: str, fig: go.Figure) -> list[str]:
+        return [f"<div class='fig' id='fig-{i}' data-name='{html.escape(name)}'>",
+                fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{i}"), "</div>"]
+
+    def _section_html(self, section: str, start: int) -> tuple[list[str], int]:
+        parts = [f"<h2>{html.escape(QUESTIONS.get(section, section))}</h2>"]
+        para = verdict_paragraph(self.findings, section)
+        if para:
+            parts.append(f"<p class='verdict'>{html.escape(para)}</p>")
+        items = [f for f in self.findings if f.section == section]
+        if items:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(f.text)}</li>" for f in items) + "</ul>")
+        i = start
+        key = {"head scan": "head scan/", "circuit": "circuit/", "ICL vs GD": "icl_vs_gd/",
+               "ICL vectors": "ICL vectors/"}.get(section, section)
+        for name, fig in self.figures.items():
+            if name.startswith(key):
+                parts += self._figure_html(i, name, fig)
+                i += 1
+        tkey = {"head scan": "head scan", "circuit": "circuit", "ICL vs GD": "ICL vs GD",
+                "ICL vectors": "ICL vectors"}.get(section, section)
+        for name, t in self.tables.items():
+            if name.startswith(tkey):
+                parts.append(f"<h3>{html.escape(name)} (n, 95% CI, paired tests, BH q)</h3>")
+                parts.append(_table_html(t, TABLE_COLUMNS))
+        return parts, i
+
     def write(self, path: str | Path) -> Path:
         from plotly.offline import get_plotlyjs
 
@@ -97,19 +142,30 @@ class Report:
             f"<title>{html.escape(self.title)}</title>",
             "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "pre{background:#f6f6f6;padding:1em;overflow-x:auto}table{border-collapse:collapse;font-size:12px}"
-            "td,th{border:1px solid #ccc;padding:2px 6px}.fig{margin:1.5em 0}</style>",
+            "td,th{border:1px solid #ccc;padding:2px 6px}.fig{margin:1.5em 0}.verdict{font-size:1.05em}</style>",
             f"<script type='text/javascript'>{get_plotlyjs()}</script>",
             "</head><body>",
             f"<h1>{html.escape(self.title)}</h1>",
-            f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
-            "<h2>Findings</h2>",
+            f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}. Every number comes with its n and 95% "
+            "confidence interval over prompts (seeds pooled); comparisons are paired on the same prompts, "
+            "with Benjamini-Hochberg q-values within each analysis run. Verdicts: significant (q &lt; 0.05), "
+            "no effect detected (the interval lies within the minimum detectable effect), or inconclusive.</p>",
+            "<h2>Summary</h2>",
             f"<pre id='summary'>{html.escape(self.summary())}</pre>",
-            "<h2>Figures</h2>",
         ]
-        for i, (name, fig) in enumerate(self.figures.items()):
-            parts.append(f"<div class='fig' id='fig-{i}' data-name='{html.escape(name)}'>")
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{i}"))
-            parts.append("</div>")
+        i = 0
+        sections = list(dict.fromkeys([*QUESTIONS, *(f.section for f in self.findings)]))
+        for section in sections:
+            if any(f.section == section for f in self.findings):
+                more, i = self._section_html(section, i)
+                parts += more
+        for extra in self.extra_html:
+            parts.append(extra)
+        if self.appendix:
+            parts.append("<h2>Appendix: per-unit figures</h2>")
+            for name, fig in self.appendix.items():
+                parts += self._figure_html(i, name, fig)
+                i += 1
         if self.provenance is not None and not self.provenance.empty:
             parts.append("<h2>Provenance</h2>")
             parts.append(self.provenance.to_html(index=False, escape=True))
@@ -123,35 +179,25 @@ class Report:
         return path
 
 
+TABLE_COLUMNS = ["model", "task", "k", "metric", "layer", "head", "ablation", "window", "method", "condition",
+                 "control", "n", "value", "acc_mean", "ci_low", "ci_high", "control_value", "random_mean",
+                 "effect", "effect_ci_low", "effect_ci_high", "p_value", "q_value", "mde", "verdict"]
+"""Columns the report's tables show, where a table has them."""
+
+
 # --------------------------------------------------------------------------------- figures
-def head_heatmap(df: pd.DataFrame, model: str, metric: str) -> go.Figure:
-    """Layer x head heatmap of one head score (mean over seeds)."""
+def head_heatmap(df: pd.DataFrame, model: str, metric: str, zmin: float | None = 0.0,
+                 zmax: float | None = None) -> go.Figure:
+    """Layer x head heatmap of one head score (mean over seeds). One score's maps share one colour
+    scale anchored at ``zmin`` (0) and ``zmax`` (1 for attention mass), so colours compare across
+    models."""
     t = df.groupby(["layer", "head"])["value"].mean().unstack("head").sort_index()
     fig = go.Figure(go.Heatmap(z=t.values, x=[f"H{h}" for h in t.columns], y=[f"L{l}" for l in t.index],
-                               colorscale="Viridis", colorbar={"title": metric},
+                               colorscale="Viridis", colorbar={"title": metric}, zmin=zmin, zmax=zmax,
                                hovertemplate="%{y}%{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title=f"{model}: {metric} score by head", xaxis_title="head", yaxis_title="layer",
                       height=max(260, 22 * len(t.index) + 120), margin=dict(l=60, r=20, t=50, b=40))
     fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def ablation_bars(df: pd.DataFrame, title: str) -> go.Figure:
-    """Accuracy under each knockout beside its random control (mean and std over seeds)."""
-    rows = df[df["metric"].str.startswith("acc:")]
-    stats = rows.groupby("metric")["value"].agg(["mean", "std"]).fillna(0.0)
-    names = [m[4:] for m in stats.index if not m.endswith(":random")]
-    order = [n for n in ("unablated", "zero_shot") if n in names] + sorted(
-        n for n in names if n not in ("unablated", "zero_shot"))
-    knocked = [stats.loc[f"acc:{n}"] for n in order]
-    ctrl = [stats.loc[f"acc:{n}:random"] if f"acc:{n}:random" in stats.index else None for n in order]
-    fig = go.Figure()
-    fig.add_bar(name="knockout", x=order, y=[s["mean"] for s in knocked],
-                error_y=dict(type="data", array=[s["std"] for s in knocked]))
-    fig.add_bar(name="random control", x=order, y=[None if c is None else c["mean"] for c in ctrl],
-                error_y=dict(type="data", array=[0 if c is None else c["std"] for c in ctrl]))
-    fig.update_layout(title=title, barmode="group", yaxis_title="accuracy", yaxis_range=[0, 1.05],
-                      height=380)
     return fig
 
 
@@ -165,18 +211,6 @@ def by_layer_lines(df: pd.DataFrame, metrics: list[str], title: str, ytitle: str
     return fig
 
 
-def vs_k_lines(df: pd.DataFrame, metrics: list[str], title: str, ytitle: str, log_y: bool = False) -> go.Figure:
-    fig = go.Figure()
-    for m in metrics:
-        t = df[df["metric"] == m].groupby("k")["value"].mean().sort_index()
-        if not t.empty:
-            fig.add_scatter(x=t.index.tolist(), y=t.values.tolist(), mode="lines+markers", name=m)
-    fig.update_layout(title=title, xaxis_title="k (demonstrations)", yaxis_title=ytitle, height=380)
-    if log_y:
-        fig.update_yaxes(type="log")
-    return fig
-
-
 def _fmt(v: float) -> str:
     """Three decimals, or three significant digits for small numbers (errors near zero)."""
     return f"{v:.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3e}"
@@ -184,130 +218,229 @@ def _fmt(v: float) -> str:
 
 # --------------------------------------------------------------------------------- sections
 SUMMARY_SCORES = ("previous_token", "induction", "ngram_2", "ngram_3", "ngram_4")
+QUESTIONS = {
+    "head scan": "Which heads implement ICL?",
+    "circuit": "Does the summarize -> merge -> retrieve circuit hold?",
+    "ICL vs GD": "Does ICL look like gradient descent?",
+    "ICL vectors": "Do ICL vectors carry the task?",
+}
+CI_CAPTION = "Error bars: 95% confidence intervals over prompts (seeds pooled)."
+
+
+def _ci(r: Any, lo: str = "ci_low", hi: str = "ci_high") -> str:
+    return f"[{_fmt(float(r[lo]))}, {_fmt(float(r[hi]))}]"
+
+
+def _cmp_text(r: Any) -> str:
+    """The verdict of one comparison row with its effect, interval, q and n."""
+    eff = f"{float(r['effect']):+.3f} {_ci(r, 'effect_ci_low', 'effect_ci_high')}"
+    return f"{r['verdict']} (effect {eff}, q={float(r['q_value']):.2g}, n={int(r['n'])})"
+
+
+def _table_html(df: pd.DataFrame, cols: list[str]) -> str:
+    cols = [c for c in cols if c in df.columns]
+    return df[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", escape=True, na_rep="")
+
+
+def _per_prompt_mean(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows a finding's number is the mean of: per-prompt rows where the unit stored them."""
+    if "prompt" in rows.columns and (rows["prompt"] >= 0).any():
+        return rows[rows["prompt"] >= 0]
+    return rows
 
 
 def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
+    from experiments.scan import head_scan_stats
+
     for model in sorted(df["model"].unique()):
         d = df[df["model"] == model]
-        for metric in sorted(d["metric"].unique()):
-            dm = d[d["metric"] == metric]
-            rep.figures[f"head_scan/{model}/{metric}"] = head_heatmap(dm, model, metric)
-            if metric not in SUMMARY_SCORES:
-                continue  # every score gets a figure; the summary quotes the ICL-relevant ones
+        agg = d[d["prompt"] < 0] if "prompt" in d.columns else d
+        for metric in sorted(agg["metric"].unique()):
+            zmax = 1.0 if metric not in ("copying", "k_composition", "icl_score") else None
+            rep.appendix[f"head_scan/{model}/{metric}"] = head_heatmap(agg[agg["metric"] == metric], model, metric,
+                                                                       zmin=0.0, zmax=zmax)
+        stats_ok = "p_value" in d.columns and d["p_value"].notna().any()
+        cmp = head_scan_stats(d).comparisons if stats_ok else pd.DataFrame()
+        for metric in [m for m in SUMMARY_SCORES if m in set(agg["metric"])]:
+            dm = agg[agg["metric"] == metric]
             per_head = dm.groupby(["layer", "head"])["value"].mean()
             (l, h), best = per_head.idxmax(), float(per_head.max())
             n_seeds = dm["seed"].nunique()
+            est = dm[(dm["layer"] == l) & (dm["head"] == h)]
+            ci = ""
+            if "ci_low" in est.columns and est["ci_low"].notna().any():
+                e = est.iloc[0]
+                ci = f" {_ci(e)} (n={int(e['n'])} prompts{', seed ' + str(int(e['seed'])) if n_seeds > 1 else ''})"
+            test = ""
+            c = cmp[(cmp["metric"] == metric)] if len(cmp) else cmp
+            if len(c):
+                sig = c[c["above_null"].astype(bool)].drop_duplicates(["layer", "head"])
+                top = c[(c["layer"] == l) & (c["head"] == h)].iloc[0]
+                test = (f"; {len(sig)} of {int(per_head.size)} heads above the null ({top['null']}) at q<0.05;"
+                        f" top head vs null: {_cmp_text(top)}")
+            elif metric.startswith("ngram"):
+                test = "; no null for n-gram scores: interval only"
             rep.add(Finding(
-                text=f"{model}: top {metric} head L{l}H{h} = {best:.3f}"
-                     f"{f' (mean of {n_seeds} seeds)' if n_seeds > 1 else ''}",
+                text=f"{model}: top {metric} head L{l}H{h} = {best:.3f}{ci}"
+                     f"{f' (mean of {n_seeds} seeds)' if n_seeds > 1 else ''}{test}",
                 value=best, filters={"analysis": "head_scan", "model": model, "metric": metric},
-                agg="max", per_head=True, section="head scan"))
+                agg="max", per_head=True, section="head scan",
+                verdict=str(top["verdict"]) if len(c) else ""))
+        for metric in [m for m in ("induction", "previous_token") if m in set(agg["metric"])]:
+            rep.figures.setdefault(f"head scan/{model}/{metric}", head_heatmap(
+                agg[agg["metric"] == metric], model, metric, zmin=0.0, zmax=1.0))
+        if len(cmp):
+            show = cmp[cmp["metric"].isin(SUMMARY_SCORES)].sort_values("value", ascending=False)
+            rep.tables[f"head scan/{model}"] = show.groupby("metric", sort=False).head(5)
 
 
 def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
+    from circuits.icl_circuit import ablation_summary
+    from circuits.plots import ablation_bars as circuit_bars
+
     for (model, task, k), d in df.groupby(["model", "task", "k"]):
         tag = f"{model} / {task} / k={k}"
         base = {"analysis": "circuit", "model": model, "task": task, "k": int(k)}
-        n_prompts = int(d["n_prompts"].iloc[0]) if "n_prompts" in d.columns else 0
-        n_seeds = d["seed"].nunique()
         abl = d[d["step"] == "ablation"]
-        if not abl.empty:
-            win = abl["window"].iloc[0] if "window" in abl.columns else "?"
-            rep.figures[f"circuit/{tag}/ablations"] = ablation_bars(
-                abl, f"{tag}: accuracy under knockouts (layers {win}) vs random control "
-                     f"({n_prompts} prompts x {n_seeds} seeds)")
-            def q(metric: str) -> float:
-                return _aggregate(_select(d, {"metric": metric}), "mean", False)
-            un, zs = q("acc:unablated"), q("acc:zero_shot")
-            rep.add(Finding(f"{tag}: accuracy {un:.3f} with demonstrations, {zs:.3f} zero-shot",
-                                        un, {**base, "metric": "acc:unablated"}, section="circuit"))
-            effects = []
-            for m in sorted(set(abl["metric"])):
-                if m.endswith(":random") or m in ("acc:unablated", "acc:zero_shot"):
-                    continue
-                effects.append((q(f"{m}:random") - q(m), m))
-            if effects:
-                drop, m = max(effects)
-                acc = q(m)
-                what = ("largest knockout effect" if drop > 0 else
-                        "no knockout lowers accuracy below its random control; closest")
-                rep.add(Finding(
-                    f"{tag}: {what}: {m[4:]} (layers {win}): accuracy {acc:.3f} vs "
-                    f"{q(m + ':random'):.3f} for its random control",
-                    acc, {**base, "metric": m}, section="circuit"))
-        summ = d[d["step"] == "summarize"]
-        if not summ.empty:
-            ms = sorted(summ["metric"].unique())
-            rep.figures[f"circuit/{tag}/summarize"] = by_layer_lines(
-                summ, ms, f"{tag}: summarize - centroid-probe accuracy by layer", "accuracy")
-            for key in [m for m in ("centroid_acc:x_q", "centroid_acc:s_q") if m in ms] or ms[:1]:
-                per_layer = summ[summ["metric"] == key].groupby("layer")["value"].mean()
-                rep.add(Finding(
-                    f"{tag}: summarize - {key} peaks at {float(per_layer.max()):.3f} "
-                    f"(layer {int(per_layer.idxmax())})",
-                    float(per_layer.max()), {**base, "metric": key}, agg="max", per_head=True,
-                    section="circuit"))
-        merge = d[(d["step"] == "merge") & d["metric"].str.startswith("copy_magnitude")]
-        if not merge.empty:
-            rep.figures[f"circuit/{tag}/merge"] = by_layer_lines(
-                merge, sorted(merge["metric"].unique()), f"{tag}: semantics merge - copy magnitude A[y_i -> s_i]",
-                "max head attention")
-        retr = d[(d["step"] == "retrieve") & (d["metric"] == "C")]
-        if not retr.empty:
-            rep.figures[f"circuit/{tag}/retrieve"] = head_heatmap(retr, tag, "correctness C (retrieve)")
-            per_head = retr.groupby(["layer", "head"])["value"].mean()
-            (l, h) = per_head.idxmax()
+        if not abl.empty and "prompt" in abl.columns and (abl["prompt"] >= 0).any():
+            s = ablation_summary(abl)
+            win = s["window"].iloc[0]
+            fig = circuit_bars(abl, title=f"{tag}: accuracy under knockouts (layers {win}) vs random "
+                                          f"control; {CI_CAPTION}")
+            rep.figures[f"circuit/{tag}/ablations"] = fig
+            rep.tables[f"circuit/{tag}"] = s
+            un = s[s["ablation"] == "unablated"].iloc[0]
+            zs = s[s["ablation"] == "zero_shot"].iloc[0]
             rep.add(Finding(
-                f"{tag}: retrieve - best head L{l}H{h}, correctness C = {float(per_head.max()):.3f}",
-                float(per_head.max()), {**base, "metric": "C", "step": "retrieve"}, agg="max",
-                per_head=True, section="circuit"))
+                f"{tag}: accuracy {un['acc_mean']:.3f} {_ci(un)} with demonstrations vs "
+                f"{zs['acc_mean']:.3f} {_ci(zs)} zero-shot: ICL gain {_cmp_text(un)}",
+                float(un["acc_mean"]), {**base, "metric": "acc:unablated"}, section="circuit",
+                verdict=str(un["verdict"])))
+            for _, r in s[~s["ablation"].isin(["unablated", "zero_shot"])].iterrows():
+                rep.add(Finding(
+                    f"{tag}: knockout {r['ablation']} (layers {r['window']}): accuracy {r['acc_mean']:.3f} vs "
+                    f"{r['random_mean']:.3f} for its random control: {_cmp_text(r)}",
+                    float(r["acc_mean"]), {**base, "metric": f"acc:{r['ablation']}", "window": r["window"]},
+                    section="circuit", verdict=str(r["verdict"])))
+        elif not abl.empty:
+            rep.notes.append(f"{tag}: circuit units without per-prompt rows (older code): no intervals; "
+                             "rerun the sweep to recompute them")
+        _circuit_appendix(d, tag, rep)
+
+
+def _circuit_appendix(d: pd.DataFrame, tag: str, rep: Report) -> None:
+    from circuits import plots
+
+    for step in ("summarize", "merge"):
+        if (d["step"] == step).any():
+            rep.appendix[f"circuit/{tag}/{step}"] = plots.layer_curves(d, step, title=f"{tag}: {step} by layer; "
+                                                                                   f"{CI_CAPTION}")
+    retr = d[(d["step"] == "retrieve") & (d["metric"] == "C") & (d["head"] >= 0)]
+    if not retr.empty:
+        rep.appendix[f"circuit/{tag}/retrieve"] = head_heatmap(retr, tag, "correctness C (retrieve)")
 
 
 def _ivg_section(df: pd.DataFrame, rep: Report) -> None:
-    for model, d in df.groupby("model"):
-        ms = set(d["metric"].unique())
-        base = {"analysis": "icl_vs_gd", "model": model}
-        if "preds_diff" in ms:  # linear regression
-            errs = ["err_model"] + sorted(m for m in ms if m.startswith("err_") and m not in ("err_model", "err_ref"))
-            fig = vs_k_lines(d, errs, f"{model}: squared error / d vs k (model and baselines)", "error")
-            fig.update_traces(selector=dict(name="err_model"), line=dict(width=4))
-            top = float(d[d["metric"] == "err_model"]["value"].max())
-            if top == top and top > 0:  # frame the model's curve; far-off baselines leave the plot
+    from experiments.icl_vs_gd import icl_vs_gd_stats
+
+    for (model, task), d in df.groupby(["model", "task"]):
+        tag = f"{model} / {task}"
+        if not ("prompt" in d.columns and (d["prompt"] >= 0).any()):
+            rep.notes.append(f"{tag}: ICL-vs-GD units without per-prompt rows (older code): rerun the sweep")
+            continue
+        st = icl_vs_gd_stats(d)
+        est, cmp = st.estimates, st.comparisons
+        kmax = int(d["k"].max())
+        linreg = "err_model" in set(est["metric"])
+        metrics = (["err_model"] + sorted(m for m in set(est["metric"]) if m.startswith("err_")
+                                          and m not in ("err_model", "err_ref"))) if linreg \
+            else [m for m in ("acc_zs", "acc_icl", "acc_gd") if m in set(est["metric"])]
+        fig = _est_vs_k(est, metrics, f"{tag}: {'squared error / d' if linreg else 'accuracy'} vs k; {CI_CAPTION}",
+                        "error" if linreg else "accuracy")
+        if linreg:
+            top = float(est[est["metric"] == "err_model"]["ci_high"].max())
+            if top == top and top > 0:
                 fig.update_yaxes(range=[0, 1.3 * top])
-            rep.figures[f"icl_vs_gd/{model}/errors"] = fig
-            rep.figures[f"icl_vs_gd/{model}/gd_match"] = vs_k_lines(
-                d, [m for m in ("preds_diff", "sens_cos", "sens_l2") if m in ms],
-                f"{model}: model vs GD (prediction difference, sensitivity cosine)", "value")
-            kmax = int(d["k"].max())
-            for m, what in (("err_model", "squared error / d of the model"),
-                            ("err_least_squares", "squared error / d of least squares"),
-                            ("err_gd1", "squared error / d of one GD step"),
-                            ("preds_diff", "mean |y_model - y_GD|"), ("sens_cos", "sensitivity cosine to GD")):
-                if m in ms:
-                    v = _aggregate(_select(d, {"metric": m, "k": kmax}), "mean", False)
-                    rep.add(Finding(f"{model}: {what} at k={kmax}: {_fmt(v)}", v,
-                                                {**base, "metric": m, "k": kmax}, section="ICL vs GD"))
-        else:
-            accs = [m for m in ("acc_zs", "acc_icl", "acc_gd") if m in ms]
-            if accs:
-                rep.figures[f"icl_vs_gd/{model}/accuracy"] = vs_k_lines(
-                    d, accs, f"{model}: accuracy of zero-shot, ICL and GD vs k", "accuracy")
-            dist = [m for m in ("kl_icl_gd", "tv_icl_gd", "topk_overlap", "rec2ftp") if m in ms]
-            if dist:
-                rep.figures[f"icl_vs_gd/{model}/agreement"] = vs_k_lines(
-                    d, dist, f"{model}: agreement of ICL and GD output distributions", "value")
-            if "simaou" in ms:
-                sim = d[d["metric"].isin(["simaou", "simaou_random"])]
-                if "layer" in sim.columns and sim["layer"].notna().any():
-                    rep.figures[f"icl_vs_gd/{model}/simaou"] = by_layer_lines(
-                        sim, ["simaou", "simaou_random"], f"{model}: SimAOU by layer (all k)", "cosine")
-            kmax = int(d["k"].max())
-            for m, what in (("acc_icl", "ICL accuracy"), ("acc_gd", "GD accuracy"), ("tv_icl_gd", "TV(ICL, GD)"),
-                            ("rec2ftp", "Rec2FTP")):
-                if m in ms:
-                    v = _aggregate(_select(d, {"metric": m, "k": kmax}), "mean", False)
-                    rep.add(Finding(f"{model}: {what} at k={kmax}: {v:.3f}", v,
-                                                {**base, "metric": m, "k": kmax}, section="ICL vs GD"))
+        rep.figures[f"icl_vs_gd/{tag}/{'errors' if linreg else 'accuracy'}"] = fig
+        rep.tables[f"ICL vs GD/{tag}"] = cmp
+        at_k = cmp[(cmp["k"] == kmax) & (cmp.get("layer", -1) == -1)] if len(cmp) else cmp
+        wanted = ([("err_model", "err_gd1"), ("err_model", "err_least_squares"), ("sens_cos", "ls_sens_cos")]
+                  if linreg else [("acc_icl", "acc_zs"), ("acc_icl", "acc_gd"), ("tv_icl_gd", "tv_icl_zs")])
+        for cond, ctrl in wanted:
+            r = at_k[(at_k["condition"] == cond) & (at_k["control"] == ctrl)] if len(at_k) else at_k
+            if not len(r):
+                continue
+            r = r.iloc[0]
+            rows = _select(d, {"metric": cond, "k": kmax})
+            rep.add(Finding(
+                f"{tag}, k={kmax}: {cond} {float(r['value']):.3f} vs {ctrl} {float(r['control_value']):.3f}: "
+                f"{_cmp_text(r)}", float(_per_prompt_mean(rows)["value"].mean()),
+                {"analysis": "icl_vs_gd", "model": model, "task": task, "metric": cond, "k": kmax},
+                section="ICL vs GD", verdict=str(r["verdict"])))
+        if "simaou" in set(d["metric"]):
+            sim = d[d["metric"].isin(["simaou", "simaou_random"])]
+            if "layer" in sim.columns and sim["layer"].notna().any():
+                rep.appendix[f"icl_vs_gd/{tag}/simaou"] = by_layer_lines(
+                    sim, ["simaou", "simaou_random"], f"{tag}: SimAOU by layer (all k)", "cosine")
+
+
+def _est_vs_k(est: pd.DataFrame, metrics: list[str], title: str, ytitle: str) -> go.Figure:
+    fig = go.Figure()
+    for m in metrics:
+        t = est[(est["metric"] == m) & (est.get("layer", -1) == -1)].sort_values("k")
+        if t.empty:
+            continue
+        fig.add_scatter(x=t["k"].tolist(), y=t["value"].tolist(), mode="lines+markers", name=m,
+                        error_y=dict(type="data", symmetric=False, array=(t["ci_high"] - t["value"]).tolist(),
+                                     arrayminus=(t["value"] - t["ci_low"]).tolist()))
+    fig.update_layout(title=title, xaxis_title="k (demonstrations)", yaxis_title=ytitle, height=380)
+    return fig
+
+
+def _vectors_section(df: pd.DataFrame, rep: Report) -> None:
+    from experiments.vectors_study import vectors_stats
+
+    per = df[df["prompt"] >= 0] if "prompt" in df.columns else df.iloc[0:0]
+    needed = {"condition", "method", "split"}
+    if per.empty or not needed <= set(per.columns):
+        return
+    st = vectors_stats(per)
+    rep.tables["ICL vectors"] = st.comparisons
+    for _, r in st.comparisons.iterrows():
+        if (r["condition"], r["control"]) not in (("with vector", "with random vector"), ("with vector", "zero-shot")):
+            continue
+        rep.add(Finding(
+            f"{r['model']} / {r['task']} / {r['method']}: accuracy with vector {float(r['value']):.3f} vs "
+            f"{r['control']} {float(r['control_value']):.3f}: {_cmp_text(r)}", float(r["value"]),
+            {"analysis": "vectors", "model": r["model"], "task": r["task"], "method": r["method"]},
+            agg="none", section="ICL vectors", verdict=str(r["verdict"])))
+    e = st.estimates
+    fig = go.Figure()
+    for cond, part in e.groupby("condition", sort=False):
+        x = [f"{a} / {b}" for a, b in zip(part["task"], part["method"])]
+        fig.add_bar(name=cond, x=x, y=part["value"].tolist(),
+                    error_y=dict(type="data", symmetric=False, array=(part["ci_high"] - part["value"]).tolist(),
+                                 arrayminus=(part["value"] - part["ci_low"]).tolist()))
+    fig.update_layout(barmode="group", title=f"ICL vectors: held-out accuracy by condition; {CI_CAPTION}",
+                      yaxis_title="accuracy", yaxis_range=[0, 1.05], height=400)
+    rep.figures["ICL vectors/accuracy"] = fig
+
+
+def verdict_paragraph(findings: list[Finding], section: str) -> str:
+    """A results paragraph for one question, generated from its findings' verdicts."""
+    fs = [f for f in findings if f.section == section]
+    if not fs:
+        return ""
+    counts: dict[str, int] = {}
+    for f in fs:
+        key = "no effect detected" if f.verdict.startswith("no effect") else (f.verdict or "interval only")
+        counts[key] = counts.get(key, 0) + 1
+    tally = ", ".join(f"{n} {k}" for k, n in counts.items())
+    sig = [f.text for f in fs if f.verdict == "significant"]
+    lead = f"{len(fs)} findings ({tally}; significant means q < 0.05 after Benjamini-Hochberg within each run)."
+    if sig:
+        lead += " Significant: " + " ".join(s.rstrip(".") + "." for s in sig[:4])
+    return lead
 
 
 def _stale_notes(store: Any, df: pd.DataFrame) -> list[str]:
@@ -341,7 +474,8 @@ def build_report(store: Any, title: str = "ICL Workbench report", notes: list[st
     if df.empty:
         rep.notes.append("the store has no results yet")
         return rep
-    sections = {"head_scan": _head_scan_section, "circuit": _circuit_section, "icl_vs_gd": _ivg_section}
+    sections = {"head_scan": _head_scan_section, "circuit": _circuit_section, "icl_vs_gd": _ivg_section,
+                "vectors": _vectors_section}
     for analysis, fn in sections.items():
         d = df[df["analysis"] == analysis].dropna(axis=1, how="all")
         if not d.empty:

@@ -202,6 +202,9 @@ def add_head_q(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     from probes import stats
 
     df = df.copy()
+    for col in ("mde", "p_discordant", "effect_ci_low", "effect_ci_high"):  # a query drops all-NaN columns
+        if col not in df.columns:
+            df[col] = np.nan
     tested = df["p_value"].notna()
     df["q_value"] = stats.bh(df["p_value"].to_numpy(dtype=float))
     df["verdict"] = [stats.verdict(lo, hi, q, m, alpha) if t else "" for lo, hi, q, m, t in

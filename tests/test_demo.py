@@ -82,39 +82,96 @@ def test_shipped_demo_config_is_the_demo():
     assert (REPO / "configs" / "demo-quick.toml").read_text() == QUICK_CONFIG
 
 
-def test_report_findings_on_hand_made_store(tmp_path):
-    """Known answers: the report quotes the head, knockout and k that the rows were built with."""
+def _hand_made_store(tmp_path):
+    import numpy as np
     import pandas as pd
 
-    from experiments.report import build_report
     from experiments.sweep.config import Unit
 
     store = ResultsStore(tmp_path / "res")
     prov = {"model_hash": "x", "sweep": "t", "config_hash": "c", "git_commit": "g", "versions": "{}",
             "host": "h", "run_id": "r", "computed_at": "now", "wall_time_s": 1.0, "cpu_time_s": 1.0}
     for seed, bump in ((0, 0.0), (1, 0.1)):
-        rows = [{"metric": "induction", "layer": l, "head": h, "value": (0.7 + bump) if (l, h) == (1, 2) else 0.1}
-                for l in range(2) for h in range(3)]
+        rows = []
+        for l in range(2):
+            for h in range(3):
+                top = (l, h) == (1, 2)
+                v = (0.7 + bump) if top else 0.1
+                rows.append({"metric": "induction", "layer": l, "head": h, "value": v, "prompt": -1, "n": 32,
+                             "ci_low": v - 0.05, "ci_high": v + 0.05, "null": "no-repeat", "null_value": 0.1,
+                             "effect": v - 0.1, "effect_ci_low": v - 0.16, "effect_ci_high": v - 0.04,
+                             "p_value": 1e-4 if top else 0.6, "mde": float("nan"), "test": "permutation"})
         store.write_unit(Unit("m", "", 0, seed, "head_scan"), pd.DataFrame(rows), prov)
-    accs = {"unablated": 0.9, "zero_shot": 0.5, "yi_to_sq": 0.5, "yi_to_sq:random": 0.88,
-            "si_to_yi": 0.85, "si_to_yi:random": 0.86}
-    circ = pd.DataFrame([{"step": "ablation", "layer": -1, "head": -1, "metric": f"acc:{m}", "value": v,
-                          "window": "0-1", "n_prompts": 8} for m, v in accs.items()])
-    store.write_unit(Unit("m", "classify", 4, 0, "circuit"), circ, prov)
-    for k, diff in ((2, 0.5), (8, 0.125)):
-        t = pd.DataFrame([{"metric": "preds_diff", "value": diff}, {"metric": "sens_cos", "value": 0.99},
-                          {"metric": "err_model", "value": 1.0 / k}])
-        store.write_unit(Unit("lr", "linreg", k, 0, "icl_vs_gd"), t, prov)
+    # 100 prompts; outcomes built so that knocking out yi_to_sq costs 38 points against its control
+    # (a real effect) and si_to_yi one point (none)
+    n = 100
+    ok = lambda m: np.r_[np.ones(m), np.zeros(n - m)]  # noqa: E731
+    outcomes = {"unablated": ok(90), "zero_shot": ok(50), "yi_to_sq": ok(50), "yi_to_sq:random": ok(88),
+                "si_to_yi": ok(85), "si_to_yi:random": ok(86)}
+    rows = []
+    for m, v in outcomes.items():
+        rows.append({"step": "ablation", "layer": -1, "head": -1, "metric": f"acc:{m}", "value": v.mean(),
+                     "prompt": -1, "sd": float("nan"), "window": "0-1", "n_prompts": n})
+        rows += [{"step": "ablation", "layer": -1, "head": -1, "metric": f"acc:{m}", "value": float(x),
+                  "prompt": i, "sd": float("nan"), "window": "0-1", "n_prompts": n} for i, x in enumerate(v)]
+    store.write_unit(Unit("m", "classify", 4, 0, "circuit"), pd.DataFrame(rows), prov)
+    rng = np.random.default_rng(0)
+    for k in (2, 8):
+        rows = []
+        for i in range(64):
+            e_model = 1.0 / k + 0.01 * rng.standard_normal()
+            rows += [{"metric": "err_model", "value": e_model, "prompt": i},
+                     {"metric": "err_gd1", "value": e_model + 0.5, "prompt": i},
+                     {"metric": "err_least_squares", "value": e_model - 0.1, "prompt": i}]
+        store.write_unit(Unit("lr", "linreg", k, 0, "icl_vs_gd"), pd.DataFrame(rows), prov)
+    return store
+
+
+def test_report_findings_on_hand_made_store(tmp_path):
+    """Known answers: the report quotes the head, knockout and k that the rows were built with,
+    with the verdict the numbers imply."""
+    from experiments.report import build_report
+
+    store = _hand_made_store(tmp_path)
     rep = build_report(store)
-    by = {f.text: f for f in rep.findings}
-    texts = "\n".join(by)
-    assert "m: top induction head L1H2 = 0.750 (mean of 2 seeds)" in texts
-    assert "largest knockout effect: yi_to_sq (layers 0-1): accuracy 0.500 vs 0.880" in texts
-    assert "accuracy 0.900 with demonstrations, 0.500 zero-shot" in texts
-    assert "lr: mean |y_model - y_GD| at k=8: 0.125" in texts
+    texts = "\n".join(f.text for f in rep.findings)
+    assert "m: top induction head L1H2 = 0.750" in texts and "1 of 6 heads above the null" in texts
+    by = {f.filters.get("metric"): f for f in rep.findings if f.section == "circuit"}
+    assert by["acc:yi_to_sq"].verdict == "significant" and "accuracy 0.500 vs 0.880" in by["acc:yi_to_sq"].text
+    assert by["acc:si_to_yi"].verdict != "significant"
+    assert by["acc:unablated"].verdict == "significant" and "0.900" in by["acc:unablated"].text
+    ivg = [f for f in rep.findings if f.section == "ICL vs GD"]
+    assert any("err_model" in f.text and "err_gd1" in f.text and f.verdict == "significant" for f in ivg)
+    # every finding states its interval and verdict; no bare "largest effect"
+    for f in rep.findings:
+        assert re.search(r"\[-?\d", f.text), f.text
+        assert "largest" not in f.text
     df = store.frame()
-    assert all(f.recompute(df) == pytest.approx(f.value) for f in rep.findings)
-    assert {"head_scan/m/induction", "circuit/m / classify / k=4/ablations", "icl_vs_gd/lr/errors"} <= set(rep.figures)
-    bars = rep.figures["circuit/m / classify / k=4/ablations"].data
-    assert list(bars[0].x) == ["unablated", "zero_shot", "si_to_yi", "yi_to_sq"]
-    assert list(bars[1].y)[2:] == [0.86, 0.88]
+    assert all(f.recompute(df) == pytest.approx(f.value) for f in rep.findings if f.agg != "stats")
+    assert {"head scan/m/induction", "circuit/m / classify / k=4/ablations"} <= set(rep.figures)
+    bars = rep.figures["circuit/m / classify / k=4/ablations"]
+    assert "95% confidence intervals" in bars.layout.title.text
+    assert list(bars.data[0].x) == ["si_to_yi", "yi_to_sq"] and list(bars.data[1].y) == [0.86, 0.88]
+    # heatmaps of attention mass share one colour scale [0, 1]
+    hm = rep.figures["head scan/m/induction"].data[0]
+    assert (hm.zmin, hm.zmax) == (0.0, 1.0)
+    html = rep.write(tmp_path / "report.html").read_text()
+    assert html.index("Which heads implement ICL?") < html.index("Appendix")
+
+
+def test_power_from_a_stored_pilot(tmp_path, capsys):
+    """`iclwb power` on the hand-made pilot: the n needed for a 0.05 drop follows from each stored
+    comparison's discordance (known by construction) through McNemar's sample-size formula."""
+    from experiments.cli import main
+    from probes import stats
+
+    _hand_made_store(tmp_path)
+    assert main(["power", "--store", str(tmp_path / "res"), "--effect", "0.05"]) == 0
+    out = capsys.readouterr().out
+    # yi_to_sq vs its control: 38 of 100 prompts discordant; unablated vs zero-shot: 40
+    need = {stats.n_paired(0.05, 0.38), stats.n_paired(0.05, 0.40), stats.n_paired(0.05, 0.05)}
+    assert f"n_needed_max: {max(need)}" in out
+    assert "yi_to_sq vs yi_to_sq:random" in out
+    assert main(["power", "--store", str(tmp_path / "res"), "--model", "nobody"]) == 1
+    with pytest.raises(SystemExit):
+        main(["power", "--store", str(tmp_path / "res"), "--effect", "5"])
