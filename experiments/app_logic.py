@@ -750,25 +750,27 @@ def ablation_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def ablation_figure(abl: pd.DataFrame) -> go.Figure:
-    """Each ablation's accuracy as a bar beside its random control's (error bars: std over
-    seeds); the unablated and zero-shot accuracies as reference lines."""
+    """Each ablation's accuracy as a bar beside its random control's (error bars: 95% intervals
+    over prompts, seeds pooled); the unablated and zero-shot accuracies as reference lines."""
     fig = go.Figure()
     knock = abl[~abl["ablation"].isin(["unablated", "zero_shot"])]
-    for label, mean, std, colour in (("knockout", "acc_mean", "acc_std", "#d63384"),
-                                     ("random control", "random_mean", "random_std", "#adb5bd")):
+    for label, mean, lo, hi, colour in (("knockout", "acc_mean", "ci_low", "ci_high", "#d63384"),
+                                        ("random control", "random_mean", "random_ci_low", "random_ci_high",
+                                         "#adb5bd")):
         if mean not in knock.columns:
             continue
-        fig.add_trace(go.Bar(
-            x=knock["ablation"], y=knock[mean], name=label, marker_color=colour,
-            error_y=dict(type="data", array=knock[std].fillna(0.0) if std in knock else None, visible=True),
-            hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>",
-        ))
+        err = None
+        if lo in knock.columns and hi in knock.columns:
+            err = dict(type="data", symmetric=False, array=(knock[hi] - knock[mean]).fillna(0.0).tolist(),
+                       arrayminus=(knock[mean] - knock[lo]).fillna(0.0).tolist(), visible=True)
+        fig.add_trace(go.Bar(x=knock["ablation"], y=knock[mean], name=label, marker_color=colour, error_y=err,
+                             hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>"))
     for name, dash in (("unablated", "solid"), ("zero_shot", "dot")):
         row = abl[abl["ablation"] == name]
         if not row.empty:
             fig.add_hline(y=float(row["acc_mean"].iloc[0]), line_dash=dash,
                           annotation_text=f"{name} {float(row['acc_mean'].iloc[0]):.2f}")
-    fig.update_layout(barmode="group", title="Ablations vs random controls (accuracy)",
+    fig.update_layout(barmode="group", title="Ablations vs random controls (error bars: 95% CI over prompts)",
                       yaxis=dict(title="accuracy", range=[0, 1.05]), height=380,
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
@@ -807,8 +809,10 @@ def icl_gd_run(model: torch.nn.Module, name: str, task: str, k: int, seed: int =
 
 def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
                         yaxis_title: str = "") -> go.Figure:
-    """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k,
-    error bars = std over seeds."""
+    """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k.
+    Error bars: 95% intervals over prompts (seeds pooled) where per-prompt rows exist."""
+    from probes import stats
+
     sub = df[df["metric"].isin(list(metrics))]
     if "layer" in sub.columns:
         sub = sub[pd.to_numeric(sub["layer"], errors="coerce").fillna(-1) < 0]
@@ -817,9 +821,88 @@ def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
         part = sub[sub["metric"] == metric]
         if part.empty:
             continue
-        agg = part.groupby("k")["value"].agg(["mean", "std"]).reset_index()
-        fig.add_trace(go.Scatter(x=agg["k"], y=agg["mean"], name=metric, mode="lines+markers",
-                                 error_y=dict(type="data", array=agg["std"].fillna(0.0), visible=True)))
-    fig.update_layout(title=title, xaxis_title="k (demonstrations)", yaxis_title=yaxis_title,
-                      height=340, margin=dict(l=10, r=10, t=40, b=10))
+        per = part[part["prompt"] >= 0] if "prompt" in part.columns else part.iloc[0:0]
+        if len(per):
+            agg = stats.summarize(per, ["k"]).sort_values("k")
+            err = dict(type="data", symmetric=False, array=(agg["ci_high"] - agg["value"]).tolist(),
+                       arrayminus=(agg["value"] - agg["ci_low"]).tolist(), visible=True)
+        else:
+            agg = part.groupby("k")["value"].mean().rename("value").reset_index()
+            err = None
+        fig.add_trace(go.Scatter(x=agg["k"], y=agg["value"], name=metric, mode="lines+markers", error_y=err))
+    fig.update_layout(title=f"{title} (error bars: 95% CI over prompts)", xaxis_title="k (demonstrations)",
+                      yaxis_title=yaxis_title, height=340, margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+# ============================================================================ statistics (issue 13)
+STAT_COLUMNS = ["model", "task", "k", "metric", "layer", "head", "method", "ablation", "window", "condition",
+                "control", "n", "value", "acc_mean", "ci_low", "ci_high", "control_value", "random_mean", "null_value",
+                "effect", "effect_ci_low", "effect_ci_high", "p_value", "q_value", "mde", "verdict"]
+"""The columns the app's statistics tables show (where a table has them)."""
+
+
+def stats_view(table: pd.DataFrame) -> pd.DataFrame:
+    """A statistics table (``*_stats`` comparisons, ``ablation_summary``) cut to ``STAT_COLUMNS``."""
+    return table[[c for c in STAT_COLUMNS if c in table.columns]].reset_index(drop=True)
+
+
+def verdict_lines(cmp: pd.DataFrame, label: Callable[[Any], str], only: Callable[[Any], bool] | None = None) -> list[str]:
+    """One sentence per comparison row: ``label(row)``, the verdict, the effect with its 95%
+    interval, q and n (``probes.stats.describe``)."""
+    from probes import stats
+
+    out = []
+    for _, r in cmp.iterrows():
+        if only is not None and not only(r):
+            continue
+        if r.get("verdict", "") == "" or pd.isna(r.get("effect", np.nan)):
+            continue
+        out.append(stats.describe(r, label(r)))
+    return out
+
+
+def ablation_verdicts(abl: pd.DataFrame) -> list[str]:
+    """The circuit's verdicts: ICL gain (unablated vs zero-shot) and each knockout vs its control."""
+    def label(r: Any) -> str:
+        if r["ablation"] == "unablated":
+            return f"with demonstrations ({r['acc_mean']:.3f}) vs zero-shot"
+        return (f"knockout {r['ablation']} (layers {r['window']}): {r['acc_mean']:.3f} vs "
+                f"{r['random_mean']:.3f} for its random control")
+    return verdict_lines(abl, label, only=lambda r: r["ablation"] != "zero_shot")
+
+
+def head_scan_verdicts(scan: dict[str, Any], top: int = 3) -> pd.DataFrame:
+    """Every head's score with its interval and its test against the score's null
+    (``experiments.scan.scan_stats``), the ``top`` heads of each score with a null first."""
+    from experiments.scan import scan_stats
+
+    st_ = scan_stats(scan)
+    tested = st_[st_["p_value"].notna()].sort_values(["metric", "value"], ascending=[True, False])
+    return tested.groupby("metric", sort=False).head(top).reset_index(drop=True)
+
+
+def lm_gd_stats(df: pd.DataFrame) -> Any:
+    """``experiments.icl_vs_gd.icl_vs_gd_stats`` of a language-model ICL-vs-GD table."""
+    from experiments.icl_vs_gd import icl_vs_gd_stats
+
+    return icl_vs_gd_stats(df)
+
+
+def linreg_stats(model: Any, name: str, ks: Sequence[int], n_tasks: int = 128, seed: int = 0,
+                 gd_steps: int = 1) -> Any:
+    """Per-task linear-regression rows on every k (``linreg_task_rows``) and their statistics."""
+    from experiments import icl_vs_gd
+
+    d = getattr(getattr(model, "cfg", None), "d", None)
+    parts = [icl_vs_gd.linreg_task_rows(model, k, d=d, n_tasks=n_tasks, seed=seed, gd_steps=gd_steps).assign(k=k)
+             for k in ks]
+    per = pd.concat(parts, ignore_index=True).assign(model=name, task="linreg")
+    return icl_vs_gd.icl_vs_gd_stats(per)
+
+
+def vectors_verdict_stats(per_prompt: pd.DataFrame) -> Any:
+    """``experiments.vectors_study.vectors_stats`` of a study's per-prompt table."""
+    from experiments.vectors_study import vectors_stats
+
+    return vectors_stats(per_prompt)

@@ -580,28 +580,26 @@ for name in MODEL_NAMES:
 
 Accuracy among the candidate labels with each edge knocked out in the first quarter of the layers (bars),
 beside the matched random knockout; dashed line: the unablated model; dotted: zero-shot (no demonstrations).
-Error bars are the std over seeds (absent with one seed)."""),
+Error bars are 95% confidence intervals over prompts (seeds pooled into one prompt sample). Each knockout is
+compared with its random control on the same prompts (McNemar's test), with Benjamini-Hochberg q-values over
+the run's family of comparisons; `verdict` says "significant", "no effect detected (MDE = ...)" (the interval
+excludes every effect the run could detect) or "inconclusive"."""),
     ("code", """\
 plots.ablation_bars(table, title="Knockouts (first quarter of the layers) vs matched random controls")"""),
     ("code", """\
 abl = C.ablation_summary(table)
-print(abl[["model", "ablation", "window", "acc_mean", "acc_std", "random_mean", "n_seeds", "n_prompts"]]
-      .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+cols = ["model", "ablation", "window", "n", "acc_mean", "ci_low", "ci_high", "random_mean", "effect",
+        "effect_ci_low", "effect_ci_high", "q_value", "mde", "verdict"]
+print(abl[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 for name in MODEL_NAMES:
     a = abl[abl.model == name].set_index("ablation")
-    base, zs = a.loc["unablated", "acc_mean"], a.loc["zero_shot", "acc_mean"]
-    n_total = info[name]["n_prompts"] * info[name]["seeds"]
-    se = (max(base * (1 - base), 0.05) / n_total) ** 0.5  # binomial standard error of an accuracy
-    print(f"\\n{name} ({n_total} prompts; unablated {base:.2f}, zero-shot {zs:.2f}, chance {chance[name]:.2f}; "
-          f"a difference below ~{2 * se:.2f} is within noise):")
-    for ab in C.ABLATIONS:
-        if ab not in a.index:
-            continue
-        drop, rdrop = base - a.loc[ab, "acc_mean"], base - a.loc[ab, "random_mean"]
-        verdict = ("hurts more than its random control" if drop - rdrop > 2 * se else
-                   "no worse than its random control")
-        print(f"  {ab:9s}: accuracy {a.loc[ab, 'acc_mean']:.2f} (drop {drop:+.2f}) vs random {a.loc[ab, 'random_mean']:.2f} "
-              f"(drop {rdrop:+.2f}) -> {verdict}")"""),
+    print(f"\\n{name} (n = {int(a.loc['unablated', 'n'])} prompts, seeds pooled; chance {chance[name]:.2f}):")
+    for ab in ["zero_shot", *C.ABLATIONS]:
+        if ab in a.index:
+            r = a.loc[ab]
+            vs = "with demonstrations" if ab == "zero_shot" else "its random control"
+            print(f"  {ab:9s}: accuracy {r.acc_mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]; effect vs {vs} "
+                  f"{r.effect:+.2f} [{r.effect_ci_low:+.2f}, {r.effect_ci_high:+.2f}] -> {r.verdict}")"""),
     ("code", """\
 # known answers where they exist: the zoo classifier learns its label mapping only in context
 if "icl-classify" in MODEL_NAMES:
@@ -629,16 +627,14 @@ plots.ablation_bars(late, title="Knockouts in the second half of the layers vs m
 late_abl = C.ablation_summary(late)
 for name in MODEL_NAMES:
     a = late_abl[late_abl.model == name].set_index("ablation")
-    base = a.loc["unablated", "acc_mean"]
-    n_total = info[name]["n_prompts"] * info[name]["seeds"]
-    se = (max(base * (1 - base), 0.05) / n_total) ** 0.5
     rl, rh = retrieve_heads[name]
-    hurt = [ab for ab in C.ABLATIONS if ab in a.index
-            and (base - a.loc[ab, "acc_mean"]) - (base - a.loc[ab, "random_mean"]) > 2 * se]
+    hurt = [ab for ab in C.ABLATIONS if ab in a.index and a.loc[ab, "verdict"] == "significant"
+            and a.loc[ab, "effect"] < 0]
     print(f"{name}, layers {a.window.iloc[0]} (best retrieval head L{rl}H{rh}): "
-          + ", ".join(f"{ab} {a.loc[ab, 'acc_mean']:.2f} (random {a.loc[ab, 'random_mean']:.2f})"
+          + ", ".join(f"{ab} {a.loc[ab, 'acc_mean']:.2f} (random {a.loc[ab, 'random_mean']:.2f}; {a.loc[ab, 'verdict']})"
                       for ab in C.ABLATIONS if ab in a.index)
-          + f"; unablated {base:.2f}. Edges that matter beyond their control here: {', '.join(hurt) if hurt else 'none'}.")"""),
+          + f"; unablated {a.loc['unablated', 'acc_mean']:.2f}. Edges that matter beyond their control here "
+          f"(q < 0.05): {', '.join(hurt) if hurt else 'none'}.")"""),
 ]
 
 

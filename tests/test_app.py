@@ -113,7 +113,12 @@ def test_head_scan_page_numbers_and_click_through(induction):
     no_exception(at)
     scan = head_scan(induction, seed=0)
     assert n_charts(at) == len(scan)
-    table = at.dataframe[0].value
+    # the verdicts: the induction heads of induction-2l pass their test against the no-repeat null
+    verdicts = at.dataframe[0].value
+    top_ind = verdicts[verdicts["metric"] == "induction"].iloc[0]
+    assert top_ind["layer"] == 1 and top_ind["verdict"] == "significant" and top_ind["ci_low"] < top_ind["value"]
+    assert any("induction L1H" in m.value and "significant" in m.value for m in at.markdown)
+    table = at.dataframe[1].value
     score = at.selectbox(key="scan_sort").value
     best = scan[score].scores.max().item()
     assert table[score].iloc[0] == pytest.approx(best, abs=1e-6)
@@ -122,7 +127,7 @@ def test_head_scan_page_numbers_and_click_through(induction):
     # sort by another score: the table follows
     other = [s for s in scan if s != score][0]
     at.selectbox(key="scan_sort").set_value(other).run()
-    assert at.dataframe[0].value[other].iloc[0] == pytest.approx(scan[other].scores.max().item(), abs=1e-6)
+    assert at.dataframe[1].value[other].iloc[0] == pytest.approx(scan[other].scores.max().item(), abs=1e-6)
     # click through to the explorer on a chosen head
     at.selectbox(key="scan_open_head").set_value("L1H1").run()
     at.button(key="scan_open").click().run()
@@ -198,7 +203,9 @@ def test_circuit_page_live_run_and_stored_sweep(induction, tmp_path):
     accs = [model_accuracy(induction, al.task_batch(induction, "kv-recall", k, 16, s)) for s in (0, 1)]
     assert metric(at, "accuracy, unablated") == pytest.approx(np.mean(accs), abs=1e-4)
     abl = at.dataframe[0].value
-    assert {"xi_to_si", "yi_to_sq", "zero_shot"} <= set(abl["ablation"]) and (abl["n_seeds"] == 2).all()
+    # two seeds of 16 prompts pool into one sample of 32, with intervals and verdicts
+    assert {"xi_to_si", "yi_to_sq", "zero_shot"} <= set(abl["ablation"]) and (abl["n"] == 32).all()
+    assert (abl["ci_low"] <= abl["acc_mean"]).all() and abl["verdict"].notna().any()
     bars = chart(at, 5).data
     assert [t.name for t in bars[:2]] == ["knockout", "random control"]
 

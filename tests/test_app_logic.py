@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,37 @@ def test_linreg_comparison_of_the_hand_built_gd_layer():
     assert set(order["method"]) >= {"model", "sgd"} and (order["order_std"] >= 0).all()
     with pytest.raises(al.AppInputError, match="k >= 1"):
         al.linreg_comparison(model, "gd-lsa", ks=[0])
+
+
+def test_app_states_circuit_verdicts_with_intervals():
+    """The circuit page's verdict lines on the hand-built label-copy model: cutting s_q <- y_i is a
+    real effect against its control; edges the model does not use are 'no effect detected'."""
+    from circuits import icl_circuit as C
+    from circuits import toy
+    from experiments import app_logic as al
+
+    table = C.circuit_table(toy.label_copy_model(), {s: toy.label_copy_batch(16, 3, seed=s) for s in (0, 1)},
+                            model_name="toy", task="label-copy", steps=("ablation",))
+    abl = al.ablation_table(table)
+    lines = al.ablation_verdicts(abl)
+    by = {line.split(":")[0]: line for line in lines}
+    assert "significant" in by["knockout yi_to_sq (layers 0-0)"]
+    assert "no effect detected (MDE" in by["knockout si_to_yi (layers 0-0)"]
+    assert all(re.search(r"\[[-+]?\d", line) and "n=32" in line for line in lines)
+    fig = al.ablation_figure(abl)
+    assert "95% CI" in fig.layout.title.text and fig.data[0].error_y.arrayminus is not None
+    assert {"n", "ci_low", "ci_high", "effect", "q_value", "verdict"} <= set(al.stats_view(abl).columns)
+
+
+def test_metrics_by_k_error_bars_are_intervals_over_prompts():
+    import pandas as pd
+
+    from experiments import app_logic as al
+
+    rows = [{"metric": "acc_icl", "k": k, "prompt": i, "seed": 0, "value": float(i < 30 + 5 * k)} for k in (1, 2)
+            for i in range(60)]
+    rows += [{"metric": "acc_icl", "k": k, "prompt": -1, "seed": 0, "value": (30 + 5 * k) / 60} for k in (1, 2)]
+    fig = al.metrics_by_k_figure(pd.DataFrame(rows), ["acc_icl"], "acc")
+    y = list(fig.data[0].y)
+    assert y == pytest.approx([35 / 60, 40 / 60])  # the aggregate rows are not counted twice
+    assert all(0 < e < 0.2 for e in fig.data[0].error_y.array)

@@ -18,7 +18,8 @@ from iclwb_ui import al  # noqa: E402
 def cached_scan(model_name: str, seed: int):
     from experiments.scan import head_scan
 
-    return al.scan_frame(head_scan(ui.get_model(model_name), seed=seed))
+    scan = head_scan(ui.get_model(model_name), seed=seed)
+    return al.scan_frame(scan), al.head_scan_verdicts(scan)
 
 
 st.title("Head scan")
@@ -41,7 +42,7 @@ ui.wait_for_run("scan_requested", key, not small, "Run head scan", "scan_run",
                 note="This model has many heads; the scan takes a while.")
 try:
     with st.status(f"Scanning every head of {model_name}…", expanded=False) as status:
-        df = cached_scan(model_name, seed)
+        df, verdicts = cached_scan(model_name, seed)
         status.update(label=f"Head scan of {model_name}: {df['score'].nunique()} scores", state="complete")
 except ui.EXPECTED_ERRORS as err:
     ui.show_error(err, "head scan failed")
@@ -55,6 +56,17 @@ for i, score in enumerate(scores):
     with cols[i % len(cols)]:
         st.plotly_chart(al.layer_head_heatmap(al.scan_matrix(df, score), score), width="stretch",
                         key=f"scan_fig_{score}")
+
+st.subheader("Which heads pass their test")
+st.caption("Each head's score over prompts with its 95% interval, against the same score on sequences where "
+           "the mechanism cannot apply (the null); Benjamini-Hochberg q over every head and score of this scan.")
+if verdicts.empty:
+    st.info("No score of this scan has a null to test against.")
+else:
+    st.markdown("\n".join(f"- **{r.metric} L{r.layer}H{r['head']}**: {r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
+                          f"vs null {r.null_value:.3f}: {r.verdict} (q={r.q_value:.2g}, n={int(r.n)})"
+                          for _, r in verdicts.iterrows()))
+    st.dataframe(al.stats_view(verdicts), hide_index=True, width="stretch", key="scan_verdicts")
 
 st.subheader("Top heads")
 t1, t2 = st.columns([1, 1])

@@ -36,7 +36,8 @@ def render(table) -> None:
     """The four steps of the circuit from one tidy table (any number of seeds)."""
     n_seeds = table["seed"].nunique() if "seed" in table.columns else 1
     n_prompts = int(table["n_prompts"].max()) if "n_prompts" in table.columns else 0
-    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts · error bars: std over seeds")
+    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts, pooled · error bars: 95% confidence intervals "
+               "over prompts")
     st.subheader("1 · Summarize: centroid-probe accuracy by layer")
     st.plotly_chart(al.circuit_layer_figure(table, "summarize", title="centroid accuracy at x_q and s_q"),
                     width="stretch", key="circ_summarize")
@@ -73,7 +74,11 @@ def render(table) -> None:
     if not un.empty:
         st.metric("accuracy, unablated", f"{float(un['acc_mean'].iloc[0]):.4f}")
     st.plotly_chart(al.ablation_figure(abl), width="stretch", key="circ_ablation")
-    st.dataframe(abl, hide_index=True, width="stretch", key="circ_ablation_table")
+    st.markdown("\n".join(f"- {line}" for line in al.ablation_verdicts(abl)) or "No paired comparisons.")
+    st.caption("Each knockout against its random control on the same prompts (McNemar), Benjamini-Hochberg "
+               "q over the run's comparisons; significant: q < 0.05; no effect detected: the interval lies "
+               "within the minimum detectable effect (MDE, 80% power); otherwise inconclusive.")
+    st.dataframe(al.stats_view(abl), hide_index=True, width="stretch", key="circ_ablation_table")
 
 
 st.title("Circuit")

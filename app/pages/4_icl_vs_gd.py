@@ -24,7 +24,9 @@ KS = [1, 2, 4, 8, 16, 32]
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def cached_linreg(model_name: str, ks: tuple[int, ...], n_tasks: int, seed: int, gd_steps: int):
-    return al.linreg_comparison(ui.get_model(model_name), model_name, list(ks), n_tasks, seed, gd_steps)
+    model = ui.get_model(model_name)
+    comp, order = al.linreg_comparison(model, model_name, list(ks), n_tasks, seed, gd_steps)
+    return comp, order, al.linreg_stats(model, model_name, list(ks), n_tasks, seed, gd_steps).comparisons
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
@@ -71,9 +73,21 @@ def render_lm(df: pd.DataFrame) -> None:
         if (df["metric"] == "simaou").any():
             st.plotly_chart(icl_vs_gd.fig_simaou(df), width="stretch", key="gd_simaou")
     st.dataframe(s, hide_index=True, width="stretch", key="gd_summary")
+    if "prompt" in df.columns and (df["prompt"] >= 0).any():
+        render_verdicts(al.lm_gd_stats(df).comparisons)
 
 
-def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None) -> None:
+def render_verdicts(cmp: pd.DataFrame) -> None:
+    """Each paired comparison (same prompts or tasks) with its verdict, effect, 95% CI and BH q."""
+    st.subheader("Verdicts")
+    st.markdown("\n".join(f"- {line}" for line in al.verdict_lines(
+        cmp, lambda r: f"k={int(r['k'])}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
+    st.caption("Paired on the same prompts (McNemar for accuracies, permutation otherwise); Benjamini-Hochberg "
+               "q over the run; significant: q < 0.05; no effect detected: the interval lies within the MDE.")
+    st.dataframe(al.stats_view(cmp), hide_index=True, width="stretch", key="gd_verdicts")
+
+
+def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None, verdicts: pd.DataFrame | None = None) -> None:
     from experiments import icl_vs_gd
 
     last = comp.sort_values("k").iloc[-1]
@@ -89,6 +103,8 @@ def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None) -> None:
     if order is not None and not order.empty:
         st.plotly_chart(icl_vs_gd.fig_order_sensitivity(order), width="stretch", key="gd_order")
     st.dataframe(comp, hide_index=True, width="stretch", key="gd_table")
+    if verdicts is not None:
+        render_verdicts(verdicts)
 
 
 st.title("ICL vs GD")
@@ -143,11 +159,11 @@ if al.model_kind(model) == "vector":
     gd_steps = int(t4.number_input("GD steps", min_value=1, max_value=100, value=1, key="gd_steps"))
     try:
         with st.spinner("Comparing the model with GD and the baselines…"):
-            comp, order = cached_linreg(model_name, tuple(sorted(ks)), n_tasks, seed, gd_steps)
+            comp, order, verdicts = cached_linreg(model_name, tuple(sorted(ks)), n_tasks, seed, gd_steps)
     except ui.EXPECTED_ERRORS as err:
         ui.show_error(err, "cannot run the comparison")
         st.stop()
-    render_linreg(comp, order)
+    render_linreg(comp, order, verdicts)
     st.stop()
 
 tasks = al.available_tasks(model)

@@ -114,6 +114,13 @@ if "summary" in out:
                    delta=f"{row['with vector'] - row['zero-shot']:+.3f} vs zero-shot")
     st.plotly_chart(vs.summary_figure(summary), width="stretch", key="vec_summary_fig")
     st.dataframe(summary, hide_index=True, width="stretch", key="vec_summary_table")
+    if "per_prompt" in out:
+        cmp = al.vectors_verdict_stats(out["per_prompt"]).comparisons
+        st.subheader("Verdicts")
+        st.markdown("\n".join(f"- {line}" for line in al.verdict_lines(
+            cmp, lambda r: f"{r['method']}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
+        st.caption("Held-out prompts, paired (McNemar); Benjamini-Hochberg q per method; 95% intervals.")
+        st.dataframe(al.stats_view(cmp), hide_index=True, width="stretch", key="vec_verdicts")
     acc = out["accuracy"]
     st.subheader("Sweeps")
     sweep_methods = [m for m in ("task_vector", "function_vector", "icv") if m in set(acc.method)]
