@@ -234,6 +234,49 @@ def head_scan_stats(table: pd.DataFrame, alpha: float = 0.05) -> "StatsTables":
     for col, val in (("model", ""), ("seed", 0)):
         if col not in t.columns:
             t[col] = val
+    return _scan_tables(t, alpha)
+
+
+def pooled_head_scan_stats(store: Any, model: str | None = None, level: float = 0.95,
+                           alpha: float = 0.05) -> "StatsTables":
+    """``head_scan_stats`` with every seed's prompts pooled into one sample per model: read from
+    the per-prompt tensors the ``head_scan`` units store (``per_prompt/<score>``,
+    ``null_per_prompt/<score>``), then ``scan_stats`` on the concatenation (resampling unit
+    (seed, prompt); previous-token stays paired prompt by prompt). ``seed`` is the seeds joined
+    by commas; one BH family per model."""
+    import torch
+
+    from probes.heads import HeadScores
+
+    frame = store.frame(analysis="head_scan", **({"model": model} if model else {}))
+    if frame.empty:
+        raise ValueError(f"the store has no head_scan units{' for ' + model if model else ''}; run a sweep first")
+    if "p_value" not in frame.columns:
+        return head_scan_stats(frame, alpha)  # raises the recompute message
+    parts = []
+    for name, rows in frame.groupby("model", sort=False):
+        units = rows.drop_duplicates("unit_key").sort_values("seed")
+        tensors = [store.tensors(key) for key in units["unit_key"]]
+        scan: dict[str, HeadScores] = {}
+        for score, g in rows[rows["n"].notna()].groupby("metric", sort=False):
+            if not all(f"per_prompt/{score}" in t for t in tensors):
+                continue
+            per = torch.cat([t[f"per_prompt/{score}"] for t in tensors])
+            info: dict[str, Any] = {"per_prompt": per}
+            if all(f"null_per_prompt/{score}" in t for t in tensors) and (g["null"] != "").any():
+                null = torch.cat([t[f"null_per_prompt/{score}"] for t in tensors])
+                info["null"] = HeadScores(score, null.nanmean(0), None, {
+                    "per_prompt": null, "null": str(g["null"].iloc[0]),
+                    "paired": bool((g["test"] == "paired permutation").any())})
+            scan[str(score)] = HeadScores(str(score), per.nanmean(0), None, info)
+        seeds = ",".join(str(int(x)) for x in units["seed"])
+        parts.append(scan_stats(scan, level, alpha).assign(model=name, seed=seeds))
+    return _scan_tables(pd.concat(parts, ignore_index=True), alpha)
+
+
+def _scan_tables(t: pd.DataFrame, alpha: float) -> "StatsTables":
+    from probes import stats
+
     key = ["model", "seed", "metric", "layer", "head"]
     est = t[t["n"].notna()][[*key, *stats.EST_COLUMNS]].reset_index(drop=True)
     parts = []

@@ -20,11 +20,11 @@ def _run(tmp_path, body: str):
 
 @pytest.mark.slow
 def test_stored_head_scan_carries_intervals_nulls_and_verdicts(tmp_path):
-    from experiments.scan import head_scan_stats
+    from experiments.scan import head_scan_stats, pooled_head_scan_stats
 
     cfg, store = _run(tmp_path, """
         name = "hs"
-        seeds = [0]
+        seeds = [0, 1]
         [[grid]]
         models = ["induction-2l"]
         analyses = ["head_scan"]
@@ -33,7 +33,7 @@ def test_stored_head_scan_carries_intervals_nulls_and_verdicts(tmp_path):
         """)
     df = store.frame(analysis="head_scan")
     assert (df["prompt"] == -1).all() and {"ci_low", "null_value", "q_value", "verdict"} <= set(df.columns)
-    st = head_scan_stats(df)
+    st = head_scan_stats(df[df.seed == 0])
     cmp = st.comparisons.set_index(["metric", "layer", "head"])
     # induction-2l: L0H2 is the previous-token head, every L1 head an induction head
     assert cmp.loc[("previous_token", 0, 2), "above_null"]
@@ -46,6 +46,16 @@ def test_stored_head_scan_carries_intervals_nulls_and_verdicts(tmp_path):
     tensors = store.tensors(cfg.units()[0].key)
     assert tensors["per_prompt/induction"].shape == (16, 2, 4)
     assert tensors["null_per_prompt/induction"].shape == (16, 2, 4)
+    # two seeds: a family each, or pooled from the stored per-prompt tensors
+    assert set(head_scan_stats(df).comparisons["seed"]) == {0, 1}
+    pooled = pooled_head_scan_stats(store).comparisons.set_index(["metric", "layer", "head"])
+    single = cmp["n"].reindex(pooled.index)
+    assert (pooled["n"] == 2 * single).all() and (pooled["seed"] == "0,1").all()  # 16 (10 prefix) per seed
+    assert len(pooled) == len(cmp)
+    assert (pooled["above_null"] == cmp["above_null"]).loc[("induction", slice(None), slice(None))].all()
+    assert pooled.loc[("previous_token", 0, 2), "test"] == "paired permutation"
+    both = df[(df.metric == "induction") & (df.layer == 1) & (df["head"] == 0)]["value"].mean()
+    assert pooled.loc[("induction", 1, 0), "value"] == pytest.approx(both, abs=1e-5)
 
 
 @pytest.mark.slow
