@@ -34,6 +34,9 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--only", default="head_scan,icl_vs_gd,vectors")
     ap.add_argument("--scan-models", default="induction-2l")
+    ap.add_argument("--gd-lr", type=float, default=1e-2, help="the icl_vs_gd analysis's GD learning rate")
+    ap.add_argument("--anchors", default="", help="MODEL:TASK for an extra label-word-flow run "
+                                                   "(e.g. smollm2-135m:sentiment), --n-prompts prompts, seed 0")
     args = ap.parse_args()
     only = set(args.only.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -47,7 +50,7 @@ def main() -> None:
                      '[grid.params.head_scan]\nsave_attention = false\n')
     if "icl_vs_gd" in only:
         grids.append(f'[[grid]]\nmodels = ["icl-classify"]\ntasks = ["classify"]\nk = [{args.k}]\n'
-                     f'analyses = ["icl_vs_gd"]\n[grid.params.icl_vs_gd]\nn_prompts = {args.n_prompts}\n')
+                     f'analyses = ["icl_vs_gd"]\n[grid.params.icl_vs_gd]\nn_prompts = {args.n_prompts}\nlr = {args.gd_lr}\n')
         grids.append(f'[[grid]]\nmodels = ["linreg-lsa-1l"]\ntasks = ["linreg"]\nk = [{args.k}, 16]\n'
                      'analyses = ["icl_vs_gd"]\n[grid.params.icl_vs_gd]\nn_tasks = 256\n')
     if grids:
@@ -102,6 +105,19 @@ def main() -> None:
         an = vs.anchors_stats(pd.concat(flows, ignore_index=True))
         show("label-word flows", an.estimates)
         show("label-word flow comparisons", an.comparisons[["layer", "condition", "control", *CMP]])
+    if args.anchors:
+        from experiments import vectors_study as vs
+        from experiments.models import load_model
+
+        name, task = args.anchors.split(":")
+        out = vs.run_study(load_model(name), name, task, k=args.k, n_prompts=args.n_prompts, seed=0,
+                           methods=("anchors",))
+        c = vs.anchors_stats(out["anchors"]).comparisons
+        show(f"label-word flow comparisons, {name} on {task}", c[["layer", "condition", "control", *CMP]])
+        c = c.assign(sign=lambda d: d.effect.gt(0).map({True: "above", False: "below"}))
+        show("layers where the flow is significantly above / below its control",
+             c[c.verdict == "significant"].groupby(["condition", "control", "sign"])["layer"]
+             .agg(lambda l: ",".join(map(str, sorted(l)))).reset_index())
 
 
 if __name__ == "__main__":
