@@ -42,6 +42,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch
 
 KINDS = ("knockout", "random_knockout", "ablate", "patch")
@@ -62,7 +63,7 @@ SITES: dict[str, tuple[str, str]] = {
 PATTERN_HOOK = "blocks.{l}.attn.hook_pattern"
 
 
-class InterventionError(ValueError):
+class InterventionError(WorkbenchError):
     """An intervention that cannot be applied; the message names the problem and the fix."""
 
 
@@ -366,6 +367,11 @@ def source_values(model: Any, edits: Sequence[_Edit], batch: PromptBatch,
                 f"resample ablation needs reference prompts at least as long as the batch "
                 f"({ref.seq_len} < {batch.seq_len}); pass a longer reference batch"
             )
+        if ref is batch and ref.batch_size < 2:
+            raise InterventionError(
+                "resample ablation takes each activation from another prompt, but this batch has "
+                "one prompt and no reference batch was given, so it would change nothing; pass "
+                "reference=PromptBatch (other prompts of the same layout) or use mode='mean'/'zero'")
         acts = _capture(model, ref.tokens, need["resample"])
         g = torch.Generator().manual_seed(int(seed))
         R = ref.batch_size
@@ -437,6 +443,7 @@ def intervene(model: Any, interventions: Intervention | Sequence[Intervention], 
     Hooks are removed on exit, also on exceptions.
     """
     ivs = [interventions] if isinstance(interventions, Intervention) else list(interventions)
+    batch.require_rows("intervene")
     edits = [compile_edits(model, iv, batch) for iv in ivs]
     values = source_values(model, [e for es in edits for e in es], batch, source, reference,
                            seed=_seed_of(ivs))
@@ -540,7 +547,7 @@ def sweep(model: Any, batch: PromptBatch, interventions: Sequence[Intervention],
     """
     if not interventions:
         raise InterventionError("sweep needs at least one intervention")
-    batch = batch.trim()
+    batch = batch.require_rows("sweep").trim()
     B = batch.batch_size
     per_iv = [compile_edits(model, iv, batch) for iv in interventions]
     # head-output (hook_z) edits of one layer resume from that hook: see ``_tail_logits``

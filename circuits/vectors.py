@@ -45,6 +45,7 @@ from einops import einsum, rearrange
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch, PromptError
 from probes.readout import check_fits
 
@@ -53,7 +54,7 @@ Site = Literal["resid_pre", "resid_post", "mlp_out", "attn_out"]
 SITES: tuple[str, ...] = ("resid_pre", "resid_post", "mlp_out", "attn_out")
 
 
-class VectorError(ValueError):
+class VectorError(WorkbenchError):
     """Bad input to a vector method (layer out of range, wrong vector shape, ...)."""
 
 

@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
 
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch, PromptBuilder, PromptError
 
 ROLE_COLOURS: dict[str, str] = {
@@ -51,7 +52,7 @@ FALLBACK_TASKS: tuple[str, ...] = ("kv-recall",)
 MAX_PROMPT_CHARS = 20_000
 
 
-class AppInputError(ValueError):
+class AppInputError(WorkbenchError):
     """Input the app cannot use (unknown task, bad token, empty results folder); says the fix."""
 
 

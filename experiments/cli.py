@@ -16,6 +16,7 @@ import sys
 from typing import Callable, Sequence
 
 from experiments import power
+from probes.errors import WorkbenchError
 
 
 def _cmd_zoo_list(args: argparse.Namespace) -> int:
@@ -58,6 +59,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(quick=args.quick, out_dir=args.out, fresh=args.fresh)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give e.g. 5") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="iclwb", description="ICL Workbench")
     sub = p.add_subparsers(dest="command", required=True)
@@ -74,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scan", help="head scan of a model")
     sc.add_argument("model")
-    sc.add_argument("--top", type=int, default=5)
+    sc.add_argument("--top", type=_positive_int, default=5, help="heads listed per score (>= 1)")
     sc.set_defaults(func=_cmd_scan)
 
     dm = sub.add_parser("demo", help="run the standard study on the built-in models")
@@ -114,15 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished units are kept", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        from experiments.models import ModelLoadError
-        from probes.prompt import PromptError
+    except (WorkbenchError, OSError, KeyError) as err:
+        # the project's own errors (by type) and file-system problems: one line, no traceback
+        print(f"iclwb: error: {_one_line(err)}", file=sys.stderr)
+        return 2
 
-        if isinstance(err, (ModelLoadError, PromptError, FileNotFoundError, KeyError)) or \
-                type(err).__name__.endswith("ConfigError"):
-            print(f"iclwb: error: {err}", file=sys.stderr)
-            return 2
-        raise
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) if not isinstance(err, KeyError) else str(err.args[0] if err.args else err)
+    if isinstance(err, OSError) and not isinstance(err, WorkbenchError):
+        where = f" ({err.filename})" if getattr(err, "filename", None) and str(err.filename) not in text else ""
+        text = f"{text}{where}: check the path and its permissions"
+    return text
 
 
 if __name__ == "__main__":

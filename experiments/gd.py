@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch, PromptBuilder
 
 
-class GDConfigError(ValueError):
+class GDConfigError(WorkbenchError):
     """A fine-tuning setting that cannot work; the message names the fix."""
 
 

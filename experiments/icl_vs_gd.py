@@ -49,11 +49,12 @@ from torch import Tensor
 
 from experiments.tasks import linreg as lr_task
 from experiments.tasks.linreg import LinRegBatch
+from probes.errors import WorkbenchError
 
 LinRegPredictor = Callable[[LinRegBatch], Float[Tensor, " b"]]
 
 
-class ICLvsGDError(ValueError):
+class ICLvsGDError(WorkbenchError):
     """Bad input to an ICL-versus-GD comparison; the message names the fix."""
 
 

@@ -229,6 +229,31 @@ def dequantize_gguf(out: Path | None = None, force: bool = False) -> tuple[Path,
 
 
 # ---------------------------------------------------------------------- public entry point
+def resolve_source(name: str, source: Source = "auto") -> tuple[str, str | None]:
+    """Which weights ``load_pretrained_alias(name, source=source)`` loads: ``("hub", snapshot
+    folder or None when it is not cached yet)`` or ``("gguf", None)``. Used both to load and to
+    hash the weights (``experiments.sweep.modelinfo.model_hash``), so the two always agree."""
+    if name not in ALIASES:
+        raise ModelLoadError(f"unknown pretrained alias {name!r}; known: {', '.join(ALIASES)}")
+    hub_name = ALIASES[name]
+    if source == "hub" or (source == "auto" and (hub_cached(hub_name) or hub_reachable())):
+        return "hub", _hub_snapshot(hub_name)
+    if source in ("auto", "gguf"):
+        return "gguf", None
+    raise ModelLoadError(f"source must be 'auto', 'hub' or 'gguf', got {source!r}")
+
+
+def weight_files(name: str = "smollm2-135m", source: Source = "auto") -> list[Path]:
+    """The files of the weights that ``load_pretrained_alias`` would load (empty when they are
+    not on this machine yet, e.g. hub weights not downloaded)."""
+    kind, local = resolve_source(name, source)
+    if kind == "hub":
+        if local is None:
+            return []
+        return sorted(Path(local).glob("*.safetensors")) or sorted(Path(local).glob("*.bin"))
+    return [gguf_path()]
+
+
 def load_pretrained_alias(name: str, device: str | None = None, source: Source = "auto",
                           **kwargs: Any) -> torch.nn.Module:
     """A TransformerBridge of a pretrained alias (``"smollm2-135m"``), with ``model.card``.
@@ -237,15 +262,14 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
     reachable, else the dequantized GGUF copy; ``"hub"`` / ``"gguf"`` force one source.
     Extra keyword arguments go to ``TransformerBridge.boot_transformers``.
     """
-    if name not in ALIASES:
-        raise ModelLoadError(f"unknown pretrained alias {name!r}; known: {', '.join(ALIASES)}")
+    kind, local = resolve_source(name, source)
     from transformer_lens.model_bridge import TransformerBridge
 
     hub_name = ALIASES[name]
-    if source == "hub" or (source == "auto" and (hub_cached(hub_name) or hub_reachable())):
+    if kind == "hub":
         from experiments.models import load_hub_model
 
-        local = _hub_snapshot(hub_name) if source == "auto" else None
+        local = local if source == "auto" else None
         if local is not None:  # from the hub cache, without touching the network
             model = TransformerBridge.boot_transformers(local, device=device, **kwargs)
         else:
@@ -254,7 +278,7 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
                 "quantization": "none: the original weights from the hub", "measured": MEASURED}
         if local is not None:
             card["path"] = local
-    elif source in ("auto", "gguf"):
+    else:
         t0 = time.perf_counter()
         path, hf_model, tok = dequantize_gguf(cache_dir(name))
         if hf_model is None:
@@ -266,8 +290,6 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
         card = json.loads((path / "card.json").read_text())
         card["path"] = str(path)
         card["load_seconds"] = round(time.perf_counter() - t0, 1)
-    else:
-        raise ModelLoadError(f"source must be 'auto', 'hub' or 'gguf', got {source!r}")
     model.eval()
     model.card = card  # type: ignore[attr-defined]
     model.zoo_card = card  # type: ignore[attr-defined]

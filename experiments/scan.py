@@ -13,8 +13,11 @@
   model is a zoo model trained on ICLL (its card's task), whose prompts come from
   ``experiments.tasks.icll``.
 
-Models that read vectors rather than tokens (no ``W_E``/``hook_pattern``) get only the scores
-that apply; a score that fails on a model is left out and named in ``scan_errors(scan)``.
+A model that reads vectors rather than tokens (no token vocabulary) cannot be scanned: ``head_scan``
+raises ``HeadScoreError``. ``seg_len`` and ``n_prompts`` are checked against the model before any
+work; the token scores (previous-token, induction, duplicate-token) must succeed, while the others
+may not apply to a model (a prefix-matching prompt longer than the context, no ``W_E`` for copying):
+those are left out and named in ``scan_errors(scan)``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pandas as pd
 import torch
 
 from probes.heads import (
+    HeadScoreError,
     HeadScores,
     copying_scores,
     duplicate_token_scores,
@@ -40,6 +44,8 @@ from probes.heads import (
 )
 
 NGRAM_NS = (2, 3, 4)
+REQUIRED = ("previous_token", "induction", "duplicate_token")
+"""Scores every token model has; a failure of one of them fails the scan."""
 
 
 def head_scan(
@@ -59,6 +65,7 @@ def head_scan(
     also scores previous-token, induction, duplicate-token and prefix-matching on their nulls
     (``probes.heads.NULLS``; ``hs.null``); ``scan_stats`` tests every head against them.
     """
+    check_scan_params(model, seg_len=seg_len, n_prompts=n_prompts)
     n_ctx = int(model.cfg.n_ctx)
     seg = seg_len or max(4, min(20, (n_ctx - 1) // 2))
     vocab = int(model.cfg.d_vocab)
@@ -69,6 +76,8 @@ def head_scan(
         try:
             out[name] = fn()
         except Exception as err:  # a score that does not apply to this model
+            if name in REQUIRED:
+                raise HeadScoreError(f"the {name} score failed on this model: {err}") from err
             errors[name] = f"{type(err).__name__}: {err}"
 
     attempt("previous_token", lambda: previous_token_scores(
@@ -95,6 +104,28 @@ def head_scan(
         for hs in out.values():
             hs.info.setdefault("scan_errors", errors)
     return out
+
+
+def max_seg_len(n_ctx: int) -> int:
+    """The longest segment whose repeat (2 x seg_len tokens) fits a context of ``n_ctx``."""
+    return n_ctx // 2
+
+
+def check_scan_params(model: torch.nn.Module, seg_len: int | None = None, n_prompts: int = 32) -> None:
+    """HeadScoreError, before any work, when ``model`` cannot be scanned with these parameters."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "d_vocab"):
+        raise HeadScoreError(
+            "this model reads real vectors, not tokens: head scores need token prompts; scan a "
+            "token model (e.g. induction-2l, icll-dfa, icl-classify, smollm2-135m)")
+    if seg_len is not None:
+        top = max_seg_len(int(cfg.n_ctx))
+        if isinstance(seg_len, bool) or not isinstance(seg_len, int) or not 1 <= seg_len <= top:
+            raise HeadScoreError(
+                f"seg_len={seg_len!r} does not fit this model: the scan repeats a segment twice in a "
+                f"context of {int(cfg.n_ctx)} tokens; use 1 <= seg_len <= {top} (or leave it unset)")
+    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
+        raise HeadScoreError(f"n_prompts={n_prompts!r}: the scan needs at least one prompt; use n_prompts >= 1")
 
 
 def scan_errors(scan: dict[str, HeadScores]) -> dict[str, str]:

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from circuits import anchors, vectors
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch, PromptBuilder, PromptError
 from probes.readout import predictions, readout_logits
 
@@ -39,7 +40,7 @@ LANGUAGE_TASKS: tuple[str, ...] = ("capitals", "sentiment", "antonyms")
 DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
-class StudyError(ValueError):
+class StudyError(WorkbenchError):
     """Bad study input (unknown task, too few prompts, ...); the message names the fix."""
 
 

@@ -47,6 +47,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -66,7 +67,7 @@ DERIVED = {"attn.head_result": "attn.hook_z"}
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
-class CaptureError(ValueError):
+class CaptureError(WorkbenchError):
     """A capture request that cannot be served; the message names the fix."""
 
 
@@ -315,6 +316,7 @@ def capture(
         raise CaptureError("no roles requested; pass e.g. roles=['readout', 'label']")
     if batch_size < 1:
         raise CaptureError(f"batch_size must be >= 1, got {batch_size}")
+    batch.require_rows("capture")
     batch.validate(n_ctx=getattr(model.cfg, "n_ctx", None))
     resolved = resolve_sites(model, sites, layers)
     n_heads = int(model.cfg.n_heads)

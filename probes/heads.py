@@ -32,8 +32,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from probes.errors import WorkbenchError
 
-class HeadScoreError(ValueError):
+
+class HeadScoreError(WorkbenchError):
     """A head-score request that cannot be computed; the message names the fix."""
 
 
@@ -47,6 +49,9 @@ class HeadScores:
     info: dict[str, Any] = field(default_factory=dict)
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
+        """The ``n`` highest-scoring heads as (layer, head, score), best first."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise HeadScoreError(f"top needs a number of heads >= 1, got {n!r}")
         flat = torch.nan_to_num(self.scores.flatten(), nan=-math.inf)
         idx = flat.argsort(descending=True)[:n]
         H = self.scores.shape[1]

@@ -27,11 +27,13 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
+from probes.errors import WorkbenchError
+
 Role = Literal["demo_text", "forerunner", "label", "query_text", "readout", "pad"]
 ROLES: tuple[str, ...] = ("demo_text", "forerunner", "label", "query_text", "readout", "pad")
 
 
-class PromptError(ValueError):
+class PromptError(WorkbenchError):
     """A prompt or batch that violates the role layout; the message names the fix."""
 
 
@@ -223,6 +225,21 @@ class PromptBatch:
         return PromptBatch(pad_id=pad_id, meta=dict(batches[0].meta), **kw)
 
     # ------------------------------------------------------------------ validation
+    def require_rows(self, what: str) -> "PromptBatch":
+        """This batch, or a PromptError when it has no prompts (``what`` names the consumer)."""
+        if self.batch_size == 0:
+            raise PromptError(f"{what} got an empty batch (0 prompts); build it with n_prompts >= 1 "
+                              f"or select at least one row")
+        return self
+
+    def check_vocab(self, d_vocab: int) -> None:
+        """PromptError when a real token id lies outside a vocabulary of ``d_vocab`` tokens."""
+        real = self.tokens[self.attention_mask]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= d_vocab):
+            bad = int(real.max()) if int(real.max()) >= d_vocab else int(real.min())
+            raise PromptError(f"token id {bad} is outside the model's vocabulary (0..{d_vocab - 1}); "
+                              f"build the prompts with this model's tokenizer or task vocabulary")
+
     def validate(self, n_ctx: int | None = None) -> None:
         """Check the layout; with ``n_ctx``, also that every prompt fits the model's context."""
         B, T = self.tokens.shape
@@ -313,7 +330,9 @@ class PromptBuilder:
     >>> row = pb.build(target=answer_tok)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, d_vocab: int | None = None) -> None:
+        self.d_vocab = d_vocab
+        """When given, every token id must lie in 0..d_vocab-1."""
         self.tokens: list[int] = []
         self.demo_spans: list[tuple[int, int]] = []
         self.forerunners: list[int] = []
@@ -322,8 +341,33 @@ class PromptBuilder:
         self.demo_classes: list[int] = []
 
     def add(self, tokens: Sequence[int]) -> "PromptBuilder":
-        self.tokens.extend(int(t) for t in tokens)
+        ids = [int(t) for t in tokens]
+        if self.d_vocab is not None:
+            for t in ids:
+                self._check_id(t, "token")
+        self.tokens.extend(ids)
         return self
+
+    def _check_id(self, t: int, what: str) -> None:
+        if t < 0 or (self.d_vocab is not None and t >= self.d_vocab):
+            top = f"0..{self.d_vocab - 1}" if self.d_vocab is not None else "ids >= 0"
+            raise PromptError(f"{what} id {t} is outside the vocabulary ({top}); use this model's "
+                              f"tokenizer (probes.prompt.single_token_id) or task vocabulary")
+
+    def _label_id(self, label: Any) -> int:
+        """The label as one token id (a 1-element sequence is accepted)."""
+        if isinstance(label, torch.Tensor):
+            label = label.tolist()
+        if isinstance(label, (list, tuple)):
+            if len(label) != 1:
+                raise PromptError(
+                    f"a label must be a single token, got {len(label)} tokens {list(label)}; pick a "
+                    f"label that encodes to one token (probes.prompt.single_token_id checks it)")
+            label = label[0]
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise PromptError(f"a label must be one token id (an int), got {type(label).__name__} {label!r}")
+        self._check_id(label, "label")
+        return label
 
     def demo(
         self,
@@ -332,9 +376,10 @@ class PromptBuilder:
         label: int,
         cls: int = -1,
     ) -> "PromptBuilder":
-        """Append x_i, then the forerunner tokens (the last one is s_i), then y_i."""
+        """Append x_i, then the forerunner tokens (the last one is s_i), then y_i (one token)."""
         if self.query_span is not None:
             raise PromptError("demonstrations must come before the query")
+        label = self._label_id(label)
         self.demo_spans.append(self._text_then_forerunner(text, forerunner, "a demonstration"))
         self.forerunners.append(len(self.tokens) - 1)
         self.labels.append(len(self.tokens))

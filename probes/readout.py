@@ -17,11 +17,17 @@ from probes.prompt import PromptBatch, PromptError
 FwdHook = tuple[str | Callable[[str], bool], Callable[..., Any]]
 
 
-def check_fits(model: torch.nn.Module, batch: PromptBatch) -> None:
-    """Raise PromptError if any prompt is longer than the model's context."""
-    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+def check_fits(model: torch.nn.Module, batch: PromptBatch, what: str = "the read-out") -> None:
+    """Raise PromptError if the batch is empty, a prompt is longer than the model's context, or a
+    token lies outside its vocabulary."""
+    batch.require_rows(what)
+    cfg = getattr(model, "cfg", None)
+    n_ctx = getattr(cfg, "n_ctx", None)
     if n_ctx is not None:
         batch.validate(n_ctx=int(n_ctx))
+    d_vocab = getattr(cfg, "d_vocab", None)
+    if d_vocab is not None and int(d_vocab) > 0:
+        batch.check_vocab(int(d_vocab))
 
 
 def forward_logits(model: torch.nn.Module, batch: PromptBatch,
@@ -73,6 +79,7 @@ def label_distribution(logits: Float[Tensor, "batch vocab"], batch: PromptBatch)
 def model_accuracy(model: torch.nn.Module, batch: PromptBatch, fwd_hooks: Sequence[FwdHook] = (),
                    batch_size: int = 64) -> float:
     """Accuracy of ``model`` on ``batch`` (in chunks), with optional hooks."""
+    check_fits(model, batch, "model_accuracy")
     correct = 0.0
     with torch.no_grad():
         for part in batch.batches(batch_size):

@@ -23,10 +23,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from probes.capture import capture
+from probes.errors import WorkbenchError
 from probes.prompt import PromptBatch
 
 
-class ProbeError(ValueError):
+class ProbeError(WorkbenchError):
     """A probe request that cannot be served; the message names the fix."""
 
 

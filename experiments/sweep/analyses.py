@@ -72,6 +72,9 @@ class AnalysisSpec:
     """Modules this analysis needs; when one is missing the analysis is reported unavailable."""
     applies: Callable[[str, str], str | None] | None = None
     """(model, task) -> None when the analysis can run on them, else the reason why not."""
+    check_params: Callable[[str, str, int, dict[str, Any]], str | None] | None = None
+    """(model, task, k, resolved params) -> None when the values fit, else what is wrong; checked
+    with the config, before any work (never loads a model)."""
     version: int | str = 1
     """Bump when what the analysis stores changes outside the hashed code (see the class docstring)."""
     code: tuple[str, ...] = ()
@@ -90,7 +93,10 @@ class AnalysisSpec:
                 raise ValueError(f"unknown parameter {key!r} of analysis {self.name!r}; allowed: {allowed}")
             default = self.params[key]
             if default is not None and not _same_type(val, default):
-                raise ValueError(f"parameter {key!r} must be {type(default).__name__} "
+                kind = type(default).__name__
+                if isinstance(default, list) and default:
+                    kind = f"a list of {type(default[0]).__name__}"
+                raise ValueError(f"parameter {key!r} must be {kind} "
                                  f"(like its default {default!r}), got {type(val).__name__} {val!r}")
             out[key] = val
         return out
@@ -165,8 +171,8 @@ def _same_type(val: Any, default: Any) -> bool:
         return isinstance(val, bool) and isinstance(default, bool)
     if isinstance(default, float):
         return isinstance(val, (int, float))
-    if isinstance(default, list):
-        return isinstance(val, list)
+    if isinstance(default, list):  # a non-empty default also fixes the type of the items
+        return isinstance(val, list) and (not default or all(_same_type(v, default[0]) for v in val))
     return isinstance(val, type(default))
 
 
@@ -336,6 +342,20 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
     return AnalysisResult(table, tensors)
 
 
+def _check_head_scan(model: str, task: str, k: int, params: dict[str, Any]) -> str | None:
+    from experiments.scan import max_seg_len
+    from experiments.sweep import modelinfo
+
+    seg = params["seg_len"]
+    ctx = modelinfo.n_ctx(model)
+    if seg < 0 or (seg and ctx is not None and seg > max_seg_len(ctx)):
+        top = f"1..{max_seg_len(ctx)}" if ctx is not None else ">= 1"
+        return f"seg_len={seg}: the scan repeats a segment twice in the model's context; use {top}, or 0 for the default"
+    if params["n_prompts"] < 0:
+        return f"n_prompts={params['n_prompts']}: use n_prompts >= 1, or 0 for the default"
+    return None
+
+
 register(AnalysisSpec(
     name="head_scan", fn=_head_scan,
     params={"seg_len": 0, "n_prompts": 0, "save_attention": True},
@@ -345,6 +365,7 @@ register(AnalysisSpec(
     requires=("experiments.scan",),
     version=2,
     applies=lambda m, t: None if is_token_model(m) else "it reads vectors, not tokens (no head scan)",
+    check_params=_check_head_scan,
 ))
 
 
@@ -399,6 +420,43 @@ def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]
     return out
 
 
+CIRCUIT_STEPS = ("summarize", "merge", "retrieve", "ablation")
+
+
+def _n_prompts_problem(n: int, k: int) -> str | None:
+    from experiments.tasks import check_n_prompts
+
+    try:
+        check_n_prompts(n, 64 * (k + 1))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _layers_problem(model: str, layers: list[int]) -> str | None:
+    from experiments.sweep import modelinfo
+
+    L = modelinfo.n_layers(model)
+    bad = [l for l in layers if l < 0 or (L is not None and l >= L)]
+    if bad:
+        return f"layers {bad} out of range: model {model!r} has {L} layers (0..{(L or 1) - 1})"
+    return None
+
+
+def _check_circuit(model: str, task: str, k: int, params: dict[str, Any]) -> str | None:
+    if k < 1:
+        return f"k={k}: the circuit reads demonstrations (labels, forerunners); use k >= 1"
+    lo, hi = (list(params["window"]) + [None, None])[:2]
+    if len(params["window"]) != 2 or not (0 <= lo < hi <= 1):
+        return f"window={params['window']!r}: give [start, end] fractions of the layers with 0 <= start < end <= 1"
+    bad = [s for s in params["steps"] if s not in CIRCUIT_STEPS]
+    if bad or not all(isinstance(s, str) for s in params["steps"]):
+        return f"steps={params['steps']!r}: each step must be one of {', '.join(CIRCUIT_STEPS)}"
+    if not all(isinstance(l, int) and not isinstance(l, bool) for l in params["layers"]):
+        return f"layers={params['layers']!r}: give layer numbers (integers)"
+    return _layers_problem(model, params["layers"]) or _n_prompts_problem(params["n_prompts"], k)
+
+
 register(AnalysisSpec(
     name="circuit", fn=_circuit,
     params={"n_prompts": 32, "window": [0.0, 0.25], "layers": [], "steps": []},
@@ -406,6 +464,7 @@ register(AnalysisSpec(
     description="summarize-merge-retrieve circuit with ablations and random controls (circuits.icl_circuit)",
     requires=("circuits.icl_circuit",),
     applies=lambda m, t: _token_task_only(m, t),
+    check_params=_check_circuit,
 ))
 
 
@@ -449,6 +508,23 @@ def _ivg_applies(model: str, task: str) -> str | None:
     return _token_task_only(model, task)
 
 
+GD_SUBSETS = ("all", "attn_kv", "one_layer_wv")
+
+
+def _check_icl_vs_gd(model: str, task: str, k: int, params: dict[str, Any]) -> str | None:
+    if k < 1:
+        return f"k={k}: gradient descent on the demonstrations needs at least one; use k >= 1"
+    sub = params["subset"]
+    if sub not in GD_SUBSETS and not sub.startswith("re:"):
+        return f"subset={sub!r}: use one of {', '.join(GD_SUBSETS)} or 're:REGEX' over parameter names"
+    for key, low in (("n_tasks", 1), ("gd_steps", 1), ("epochs", 1), ("order_perms", 0)):
+        if params[key] < low:
+            return f"{key}={params[key]}: use {key} >= {low}"
+    if not params["lr"] > 0:
+        return f"lr={params['lr']}: the learning rate must be > 0"
+    return _n_prompts_problem(params["n_prompts"], k)
+
+
 register(AnalysisSpec(
     name="icl_vs_gd", fn=_icl_vs_gd,
     params={"n_prompts": 16, "n_tasks": 256, "gd_steps": 1, "subset": "attn_kv", "lr": 1e-2,
@@ -459,4 +535,5 @@ register(AnalysisSpec(
     requires=("experiments.icl_vs_gd", "experiments.gd"),
     applies=_ivg_applies,
     version=2,
+    check_params=_check_icl_vs_gd,
 ))

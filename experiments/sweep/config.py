@@ -2,12 +2,13 @@
 
 A config is one or more *grids*; every grid expands to the cartesian product of its lists, and the
 sweep is the union of the grids' units (duplicates removed). Top-level lists are the defaults of
-every grid; a config without ``[[grid]]`` tables is a single grid made of the top-level lists::
+every grid (top-level ``[params.A]`` apply to the grids that run analysis A); a config without
+``[[grid]]`` tables is a single grid made of the top-level lists (this example validates, tested)::
 
     name = "circuit-vs-k"              # names the sweep (default: the file's stem)
     store = "results/circuit-vs-k"     # optional default results folder
     seeds = [0, 1, 2]                  # default for every grid (default [0])
-    imports = ["mypkg.my_analyses"]    # optional: modules that register extra analyses
+    # imports = ["mypkg.my_analyses"]  # optional: modules that register extra analyses
 
     [params.circuit]                   # default parameters of an analysis, for every grid
     n_prompts = 64
@@ -42,12 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from probes.errors import WorkbenchError
+
 TOP_KEYS = ("name", "description", "store", "seeds", "models", "tasks", "k", "analyses", "params",
             "grid", "imports")
 GRID_KEYS = ("models", "tasks", "k", "seeds", "analyses", "params")
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(WorkbenchError):
     """A sweep config that cannot run; the message names the field and the allowed values."""
 
 
@@ -215,13 +218,21 @@ def parse_config(raw: dict[str, Any], name_default: str = "sweep", source: str =
                 f"{stray[0]}: give it inside each [[grid]] table (top-level lists are only used "
                 f"when the config has no [[grid]] tables; top-level 'seeds' and 'params' are defaults)")
     grids = []
+    for a in top_params:
+        if not any(a in (g.get("analyses") or []) for g in grid_raws if isinstance(g.get("analyses"), list)):
+            from experiments.sweep.analyses import analysis_names
+
+            if a in analysis_names():
+                raise SweepConfigError(f"params.{a}: parameters for analysis {a!r}, which no grid runs")
     for i, g in enumerate(grid_raws):
         where = where_fmt.format(i=i)
         unknown = [k for k in g if k not in GRID_KEYS]
         if unknown:
             raise SweepConfigError(
                 f"{where}: unknown field {unknown[0]!r}; allowed fields: {', '.join(GRID_KEYS)}")
-        params = {a: dict(p) for a, p in top_params.items()}
+        analyses = _list_of(g, "analyses", where, str)
+        # top-level [params.A] are defaults for the grids that run A; a grid's own must be run by it
+        params = {a: dict(p) for a, p in top_params.items() if a in analyses}
         for a, p in _params(g.get("params", {}), f"{where}.params").items():
             params.setdefault(a, {}).update(p)
         grids.append(Grid(
@@ -229,7 +240,7 @@ def parse_config(raw: dict[str, Any], name_default: str = "sweep", source: str =
             tasks=_list_of(g, "tasks", where, str, default=[]),
             k=_list_of(g, "k", where, int, default=[]),
             seeds=_list_of(g, "seeds", where, int, default=seeds),
-            analyses=_list_of(g, "analyses", where, str),
+            analyses=analyses,
             params=params,
         ))
     cfg = SweepConfig(name=name, grids=grids, description=raw.get("description", ""),
@@ -325,3 +336,12 @@ def validate_config(cfg: SweepConfig) -> None:
                     if reason:
                         raise SweepConfigError(f"{where}: analysis {a!r} cannot run on model {m!r}"
                                                f"{f' with task {t!r}' if t else ''}: {reason}")
+                    if spec.check_params is None:
+                        continue
+                    params = spec.resolve_params(g.params.get(a, {}))
+                    for k in (g.k if spec.uses_k else [0]):
+                        why = spec.check_params(m, t, k, params)
+                        if why:
+                            raise SweepConfigError(
+                                f"{where}.params.{a} (model {m!r}{f', task {t!r}' if t else ''}"
+                                f"{f', k={k}' if spec.uses_k else ''}): {why}")

@@ -41,7 +41,14 @@ def check_model_name(name: str) -> None:
             raise ValueError(f"model directory {name!r} has no config.json (not a Hugging Face checkpoint)")
         return
     if name.count("/") == 1 and all(name.split("/")):
-        return  # a hub name; loading it needs the hub or its cache
+        from experiments import pretrained  # a hub name: loading it needs the hub or its cache
+
+        if not (pretrained.hub_cached(name) or pretrained.hub_reachable()):
+            raise ValueError(
+                f"hub model {name!r} is not in the local Hugging Face cache and the hub is "
+                f"unreachable; download it where the hub is reachable (huggingface-cli download "
+                f"{name} --local-dir DIR) and name the folder DIR instead")
+        return
     raise ValueError(f"unknown model {name!r}; allowed: {', '.join(builtin_names())}, "
                      f"a local Hugging Face checkpoint directory, or a hub name 'org/name'")
 
@@ -65,6 +72,33 @@ def n_ctx(name: str) -> int | None:
         cfg = json.loads(p.read_text())
         for key in ("n_ctx", "max_position_embeddings", "n_positions"):
             if key in cfg:
+                return int(cfg[key])
+    return None
+
+
+SMOLLM2_N_LAYERS = 30
+
+
+@functools.lru_cache(maxsize=None)
+def n_layers(name: str) -> int | None:
+    """Number of layers of ``name`` read from its card or config.json (None when unknown)."""
+    zoo = _zoo()
+    if name in zoo.ZOO_MODULES:
+        try:
+            cfg = zoo.read_card(name).get("config", {})
+        except FileNotFoundError:
+            return None
+        return int(cfg["n_layers"]) if "n_layers" in cfg else None
+    if name == "smollm2-135m":
+        return SMOLLM2_N_LAYERS
+    p = Path(name).expanduser() / "config.json"
+    if p.exists():
+        try:
+            cfg = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+        for key in ("num_hidden_layers", "n_layer", "n_layers"):
+            if isinstance(cfg, dict) and key in cfg:
                 return int(cfg[key])
     return None
 
@@ -153,19 +187,13 @@ def weight_files(name: str) -> list[Path]:
     zoo = _zoo()
     if name in zoo.ZOO_MODULES:
         return [zoo.checkpoint_path(name) / "model.safetensors"]
-    if name == "smollm2-135m":
-        try:
-            from experiments import pretrained
+    if name == "smollm2-135m":  # the weights load_model would load: hub snapshot or GGUF
+        from experiments import pretrained
 
-            for attr in ("gguf_path", "smollm2_gguf_path", "find_gguf"):
-                fn = getattr(pretrained, attr, None)
-                if callable(fn):
-                    p = fn() if attr != "find_gguf" else fn(name)
-                    if p:
-                        return [Path(p)]
-        except Exception:
-            pass
-        return []
+        try:
+            return pretrained.weight_files(name)
+        except ValueError:  # no offline copy installed: nothing local to hash
+            return []
     p = Path(name).expanduser()
     if p.is_dir():
         return sorted(list(p.glob("*.safetensors")) + list(p.glob("*.bin")) + list(p.glob("*.gguf")))

@@ -83,6 +83,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 
 from experiments.sweep.config import SweepConfig, Unit, canonical_json
+from probes.errors import WorkbenchError
 
 try:
     import fcntl
@@ -98,7 +99,7 @@ LOCK_GRACE_S = 5.0
 the file before writing it) before it is broken."""
 
 
-class StoreError(ValueError):
+class StoreError(WorkbenchError):
     """A results folder that is missing, empty, or not a results store."""
 
 

@@ -46,7 +46,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from experiments.tasks import TaskError
+from experiments.tasks import TaskError, check_n_prompts
 from probes.prompt import PromptBatch, PromptBuilder
 
 PAD, BOS, COLON, SEP = 0, 1, 2, 3
@@ -148,6 +148,7 @@ def make_prompts(
         raise TaskError(f"k must be >= 0, got {k}")
     if x_len < 1:
         raise TaskError(f"x_len must be >= 1, got {x_len}")
+    check_n_prompts(n_prompts, (k + 1) * (x_len + 2) + 1, "classify")
     rng = random.Random(seed)
     rows, unflipped = [], []
     for _ in range(n_prompts):

@@ -62,7 +62,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from experiments.tasks import TaskError
+from experiments.tasks import TaskError, check_n_prompts
 from probes.prompt import PromptBatch, PromptBuilder
 
 N_LETTERS = 18
@@ -447,6 +447,7 @@ def make_prompts(
     """
     if k < 0:
         raise TaskError(f"k must be >= 0, got {k}")
+    check_n_prompts(n_prompts, max_len, "icll")
     cap = min(string_len[1], (max_len - 1) // (k + 1) - 1)
     if cap < max(string_len[0], 1):
         raise TaskError(f"{k + 1} strings cannot fit in max_len={max_len}; lower k or raise max_len")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from experiments.tasks import TaskError
+from experiments.tasks import TaskError, check_n_prompts
 from probes.prompt import PromptBatch, PromptBuilder
 
 VOCAB_SIZE = 256
@@ -70,6 +70,7 @@ def make_prompts(
         raise TaskError(f"k (number of earlier copies) must be >= 0, got {k}")
     if seg_len < 2:
         raise TaskError(f"seg_len must be >= 2 (a forerunner and a label), got {seg_len}")
+    check_n_prompts(n_prompts, (k + 1) * seg_len + 1, "induction")
     low = (1 if bos is not None else 0) if low is None else low
     n_tokens = vocab - low
     if distinct and seg_len > n_tokens:

@@ -52,7 +52,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from experiments.tasks import TaskError
+from experiments.tasks import TaskError, check_n_prompts
 from probes.prompt import PromptBatch, PromptBuilder, PromptError, single_token_id
 
 DEFAULT_TEMPLATE = "Word: {x}\nLabel: {y}\n"
@@ -283,8 +283,7 @@ def make_prompts(
         raise TaskError("make_prompts needs k and n_prompts: make_prompts(tok, 'sentiment', 4, 40, 0)")
     if k < 0:
         raise TaskError(f"k (number of demonstrations) must be >= 0, got {k}")
-    if n_prompts < 1:
-        raise TaskError(f"n_prompts must be >= 1, got {n_prompts}")
+    check_n_prompts(n_prompts, 32 * (k + 1), "language")
     ds = get_dataset(str(dataset))
     template = ds.template if template is None else template
     tpl = Template.parse(template)

@@ -34,10 +34,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from probes.errors import WorkbenchError
+
 XDist = Literal["normal", "uniform"]
 
 
-class LinRegError(ValueError):
+class LinRegError(WorkbenchError):
     """Bad input to the linear-regression task; the message names the fix."""
 
 

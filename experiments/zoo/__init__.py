@@ -15,12 +15,17 @@ Architectures (``card["arch"]``):
 
 - ``"bridge-native"``: ``TransformerBridge.boot_native(TransformerBridgeConfig(**card["config"]))``;
 - ``"module:package.module:Class"``: a ``HookedRootModule`` subclass with ``Class.from_config(dict)``
-  (the linear-regression models, which read vectors rather than tokens).
+  (the linear-regression models, which read vectors rather than tokens). Only the project's own
+  classes listed in ``MODULE_ARCHS`` are accepted: a card never makes the loader import other code.
+
+The card records the sha256 of ``model.safetensors`` (``weights_sha256``); ``load_zoo_model``
+refuses a checkpoint whose bytes differ from it, and any checkpoint with non-finite weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import time
@@ -30,6 +35,8 @@ from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from probes.errors import WorkbenchError
 
 CHECKPOINT_DIR = Path(__file__).parent / "checkpoints"
 
@@ -41,6 +48,17 @@ ZOO_MODULES: dict[str, str] = {
     "linreg-lsa-1l": "experiments.zoo.linreg",
     "linreg-gpt": "experiments.zoo.linreg",
 }
+
+
+MODULE_ARCHS: frozenset[str] = frozenset({
+    "module:experiments.zoo.linreg:LinearSelfAttention",
+    "module:experiments.zoo.linreg:LinRegGPT",
+})
+"""The ``module:`` architectures a card may name (the project's own model classes)."""
+
+
+class CheckpointError(WorkbenchError):
+    """A zoo checkpoint that is damaged, altered, or names an architecture outside the project."""
 
 
 @dataclass
@@ -110,10 +128,15 @@ def build_model(arch: str, config: dict[str, Any]) -> torch.nn.Module:
 
         return TransformerBridge.boot_native(TransformerBridgeConfig(**config))
     if arch.startswith("module:"):
+        if arch not in MODULE_ARCHS:
+            raise CheckpointError(
+                f"zoo architecture {arch!r} is not one of the project's model classes "
+                f"({', '.join(sorted(MODULE_ARCHS))}); the card was edited or comes from elsewhere: "
+                f"restore it (git checkout) or retrain the model with `iclwb zoo train NAME`")
         module_name, cls_name = arch[len("module:") :].split(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
         return cls.from_config(config)
-    raise ValueError(f"unknown zoo architecture {arch!r} (expected 'bridge-native' or 'module:pkg.mod:Class')")
+    raise CheckpointError(f"unknown zoo architecture {arch!r} (expected 'bridge-native' or 'module:pkg.mod:Class')")
 
 
 def save_checkpoint(name: str, result: TrainResult, seed: int, train_seconds: float,
@@ -126,6 +149,7 @@ def save_checkpoint(name: str, result: TrainResult, seed: int, train_seconds: fl
     card = {
         "name": name,
         "arch": result.arch,
+        "weights_sha256": file_sha256(out / "model.safetensors"),
         "config": result.config,
         "task": result.task,
         "seed": seed,
@@ -153,15 +177,44 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_zoo_model(name: str, root: Path | None = None, device: str | None = None) -> torch.nn.Module:
-    """Rebuild a zoo model from its card and load its safetensors weights (no unpickling)."""
+    """Rebuild a zoo model from its card and load its safetensors weights (no unpickling).
+
+    Refuses (``CheckpointError``) a checkpoint whose sha256 differs from its card's
+    ``weights_sha256``, one that is not valid safetensors, and one with non-finite weights.
+    """
     card = read_card(name, root)
+    weights = (root or CHECKPOINT_DIR) / name / "model.safetensors"
+    fix = (f"restore the shipped file (git checkout -- {weights}) or retrain it with "
+           f"`iclwb zoo train {name}`")
+    if not weights.is_file():
+        raise CheckpointError(f"zoo model {name!r} has a card but no weights at {weights}; {fix}")
+    want = card.get("weights_sha256")
+    if want and file_sha256(weights) != want:
+        raise CheckpointError(f"the weights of zoo model {name!r} ({weights}) do not match the "
+                              f"sha256 recorded in its card: the file is damaged or was changed; {fix}")
     model = build_model(card["arch"], card["config"])
-    state = load_file(str((root or CHECKPOINT_DIR) / name / "model.safetensors"))
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"the weights of zoo model {name!r} ({weights}) are not a valid "
+                              f"safetensors file ({err}); {fix}") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"the weights of zoo model {name!r} hold NaN or infinite values "
+                              f"(in {', '.join(bad[:3])}); {fix}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not _is_buffer_only(model, k)]
     if missing or unexpected:
-        raise RuntimeError(
+        raise CheckpointError(
             f"checkpoint of {name!r} does not match its architecture: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}; retrain with `iclwb zoo train {name}`"
         )
