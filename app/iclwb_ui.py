@@ -99,6 +99,30 @@ def guarded(fn: Callable[[], Any], what: str) -> Any | None:
     return None
 
 
+def results_root() -> str:
+    """The results folder given at launch: the pages read it and folders inside it only."""
+    return st.session_state.get("results_root", st.session_state.get("results_dir", ""))
+
+
+def load_results(folder: str) -> Any | None:
+    """The results under ``folder`` (cached on its files), or None after showing why not; a
+    warning names damaged files that were skipped."""
+    try:
+        df = _cached_results(folder, results_root(), al.results_signature(folder, results_root()))
+    except EXPECTED_ERRORS as err:
+        show_error(err, "no results to show")
+        return None
+    note = al.damaged_note(df)
+    if note:
+        st.warning(note, icon=":material/warning:")
+    return df
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _cached_results(folder: str, root: str, signature: tuple) -> Any:
+    return al.load_results(folder, root)
+
+
 def module_available(name: str) -> bool:
     import importlib.util
 
@@ -109,5 +133,6 @@ def module_available(name: str) -> bool:
 
 
 __all__ = ["al", "get_model", "model_picker", "load_or_error", "show_error", "guarded",
+           "load_results", "results_root",
            "wait_for_run", "mark_run",
            "module_available", "builtin_names"]

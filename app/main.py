@@ -26,6 +26,7 @@ def _cli_results() -> str:
 
 st.set_page_config(page_title="ICL Workbench", page_icon=":material/biotech:", layout="wide")
 st.session_state.setdefault("results_dir", _cli_results())
+st.session_state.setdefault("results_root", st.session_state["results_dir"])  # pages read only below it
 
 PAGES = [
     st.Page(str(HERE / "pages" / "1_explorer.py"), title="Attention explorer", icon=":material/search:",

@@ -55,16 +55,41 @@ def _cmd_app(args: argparse.Namespace) -> int:
               f"will say so (run `iclwb demo` to fill it)", file=sys.stderr)
     where = f"http://{args.host}:{args.port or 8501}"
     print(f"iclwb app: starting Streamlit at {where} (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(cmd)
+    return run_server(cmd)
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def run_server(cmd: Sequence[str], grace_s: float = 10.0) -> int:
+    """Run the server ``cmd`` as a child and wait for it; Ctrl-C, SIGTERM or SIGHUP to this
+    launcher stops the child too (terminate, then kill after ``grace_s``), so no server is left
+    behind when the launcher is stopped."""
+    import signal
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    proc = subprocess.Popen(list(cmd))
     try:
         return proc.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stop) as stop:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
-        return 130
+            proc.wait()
+        return 130 if isinstance(stop, KeyboardInterrupt) else 128 + stop.signum
+    finally:
+        if proc.poll() is None:  # any other way out of the wait: never leave the server running
+            proc.kill()
+            proc.wait()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
 
-from probes.errors import WorkbenchError
+from probes.errors import ResourceLimitError, WorkbenchError, gib
 from probes.prompt import PromptBatch, PromptBuilder, PromptError
 
 ROLE_COLOURS: dict[str, str] = {
@@ -50,6 +50,12 @@ ROLE_NAMES: dict[str, str] = {
 }
 FALLBACK_TASKS: tuple[str, ...] = ("kv-recall",)
 MAX_PROMPT_CHARS = 20_000
+MAX_VIEW_GB = 1.0
+"""Default limit on the attention maps the explorer keeps for one prompt (GiB); override it with
+``$ICLWB_APP_MAX_ATTENTION_GB``."""
+MAX_RESULT_FILES = 20_000
+MAX_RESULT_DIRS = 2_000
+"""Bounds on the scan of a results folder (Parquet files found, folders walked)."""
 
 
 class AppInputError(WorkbenchError):
@@ -340,12 +346,37 @@ class PromptView:
         return int(self.patterns.shape[1])
 
 
+def view_limit_bytes() -> int:
+    import os
+
+    text = os.environ.get("ICLWB_APP_MAX_ATTENTION_GB", "")
+    try:
+        return int(float(text or MAX_VIEW_GB) * 2**30)
+    except ValueError:
+        raise AppInputError(f"ICLWB_APP_MAX_ATTENTION_GB={text!r} is not a number of GiB; set e.g. 2") from None
+
+
+def check_view_memory(model: torch.nn.Module, n_tokens: int) -> None:
+    """ResourceLimitError, before the forward pass, when every head's attention map of an
+    ``n_tokens`` prompt (float32, kept twice: tensor and array) exceeds ``view_limit_bytes()``."""
+    heads = int(model.cfg.n_layers) * int(model.cfg.n_heads)
+    need = 2 * 4 * heads * n_tokens ** 2
+    limit = view_limit_bytes()
+    if need > limit:
+        fit = int((limit / (2 * 4 * heads)) ** 0.5)
+        raise ResourceLimitError(
+            f"this prompt has {n_tokens} tokens: the attention maps of its {heads} heads would need "
+            f"about {gib(need)}, over the app's limit of {gib(limit)} ($ICLWB_APP_MAX_ATTENTION_GB); "
+            f"shorten it to at most {fit} tokens")
+
+
 def prompt_view(model: torch.nn.Module, batch: PromptBatch) -> PromptView:
     """Run row 0 of ``batch`` and collect every head's attention pattern (a copy)."""
     from probes.heads import attention_patterns
 
     row = batch.select([0]).trim()
     check_prompt_fits(model, row)
+    check_view_memory(model, row.seq_len)
     with torch.no_grad():
         pat = attention_patterns(model, row.tokens)[:, 0]  # [L, H, q, k]
     toks = row.tokens[0].tolist()
@@ -520,37 +551,124 @@ def parse_head_id(head_id: str) -> tuple[int, int]:
 
 
 # ============================================================================ results store
-def load_results(folder: str | Path) -> pd.DataFrame:
-    """Every result row under ``folder`` (Parquet files written by sweeps) as one DataFrame.
-
-    A sweep results store (``units/*.parquet``) is read with ``ResultsStore.frame``; any other
-    folder of Parquet files is read with DuckDB (``**/*.parquet``, columns unioned by name).
-    Raises AppInputError when the folder is missing or holds no results.
-    """
-    path = Path(folder).expanduser()
+def results_folder(folder: str | Path, root: str | Path | None = None) -> Path:
+    """``folder`` resolved, when the app may read it: ``root`` (the results folder given at launch)
+    or a folder inside it. Refused paths get the same message whether or not they exist."""
     if not str(folder).strip():
         raise AppInputError("no results folder given; run a sweep (`iclwb sweep run CONFIG`) or "
                             "`iclwb demo`, then pass its folder: `iclwb app --results DIR`")
+    path = Path(folder).expanduser().resolve()
+    if root is not None:
+        top = Path(root).expanduser().resolve()
+        if path != top and top not in path.parents:
+            raise AppInputError(f"the app reads only the results folder it was started with ({top}) "
+                                f"and folders inside it; to browse another, restart it with "
+                                f"`iclwb app --results DIR`")
+    return path
+
+
+def result_files(path: Path) -> list[Path]:
+    """The Parquet files under ``path``: a store's ``units/*.parquet``, else a bounded walk
+    (at most ``MAX_RESULT_FILES`` files in ``MAX_RESULT_DIRS`` folders, symlinks not followed)."""
+    import os
+
+    if (path / "units").is_dir():
+        files = sorted((path / "units").glob("*.parquet"))
+        if len(files) > MAX_RESULT_FILES:
+            raise AppInputError(f"{path} holds {len(files)} result files, more than the app reads "
+                                f"({MAX_RESULT_FILES}); query it with `iclwb sweep results --sql`")
+        return files
+    files: list[Path] = []
+    for n_dirs, (d, subdirs, names) in enumerate(os.walk(path), start=1):
+        subdirs.sort()
+        files += [Path(d) / f for f in sorted(names) if f.endswith(".parquet")]
+        if n_dirs > MAX_RESULT_DIRS or len(files) > MAX_RESULT_FILES:
+            raise AppInputError(f"{path} has more than {MAX_RESULT_DIRS} folders or {MAX_RESULT_FILES} "
+                                f"Parquet files; pick the results folder of one study (a folder with units/)")
+    return files
+
+
+def results_signature(folder: str | Path, root: str | Path | None = None) -> tuple:
+    """Changes whenever a result file is added or rewritten (a cache key); () when the folder
+    cannot be read (``load_results`` then says why)."""
+    try:
+        path = results_folder(folder, root)
+        if not path.is_dir():
+            return ()
+        return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in result_files(path))
+    except (AppInputError, OSError):
+        return ()
+
+
+def damaged_parquet(files: Sequence[Path]) -> list[Path]:
+    """The files that are not readable Parquet (cut short, overwritten, not Parquet at all)."""
+    import pyarrow.parquet as pq
+
+    bad = []
+    for f in files:
+        try:
+            pq.read_metadata(f)
+        except Exception:  # pyarrow raises several types for a damaged file
+            bad.append(f)
+    return bad
+
+
+def load_results(folder: str | Path, root: str | Path | None = None) -> pd.DataFrame:
+    """Every result row under ``folder`` (Parquet files written by sweeps) as one DataFrame.
+
+    With ``root`` only that folder and folders inside it may be read (``results_folder``). A sweep
+    results store (``units/*.parquet``) is read with ``ResultsStore.frame``; any other folder of
+    Parquet files is read with DuckDB (columns unioned by name). Damaged files are skipped and
+    named in ``df.attrs["damaged"]``. Raises AppInputError when the folder is missing or refused,
+    or holds no readable results.
+    """
+    path = results_folder(folder, root)
     if not path.is_dir():
         raise AppInputError(f"results folder {str(path)!r} does not exist; run `iclwb demo` or a "
                             f"sweep first, or pass the right folder with `iclwb app --results DIR`")
-    df = _store_read(path)
-    if df is None:
-        files = sorted(path.rglob("*.parquet"))
-        if not files:
-            raise AppInputError(f"results folder {str(path)!r} holds no Parquet result files; run "
-                                f"`iclwb demo` or `iclwb sweep run CONFIG` to fill it")
-        import duckdb
+    files = result_files(path)
+    if not files and (path / "units").is_dir():
+        raise AppInputError(f"results folder {str(path)!r} holds no result rows yet; run "
+                            f"`iclwb demo` or `iclwb sweep run CONFIG` to fill it")
+    if not files:
+        raise AppInputError(f"results folder {str(path)!r} holds no Parquet result files; run "
+                            f"`iclwb demo` or `iclwb sweep run CONFIG` to fill it")
+    damaged = damaged_parquet(files)
+    good = [f for f in files if f not in damaged]
+    if not good:
+        raise AppInputError(f"every Parquet file in {str(path)!r} is damaged or not Parquet "
+                            f"({', '.join(f.name for f in damaged[:3])}); recompute them "
+                            f"(`iclwb sweep run CONFIG`) or remove them")
+    import duckdb
 
-        con = duckdb.connect()
-        try:
-            glob = str(path / "**" / "*.parquet")
-            df = con.execute("SELECT * FROM read_parquet(?, union_by_name=true)", [glob]).df()
-        finally:
-            con.close()
+    try:
+        df = _store_read(path) if not damaged else None
+        if df is None:
+            con = duckdb.connect()
+            try:
+                df = con.execute("SELECT * FROM read_parquet(?, union_by_name=true)",
+                                 [[str(f) for f in good]]).df()
+            finally:
+                con.close()
+    except (duckdb.Error, OSError) as err:
+        msg = " ".join(str(err).split())[:200]
+        raise AppInputError(f"cannot read the results in {str(path)!r}: {msg}; the folder holds "
+                            f"Parquet files that are not sweep results, or damaged ones: recompute "
+                            f"or remove them") from None
     if df.empty:
         raise AppInputError(f"results folder {str(path)!r} holds no result rows yet")
+    df.attrs["damaged"] = [str(f.relative_to(path)) for f in damaged]
     return df
+
+
+def damaged_note(df: pd.DataFrame) -> str | None:
+    """A one-line warning naming the damaged files ``load_results`` skipped (None if none)."""
+    bad = df.attrs.get("damaged") or []
+    if not bad:
+        return None
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return (f"skipped {len(bad)} damaged result file{'s' if len(bad) > 1 else ''} "
+            f"({', '.join(bad[:3])}{more}); `iclwb sweep run CONFIG` recomputes them")
 
 
 def _store_read(path: Path) -> pd.DataFrame | None:
@@ -558,10 +676,8 @@ def _store_read(path: Path) -> pd.DataFrame | None:
     ``path`` is not one (then plain Parquet files are read)."""
     if not (path / "units").is_dir():
         return None
-    try:
-        from experiments.sweep.store import ResultsStore
-    except ImportError:
-        return None
+    from experiments.sweep.store import ResultsStore
+
     return ResultsStore(path, create=False).frame()
 
 

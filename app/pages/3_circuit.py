@@ -21,11 +21,6 @@ def cached_circuit(model_name: str, task: str, k: int, n_prompts: int, seed: int
     return al.circuit_run(ui.get_model(model_name), model_name, task, k, n_prompts, seed, window)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_stored(folder: str, signature: tuple):
-    return al.circuit_rows(al.load_results(folder))
-
-
 def default_model() -> str:
     from experiments import zoo
 
@@ -92,14 +87,11 @@ source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="
 if source == "Stored sweep":
     folder = st.session_state.get("results_dir", "")
     st.caption(f"Results folder: {folder} (change it on the Results page or with `iclwb app --results DIR`)")
-    try:
-        from pathlib import Path as _P
-
-        sig = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in _P(folder).expanduser().rglob("*.parquet"))) \
-            if _P(folder).expanduser().is_dir() else ()
-        rows = cached_stored(folder, sig)
-    except ui.EXPECTED_ERRORS as err:
-        ui.show_error(err, "no stored results")
+    stored = ui.load_results(folder)
+    if stored is None:
+        st.stop()
+    rows = ui.guarded(lambda: al.circuit_rows(stored), "cannot read circuit rows from these results")
+    if rows is None:
         st.stop()
     if rows.empty:
         st.info(f"{folder} holds no circuit results yet; run `iclwb demo` or a sweep with the "

@@ -35,11 +35,6 @@ def cached_lm(model_name: str, task: str, k: int, seed: int, n_prompts: int, epo
     return al.icl_gd_run(ui.get_model(model_name), model_name, task, k, seed, n_prompts, epochs, lr, subset)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def cached_results(folder: str, signature: tuple):
-    return al.load_results(folder)
-
-
 def default_model() -> str:
     from experiments import zoo
 
@@ -118,12 +113,8 @@ source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="
 if source == "Stored sweep":
     folder = st.session_state.get("results_dir", "")
     st.caption(f"Results folder: {folder}")
-    p = Path(folder).expanduser()
-    sig = tuple(sorted((str(f), f.stat().st_mtime_ns) for f in p.rglob("*.parquet"))) if p.is_dir() else ()
-    try:
-        df = cached_results(folder, sig)
-    except ui.EXPECTED_ERRORS as err:
-        ui.show_error(err, "no stored results")
+    df = ui.load_results(folder)
+    if df is None:
         st.stop()
     if "analysis" in df.columns:
         df = df[df["analysis"].astype(str).str.contains("gd", case=False)]

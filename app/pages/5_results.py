@@ -14,27 +14,14 @@ import iclwb_ui as ui  # noqa: E402
 from iclwb_ui import al  # noqa: E402
 
 
-def folder_signature(folder: str) -> tuple:
-    """Changes whenever a result file is added or rewritten, so the cache sees new results."""
-    path = Path(folder).expanduser()
-    if not path.is_dir():
-        return ()
-    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in path.rglob("*.parquet")))
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def cached_results(folder: str, signature: tuple):
-    return al.load_results(folder)
-
-
 st.title("Results")
+root = ui.results_root()
 folder = st.text_input("Results folder", value=st.session_state.get("results_dir", ""),
-                       key="res_folder", help="Written by `iclwb sweep run` or `iclwb demo`")
-try:
-    with st.spinner("Reading results…"):
-        df = cached_results(folder, folder_signature(folder))
-except ui.EXPECTED_ERRORS as err:
-    ui.show_error(err, "no results to show")
+                       key="res_folder",
+                       help=f"Written by `iclwb sweep run` or `iclwb demo`; {root} or a folder inside it")
+with st.spinner("Reading results…"):
+    df = ui.load_results(folder)
+if df is None:
     st.stop()
 
 st.caption(f"{len(df)} rows · {len(df.columns)} columns from {folder}")

@@ -143,6 +143,10 @@ def _cmd_results(args: argparse.Namespace) -> int:
     for note in mixed:
         print(f"iclwb: warning: {note}", file=sys.stderr)
     if args.export:
+        parent = os.path.dirname(os.path.abspath(args.export))
+        if not os.path.isdir(parent):
+            raise StoreError(f"--export {args.export!r}: the folder {parent} does not exist; "
+                             f"create it first (mkdir -p {parent}) or export elsewhere")
         if args.export.endswith(".parquet"):
             df.to_parquet(args.export, index=False)
         elif args.export.endswith(".csv"):

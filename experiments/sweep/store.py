@@ -249,11 +249,18 @@ class ResultsStore:
         self.run_id = ""
         """Recorded in this process's locks (``run_sweep`` sets it)."""
         if create:
-            for sub in ("units", "artefacts", "sweeps", "errors", "locks", "tmp"):
-                (self.root / sub).mkdir(parents=True, exist_ok=True)
-            marker = self.root / "store.json"
-            if not marker.exists():
-                self._atomic_write_bytes(marker, (json.dumps(FORMAT) + "\n").encode())
+            if self.root.exists() and not self.root.is_dir():
+                raise StoreError(f"results store {self.root} is an existing file, not a folder; "
+                                 f"pick a folder name (e.g. --store {self.root}.d) or move the file")
+            try:
+                for sub in ("units", "artefacts", "sweeps", "errors", "locks", "tmp"):
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+                marker = self.root / "store.json"
+                if not marker.exists():
+                    self._atomic_write_bytes(marker, (json.dumps(FORMAT) + "\n").encode())
+            except OSError as err:
+                raise StoreError(f"cannot create the results store at {self.root} ({err.strerror or err}); "
+                                 f"pick a folder you can write to with --store DIR") from None
         elif not (self.root / "units").is_dir():
             raise StoreError(f"{self.root} is not a results store (no units/ folder); run a sweep "
                              f"into it first: `iclwb sweep run CONFIG --store {self.root}` or `iclwb demo`")
@@ -739,7 +746,14 @@ class ResultsStore:
         if not self.finished_keys():
             raise StoreError(f"results store {self.root} has no finished units yet"
                              + (f" ({self.skipped_line()})" if self.skipped else ""))
-        return con.execute(query).df()
+        import duckdb
+
+        try:
+            return con.execute(query).df()
+        except duckdb.Error as err:
+            msg = " ".join(str(err).split())[:300]
+            raise StoreError(f"the SQL query failed: {msg}; query the view 'results', e.g. "
+                             f"\"SELECT model, avg(value) FROM results GROUP BY model\"") from None
 
     def frame(self, **filters: Any) -> pd.DataFrame:
         """All rows of the sound units as pandas, filtered by column equality (a list value means
