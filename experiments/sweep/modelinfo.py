@@ -53,27 +53,35 @@ def check_model_name(name: str) -> None:
                      f"a local Hugging Face checkpoint directory, or a hub name 'org/name'")
 
 
-@functools.lru_cache(maxsize=None)
-def n_ctx(name: str) -> int | None:
+def _config_int(name: str, zoo_keys: tuple[str, ...], hf_keys: tuple[str, ...], smollm2: int) -> int | None:
+    """The first of ``zoo_keys`` in a zoo card's config, or of ``hf_keys`` in a checkpoint folder's
+    config.json, without loading the model (None when unknown)."""
     zoo = _zoo()
     if name in zoo.ZOO_MODULES:
         try:
             cfg = zoo.read_card(name).get("config", {})
         except FileNotFoundError:
             return None
-        for key in ("n_ctx", "max_points", "n_positions"):
-            if key in cfg:
-                return int(cfg[key])
-        return None
-    if name == "smollm2-135m":
-        return SMOLLM2_N_CTX
-    p = Path(name).expanduser() / "config.json"
-    if p.exists():
-        cfg = json.loads(p.read_text())
-        for key in ("n_ctx", "max_position_embeddings", "n_positions"):
-            if key in cfg:
-                return int(cfg[key])
+        keys = zoo_keys
+    elif name == "smollm2-135m":
+        return smollm2
+    else:
+        p = Path(name).expanduser() / "config.json"
+        try:
+            cfg = json.loads(p.read_text()) if p.exists() else {}
+        except (OSError, ValueError):
+            return None
+        keys = hf_keys
+    for key in keys:
+        if isinstance(cfg, dict) and key in cfg:
+            return int(cfg[key])
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def n_ctx(name: str) -> int | None:
+    return _config_int(name, ("n_ctx", "max_points", "n_positions"),
+                       ("n_ctx", "max_position_embeddings", "n_positions"), SMOLLM2_N_CTX)
 
 
 SMOLLM2_N_LAYERS = 30
@@ -82,25 +90,7 @@ SMOLLM2_N_LAYERS = 30
 @functools.lru_cache(maxsize=None)
 def n_layers(name: str) -> int | None:
     """Number of layers of ``name`` read from its card or config.json (None when unknown)."""
-    zoo = _zoo()
-    if name in zoo.ZOO_MODULES:
-        try:
-            cfg = zoo.read_card(name).get("config", {})
-        except FileNotFoundError:
-            return None
-        return int(cfg["n_layers"]) if "n_layers" in cfg else None
-    if name == "smollm2-135m":
-        return SMOLLM2_N_LAYERS
-    p = Path(name).expanduser() / "config.json"
-    if p.exists():
-        try:
-            cfg = json.loads(p.read_text())
-        except (OSError, ValueError):
-            return None
-        for key in ("num_hidden_layers", "n_layer", "n_layers"):
-            if isinstance(cfg, dict) and key in cfg:
-                return int(cfg[key])
-    return None
+    return _config_int(name, ("n_layers",), ("num_hidden_layers", "n_layer", "n_layers"), SMOLLM2_N_LAYERS)
 
 
 def task_names() -> list[str]:
@@ -165,17 +155,9 @@ def k_problem(model: str, task: str, k: int) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ provenance
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=None)
 def _cached_file_hash(path: str, mtime: float, size: int) -> str:
-    return _file_sha256(Path(path))
+    return _zoo().file_sha256(Path(path))
 
 
 def file_hash(path: Path) -> str:
