@@ -62,7 +62,7 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     card = json.loads(card_path.read_text())
     card["config"]["n_layers"] = 3
     card_path.write_text(json.dumps(card))
-    with pytest.raises(RuntimeError, match="does not match its architecture"):
+    with pytest.raises(zoo.CheckpointError, match="does not match its architecture"):
         zoo.load_zoo_model("induction-2l", root=tmp_path)
 
 
