@@ -69,12 +69,21 @@ def run_server(cmd: Sequence[str], grace_s: float = 10.0) -> int:
     behind when the launcher is stopped."""
     import signal
 
+    started: list[subprocess.Popen] = []
+    pending: list[int] = []
+
     def on_signal(signum: int, frame: object) -> None:
+        if not started:  # arrived while the child was being started: acted on once it exists
+            pending.append(signum)
+            return
         raise _Stop(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     proc = subprocess.Popen(list(cmd))
+    started.append(proc)
     try:
+        if pending:
+            raise _Stop(pending[0])
         return proc.wait()
     except (KeyboardInterrupt, _Stop) as stop:
         proc.terminate()

@@ -633,31 +633,35 @@ def load_results(folder: str | Path, root: str | Path | None = None) -> pd.DataF
     if not files:
         raise AppInputError(f"results folder {str(path)!r} holds no Parquet result files; run "
                             f"`iclwb demo` or `iclwb sweep run CONFIG` to fill it")
-    damaged = damaged_parquet(files)
-    good = [f for f in files if f not in damaged]
-    if not good:
-        raise AppInputError(f"every Parquet file in {str(path)!r} is damaged or not Parquet "
-                            f"({', '.join(f.name for f in damaged[:3])}); recompute them "
-                            f"(`iclwb sweep run CONFIG`) or remove them")
     import duckdb
 
     try:
-        df = _store_read(path) if not damaged else None
-        if df is None:
-            con = duckdb.connect()
-            try:
-                df = con.execute("SELECT * FROM read_parquet(?, union_by_name=true)",
-                                 [[str(f) for f in good]]).df()
-            finally:
-                con.close()
+        if (path / "units").is_dir():  # a results store checks its units and leaves out damaged ones
+            df = _store_read(path)
+            damaged = [f"units/{key}.parquet" for key in df.attrs.get("iclwb.skipped", {})]
+        else:
+            bad = damaged_parquet(files)
+            damaged = [str(f.relative_to(path)) for f in bad]
+            good = [str(f) for f in files if f not in bad]
+            df = pd.DataFrame()
+            if good:
+                con = duckdb.connect()
+                try:
+                    df = con.execute("SELECT * FROM read_parquet(?, union_by_name=true)", [good]).df()
+                finally:
+                    con.close()
     except (duckdb.Error, OSError) as err:
         msg = " ".join(str(err).split())[:200]
         raise AppInputError(f"cannot read the results in {str(path)!r}: {msg}; the folder holds "
                             f"Parquet files that are not sweep results, or damaged ones: recompute "
                             f"or remove them") from None
+    if df.empty and damaged:
+        raise AppInputError(f"every result file in {str(path)!r} is damaged or not Parquet "
+                            f"({', '.join(damaged[:3])}); recompute them (`iclwb sweep run CONFIG`) "
+                            f"or remove them")
     if df.empty:
         raise AppInputError(f"results folder {str(path)!r} holds no result rows yet")
-    df.attrs["damaged"] = [str(f.relative_to(path)) for f in damaged]
+    df.attrs["damaged"] = damaged
     return df
 
 
@@ -671,11 +675,9 @@ def damaged_note(df: pd.DataFrame) -> str | None:
             f"({', '.join(bad[:3])}{more}); `iclwb sweep run CONFIG` recomputes them")
 
 
-def _store_read(path: Path) -> pd.DataFrame | None:
-    """The rows of a sweep results store (``experiments.sweep.store.ResultsStore``), or None if
-    ``path`` is not one (then plain Parquet files are read)."""
-    if not (path / "units").is_dir():
-        return None
+def _store_read(path: Path) -> pd.DataFrame:
+    """The rows of the sound units of a sweep results store (``experiments.sweep.store``); the
+    damaged ones it left out are in ``df.attrs["iclwb.skipped"]``."""
     from experiments.sweep.store import ResultsStore
 
     return ResultsStore(path, create=False).frame()
