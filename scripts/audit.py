@@ -872,7 +872,8 @@ def build_reference_store(work: Path) -> tuple[Path, Path]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per case (default 20)")
+    ap.add_argument("--timeout", type=float, default=45.0,
+                    help="seconds per case without a limit of its own (default 45: room for a loaded machine)")
     ap.add_argument("--only", default="", help="comma-separated item numbers")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each failure's message")
     args = ap.parse_args()
