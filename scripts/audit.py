@@ -17,7 +17,8 @@ libraries once) with a time limit; its outcome is one of
 Every case states the outcome the issue asks for (``expect``); ``as_expected`` counts the cases
 that got it. Items 1-5 and 13 (results store) are the store engineer's; item 8 (a statistics
 question) has no automatable case here. The counts are printed last, one per line, as
-``name: value``. Cost: about a minute of CPU (one small sweep of 15 units, then ~60 short cases).
+``name: value``. Cost: 2-4 minutes of CPU, 5-8 of wall time on 2 busy cores (one sweep of 15 units,
+then 52 short cases; the old code's hangs wait out their limits).
 """
 
 from __future__ import annotations
