@@ -21,7 +21,6 @@ import pytest
 import torch
 
 from experiments.cli import main
-from probes.errors import ResourceLimitError, WorkbenchError
 from probes.prompt import PromptBuilder, PromptError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +47,7 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 # ------------------------------------------------------------------------------ the base class
 def test_project_errors_share_workbench_error_and_the_cli_catches_it_by_type(capsys, monkeypatch):
+    from probes.errors import ResourceLimitError, WorkbenchError
     from circuits.interventions import InterventionError
     from experiments.app_logic import AppInputError
     from experiments.models import ModelLoadError
@@ -371,6 +371,7 @@ def test_n_prompts_not_positive_is_a_task_error(task, n):
 # ------------------------------------------------------------------------------ item 10
 def test_a_hundred_million_prompts_are_refused_at_once_with_the_limit():
     """Audit: ran 109 s and died with std::bad_alloc."""
+    from probes.errors import ResourceLimitError
     from experiments.tasks import make_prompts
 
     t0 = time.perf_counter()
@@ -380,6 +381,7 @@ def test_a_hundred_million_prompts_are_refused_at_once_with_the_limit():
 
 
 def test_memory_limit_follows_the_environment(monkeypatch):
+    from probes.errors import ResourceLimitError, WorkbenchError
     from experiments.tasks import check_n_prompts
 
     monkeypatch.setenv("ICLWB_MAX_MEMORY_GB", "0.001")  # ~1 MB: about 80 small prompts
@@ -393,6 +395,7 @@ def test_memory_limit_follows_the_environment(monkeypatch):
 
 def test_explorer_refuses_a_prompt_whose_attention_maps_exceed_the_limit(induction, monkeypatch):
     """Audit: a 19.7k-character prompt on smollm2 took 7.2 GB and died (maps alone ~25 GB)."""
+    from probes.errors import ResourceLimitError
     from experiments import app_logic as al
 
     smollm2 = SimpleNamespace(cfg=SimpleNamespace(n_layers=30, n_heads=9))
