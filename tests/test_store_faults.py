@@ -215,7 +215,7 @@ def test_code_hash_ignores_comments_and_docstrings():
     c = "def f(x):\n    return x + 2\n"
     assert _normalized_source(a) == _normalized_source(b) != _normalized_source(c)
     spec = REGISTRY["head_scan"].fingerprint()
-    assert spec["analysis_version"] == "1" and len(spec["code_hash"]) == 16
+    assert spec["analysis_version"] == str(REGISTRY["head_scan"].version) and len(spec["code_hash"]) == 16
 
 
 # ------------------------------------------------------------------------------ 3. demo --fresh
