@@ -185,3 +185,23 @@ def test_power_from_a_stored_pilot(tmp_path, capsys):
     assert main(["power", "--store", str(tmp_path / "res"), "--model", "nobody"]) == 1
     with pytest.raises(SystemExit):
         main(["power", "--store", str(tmp_path / "res"), "--effect", "5"])
+
+
+def test_sweep_results_stats_on_hand_made_store(tmp_path, capsys):
+    """`iclwb sweep results --stats` prints each run's statistics with CIs, q and verdicts, and
+    exports them: the knockout yi_to_sq (50 vs 88 of 100) is significant with its interval."""
+    import pandas as pd
+
+    from experiments.cli import main
+
+    store = _hand_made_store(tmp_path)
+    assert main(["sweep", "results", "--store", str(store.root), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "== circuit/m / classify / k=4 ==" in out and "ci_low" in out and "q_value" in out
+    path = tmp_path / "stats.csv"
+    assert main(["sweep", "results", "--store", str(store.root), "--stats", "--export", str(path)]) == 0
+    tab = pd.read_csv(path)
+    y = tab[(tab.table == "circuit/m / classify / k=4") & (tab.ablation == "yi_to_sq")].iloc[0]
+    assert (y.n, y.acc_mean, y.random_mean, y.verdict) == (100, 0.5, 0.88, "significant")
+    assert y.effect == pytest.approx(-0.38) and y.effect_ci_low < -0.38 < y.effect_ci_high < 0
+    assert {"ci_low", "ci_high", "effect_ci_low", "effect_ci_high", "p_value", "q_value"} <= set(tab.columns)
