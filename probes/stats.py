@@ -318,8 +318,10 @@ def summarize_rows(df: pd.DataFrame, by: Sequence[str], level: float = LEVEL, se
     aggregate rows (``prompt = -1``, or no ``prompt`` column: one row per seed).
 
     A group of ``by`` with per-prompt rows is summarized over them (seeds pool into the prompts);
-    a group with only aggregate rows over those (its seeds). Returns ``by`` + ``EST_COLUMNS``."""
+    a group with only aggregate rows over those (its seeds). Rows whose value is not finite (a
+    metric undefined on that prompt or seed) are left out. Returns ``by`` + ``EST_COLUMNS``."""
     by = list(by)
+    df = df[np.isfinite(pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float))]
     prompt = pd.to_numeric(df["prompt"], errors="coerce").fillna(-1) if "prompt" in df.columns \
         else pd.Series(-1, index=df.index)
     per, agg = df[prompt >= 0], df[prompt < 0]

@@ -202,7 +202,8 @@ def test_summarize_rows_prefers_per_prompt_rows_and_falls_back_to_seeds():
     aggregate rows (two seeds, 0.6 and 0.8: bootstrap means span [0.6, 0.8])."""
     df = pd.DataFrame({"k": [2, 2, 4, 4], "value": [0.1, 0.2, 0.6, 0.8], "prompt": -1})
     per = pd.DataFrame({"k": 2, "value": [1.0] * 6 + [0.0] * 2, "prompt": range(8)})
-    out = S.summarize_rows(pd.concat([df, per], ignore_index=True), ["k"]).set_index("k")
+    nan = pd.DataFrame({"k": [2], "value": [float("nan")], "prompt": [8]})  # undefined on a prompt: left out
+    out = S.summarize_rows(pd.concat([df, per, nan], ignore_index=True), ["k"]).set_index("k")
     assert out.loc[2, "n"] == 8 and out.loc[2, "value"] == 0.75
     assert (out.loc[2, "ci_low"], out.loc[2, "ci_high"]) == pytest.approx((0.4093, 0.9285), abs=1e-4)
     assert out.loc[4, "n"] == 2 and (out.loc[4, "ci_low"], out.loc[4, "ci_high"]) == pytest.approx((0.6, 0.8))
