@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 import torch
 from jaxtyping import Float
 
+from probes import stats
 from probes.errors import ResourceLimitError, WorkbenchError, gib
 from probes.prompt import PromptBatch, PromptBuilder, PromptError
 
@@ -725,28 +726,43 @@ def metric_series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return sub.dropna(subset=["value"])
 
 
-def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model") -> go.Figure:
-    """Mean (± std over the other columns, e.g. seeds) of ``metric`` against ``x``, one line per
-    ``color`` group; a bar chart when ``x`` is categorical."""
+CI_CAPTION = "error bars: 95% CI over prompts (seeds pooled; over seeds where a table has no per-prompt rows)"
+"""What the results page's error bars are (its caption)."""
+
+
+def _ci_error(part: pd.DataFrame) -> dict:
+    return stats.error_bars(part["value"], part["ci_low"], part["ci_high"])
+
+
+def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model",
+                  level: float = stats.LEVEL) -> go.Figure:
+    """Mean of ``metric`` against ``x`` with its ``level`` CI as error bars
+    (``probes.stats.summarize_rows``: over prompts, seeds pooled, where the rows have per-prompt
+    values; else over seeds), one line per ``color`` group; a bar chart when ``x`` is categorical."""
     sub = metric_series(df, metric)
     if x not in sub.columns:
         raise AppInputError(f"cannot plot against {x!r}: no such column")
     groups = [color] if color and color in sub.columns and color != x else []
-    agg = sub.groupby(groups + [x], dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
-    agg["std"] = agg["std"].fillna(0.0)
+    agg = stats.summarize_rows(sub, groups + [x], level)
     fig = go.Figure()
     numeric_x = pd.api.types.is_numeric_dtype(agg[x])
     for key, part in (agg.groupby(groups, dropna=False) if groups else [("all", agg)]):
         name = str(key[0] if isinstance(key, tuple) else key)
         part = part.sort_values(x)
-        kw = dict(x=part[x], y=part["mean"], name=name,
-                  error_y=dict(type="data", array=part["std"], visible=True),
-                  customdata=part["count"], hovertemplate=f"{x}=%{{x}}<br>{metric}=%{{y:.4f}}"
-                  "<br>n=%{customdata}<extra>" + name + "</extra>")
+        kw = dict(x=part[x], y=part["value"], name=name, error_y=_ci_error(part),
+                  customdata=np.stack([part["n"], part["ci_low"], part["ci_high"]], axis=-1),
+                  hovertemplate=f"{x}=%{{x}}<br>{metric}=%{{y:.4f}} [%{{customdata[1]:.4f}}, "
+                  "%{customdata[2]:.4f}]<br>n=%{customdata[0]}<extra>" + name + "</extra>")
         fig.add_trace(go.Scatter(mode="lines+markers", **kw) if numeric_x else go.Bar(**kw))
-    fig.update_layout(title=f"{metric} by {x}", xaxis_title=x, yaxis_title=metric, height=400,
-                      margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=f"{metric} by {x} (error bars: {level:.0%} CI)", xaxis_title=x, yaxis_title=metric,
+                      height=400, margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+def metric_ci_table(df: pd.DataFrame, metric: str, by: Sequence[str], level: float = stats.LEVEL) -> pd.DataFrame:
+    """The table beside ``metric_figure``: ``by`` + n, value, ci_low, ci_high."""
+    sub = metric_series(df, metric)
+    return stats.summarize_rows(sub, [b for b in by if b in sub.columns], level)
 
 
 def results_csv(df: pd.DataFrame) -> bytes:
@@ -824,21 +840,21 @@ def circuit_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def circuit_layer_figure(table: pd.DataFrame, step: str, metrics: Sequence[str] | None = None,
-                         title: str = "") -> go.Figure:
-    """Per-layer metrics of one circuit step (rows with head == -1): mean ± std over seeds."""
+                         title: str = "", level: float = stats.LEVEL) -> go.Figure:
+    """Per-layer metrics of one circuit step (rows with head == -1): mean with its ``level`` CI over
+    prompts (seeds pooled; over seeds where there are no per-prompt rows) as error bars."""
     sub = table[(table["step"] == step) & (table["layer"] >= 0) & (table["head"] == -1)]
     if metrics is not None:
         sub = sub[sub["metric"].isin(metrics)]
     fig = go.Figure()
     for metric, part in sub.groupby("metric", sort=False):
-        agg = part.groupby("layer")["value"].agg(["mean", "std", "count"]).reset_index()
-        fig.add_trace(go.Scatter(x=agg["layer"], y=agg["mean"], name=str(metric), mode="lines+markers",
-                                 error_y=dict(type="data", array=agg["std"].fillna(0.0), visible=True),
-                                 customdata=agg["count"],
-                                 hovertemplate="layer %{x}: %{y:.3f} (n seeds %{customdata})"
+        agg = stats.summarize_rows(part, ["layer"], level).sort_values("layer")
+        fig.add_trace(go.Scatter(x=agg["layer"], y=agg["value"], name=str(metric), mode="lines+markers",
+                                 error_y=_ci_error(agg), customdata=agg["n"],
+                                 hovertemplate="layer %{x}: %{y:.3f} (n %{customdata})"
                                                "<extra>" + str(metric) + "</extra>"))
-    fig.update_layout(title=title or step, xaxis_title="layer", height=340, xaxis=dict(dtick=1),
-                      margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=f"{title or step} (error bars: {level:.0%} CI)", xaxis_title="layer", height=340,
+                      xaxis=dict(dtick=1), margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 
@@ -927,11 +943,10 @@ def icl_gd_run(model: torch.nn.Module, name: str, task: str, k: int, seed: int =
 
 
 def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
-                        yaxis_title: str = "") -> go.Figure:
-    """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k.
-    Error bars: 95% intervals over prompts (seeds pooled) where per-prompt rows exist."""
-    from probes import stats
-
+                        yaxis_title: str = "", level: float = stats.LEVEL) -> go.Figure:
+    """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k with
+    its ``level`` CI as error bars (``probes.stats.summarize_rows``: over prompts, seeds pooled,
+    where per-prompt rows exist; else over seeds)."""
     sub = df[df["metric"].isin(list(metrics))]
     if "layer" in sub.columns:
         sub = sub[pd.to_numeric(sub["layer"], errors="coerce").fillna(-1) < 0]
@@ -940,16 +955,11 @@ def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
         part = sub[sub["metric"] == metric]
         if part.empty:
             continue
-        per = part[part["prompt"] >= 0] if "prompt" in part.columns else part.iloc[0:0]
-        if len(per):
-            agg = stats.summarize(per, ["k"]).sort_values("k")
-            err = dict(type="data", symmetric=False, array=(agg["ci_high"] - agg["value"]).tolist(),
-                       arrayminus=(agg["value"] - agg["ci_low"]).tolist(), visible=True)
-        else:
-            agg = part.groupby("k")["value"].mean().rename("value").reset_index()
-            err = None
-        fig.add_trace(go.Scatter(x=agg["k"], y=agg["value"], name=metric, mode="lines+markers", error_y=err))
-    fig.update_layout(title=f"{title} (error bars: 95% CI over prompts)", xaxis_title="k (demonstrations)",
+        agg = stats.summarize_rows(part, ["k"], level).sort_values("k")
+        fig.add_trace(go.Scatter(x=agg["k"], y=agg["value"], name=metric, mode="lines+markers",
+                                 error_y=_ci_error(agg), customdata=agg["n"],
+                                 hovertemplate="k=%{x}: %{y:.3f} (n %{customdata})<extra>" + metric + "</extra>"))
+    fig.update_layout(title=f"{title} (error bars: {level:.0%} CI)", xaxis_title="k (demonstrations)",
                       yaxis_title=yaxis_title, height=340, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 

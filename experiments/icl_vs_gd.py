@@ -626,27 +626,34 @@ def fig_order_sensitivity(df: pd.DataFrame, title: str = "Order sensitivity"):
         df = df[df["metric"].str.startswith("order_std_")].copy()
         df["method"] = df["metric"].str.removeprefix("order_std_")
         df = df.rename(columns={"value": "order_std"})
+    from probes import stats
+
     fig = go.Figure()
     for method, part in df.groupby("method", sort=False):
-        part = part.groupby("k", as_index=False)["order_std"].mean()
-        fig.add_trace(go.Bar(x=part["k"].astype(str), y=part["order_std"], name=str(method)))
-    fig.update_layout(title=title, xaxis_title="k (demonstrations)",
+        part = stats.summarize_rows(part.rename(columns={"order_std": "value"}), ["k"]).sort_values("k")
+        fig.add_trace(go.Bar(x=part["k"].astype(str), y=part["value"], name=str(method), customdata=part["n"],
+                             error_y=stats.error_bars(part["value"], part["ci_low"], part["ci_high"])))
+    fig.update_layout(title=f"{title} (error bars: 95% CI)", xaxis_title="k (demonstrations)",
                       yaxis_title="std of prediction over orders", barmode="group",
                       template="plotly_white")
     return fig
 
 
 def fig_simaou(df: pd.DataFrame, title: str = "SimAOU per layer"):
-    """SimAOU and its random baseline per layer, one line per k (from ``compare_icl_gd``)."""
+    """SimAOU and its random baseline per layer, one line per k (from ``compare_icl_gd``), with
+    95% CIs over prompts (seeds pooled; over seeds where the table has no per-prompt rows)."""
     import plotly.graph_objects as go
+
+    from probes import stats
 
     fig = go.Figure()
     for metric, dash in (("simaou", "solid"), ("simaou_random", "dot")):
         part = df[df["metric"] == metric]
         for k, sub in part.groupby("k"):
-            sub = sub.groupby("layer", as_index=False)["value"].mean()
+            sub = stats.summarize_rows(sub, ["layer"]).sort_values("layer")
             fig.add_trace(go.Scatter(x=sub["layer"], y=sub["value"], name=f"{metric} k={k}",
-                                     mode="lines+markers", line={"dash": dash}))
-    fig.update_layout(title=title, xaxis_title="layer", yaxis_title="cosine",
+                                     mode="lines+markers", line={"dash": dash}, customdata=sub["n"],
+                                     error_y=stats.error_bars(sub["value"], sub["ci_low"], sub["ci_high"])))
+    fig.update_layout(title=f"{title} (error bars: 95% CI)", xaxis_title="layer", yaxis_title="cosine",
                       template="plotly_white")
     return fig

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import textwrap
 import time
 from dataclasses import asdict, dataclass, field
@@ -234,7 +235,11 @@ def _ci(r: Any, lo: str = "ci_low", hi: str = "ci_high") -> str:
 def _cmp_text(r: Any) -> str:
     """The verdict of one comparison row with its effect, interval, q and n."""
     eff = f"{float(r['effect']):+.3f} {_ci(r, 'effect_ci_low', 'effect_ci_high')}"
-    return f"{r['verdict']} (effect {eff}, q={float(r['q_value']):.2g}, n={int(r['n'])})"
+    mde = float(r.get("mde", math.nan)) if hasattr(r, "get") else math.nan
+    power = ""  # an inconclusive paired 0/1 comparison: what this n could have detected
+    if r["verdict"] == "inconclusive" and math.isfinite(mde):
+        power = f", MDE at this n = {mde:.3f}"
+    return f"{r['verdict']} (effect {eff}, q={float(r['q_value']):.2g}, n={int(r['n'])}{power})"
 
 
 def _table_html(df: pd.DataFrame, cols: list[str]) -> str:

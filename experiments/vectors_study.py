@@ -486,17 +486,29 @@ def tasks_for(model: torch.nn.Module) -> list[str]:
     return out
 
 
-def summary_figure(summary: pd.DataFrame) -> "go.Figure":
-    """Grouped bars: per method, eval accuracy in each condition."""
+def summary_figure(summary: pd.DataFrame, estimates: pd.DataFrame | None = None) -> "go.Figure":
+    """Grouped bars: per method, eval accuracy in each condition. With ``estimates`` (from
+    ``vectors_stats``: one row per method and condition with ``value, ci_low, ci_high``) the bars
+    are those pooled accuracies and the error bars their 95% CIs (Wilson, over prompts)."""
     import plotly.graph_objects as go
+
+    from probes import stats
 
     fig = go.Figure()
     colors = {"zero-shot": "#9e9e9e", "ICL": "#1f77b4", "with vector": "#d62728", "with random vector": "#ff9896"}
     for cond in CONDITIONS:
-        fig.add_bar(name=cond, x=summary["method"], y=summary[cond], marker_color=colors[cond],
-                    hovertemplate="%{x}<br>" + cond + ": %{y:.3f}<extra></extra>")
+        if estimates is not None and len(estimates):
+            e = estimates[estimates.condition == cond]
+            fig.add_bar(name=cond, x=e["method"], y=e["value"], marker_color=colors[cond],
+                        error_y=stats.error_bars(e["value"], e["ci_low"], e["ci_high"]), customdata=e["n"],
+                        hovertemplate="%{x}<br>" + cond + ": %{y:.3f} (n=%{customdata})<extra></extra>")
+        else:
+            fig.add_bar(name=cond, x=summary["method"], y=summary[cond], marker_color=colors[cond],
+                        hovertemplate="%{x}<br>" + cond + ": %{y:.3f}<extra></extra>")
+    title = "Accuracy with and without the vector" + (" (error bars: 95% CI)" if estimates is not None
+                                                      and len(estimates) else "")
     fig.update_layout(barmode="group", yaxis_title="accuracy (eval)", yaxis_range=[0, 1.02],
-                      title="Accuracy with and without the vector", height=360, margin=dict(t=50, b=40))
+                      title=title, height=360, margin=dict(t=50, b=40))
     return fig
 
 
@@ -526,18 +538,24 @@ def sweep_figure(acc: pd.DataFrame, method: str) -> "go.Figure":
     return fig
 
 
-def flows_figure(flows_df: pd.DataFrame) -> "go.Figure":
-    """S_wp, S_pq, S_ww by layer (mean over prompts, std as error bars)."""
+def flows_figure(flows_df: pd.DataFrame, level: float = 0.95) -> "go.Figure":
+    """S_wp, S_pq, S_ww by layer: the mean over prompts with its ``level`` CI as error bars (BCa
+    over the per-prompt rows, seeds pooled; over the per-seed rows where a table has none)."""
     import plotly.graph_objects as go
 
+    from probes import stats
+
     fig = go.Figure()
-    if "prompt" in flows_df.columns:
-        flows_df = flows_df[flows_df["prompt"] < 0]
     for name in anchors.FLOWS:
-        s = flows_df[flows_df.flow == name].sort_values("layer")
-        fig.add_scatter(x=s.layer, y=s.value, error_y=dict(array=s["std"]), mode="lines+markers", name=name)
-    fig.update_layout(title="Label words as anchors: information flow by layer", xaxis_title="layer",
-                      yaxis_title="mean saliency", height=340, margin=dict(t=50, b=40))
+        part = flows_df[flows_df.flow == name]
+        if part.empty:
+            continue
+        s = stats.summarize_rows(part, ["layer"], level).sort_values("layer")
+        fig.add_scatter(x=s.layer, y=s.value, error_y=stats.error_bars(s.value, s.ci_low, s.ci_high),
+                        customdata=s["n"], mode="lines+markers", name=name,
+                        hovertemplate="layer %{x}: %{y:.4f} (n=%{customdata})<extra>" + name + "</extra>")
+    fig.update_layout(title=f"Label words as anchors: information flow by layer (error bars: {level:.0%} CI)",
+                      xaxis_title="layer", yaxis_title="mean saliency", height=340, margin=dict(t=50, b=40))
     return fig
 
 

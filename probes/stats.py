@@ -313,6 +313,37 @@ def summarize(df: pd.DataFrame, by: Sequence[str], value: str = "value", level: 
     return pd.DataFrame(rows, columns=[*by, *EST_COLUMNS])
 
 
+def summarize_rows(df: pd.DataFrame, by: Sequence[str], level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
+    """``summarize`` for a tidy table that may hold both per-prompt rows (``prompt >= 0``) and
+    aggregate rows (``prompt = -1``, or no ``prompt`` column: one row per seed).
+
+    A group of ``by`` with per-prompt rows is summarized over them (seeds pool into the prompts);
+    a group with only aggregate rows over those (its seeds). Rows whose value is not finite (a
+    metric undefined on that prompt or seed) are left out. Returns ``by`` + ``EST_COLUMNS``."""
+    by = list(by)
+    df = df[np.isfinite(pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float))]
+    prompt = pd.to_numeric(df["prompt"], errors="coerce").fillna(-1) if "prompt" in df.columns \
+        else pd.Series(-1, index=df.index)
+    per, agg = df[prompt >= 0], df[prompt < 0]
+    if len(per) and by:
+        have = per[by].drop_duplicates().assign(_per=True)
+        agg = agg.merge(have, on=by, how="left")
+        agg = agg[agg["_per"].isna()].drop(columns="_per")
+    elif len(per):
+        agg = agg.iloc[0:0]
+    parts = [summarize(d, by, level=level, seed=seed) for d in (per, agg) if len(d)]
+    if not parts:
+        return pd.DataFrame(columns=[*by, *EST_COLUMNS])
+    return pd.concat(parts, ignore_index=True)
+
+
+def error_bars(value: Iterable[float], ci_low: Iterable[float], ci_high: Iterable[float]) -> dict:
+    """A plotly ``error_y`` dict drawing the interval [ci_low, ci_high] around ``value``."""
+    v, lo, hi = (np.asarray(x, dtype=float) for x in (value, ci_low, ci_high))
+    return dict(type="data", symmetric=False, visible=True, array=np.clip(hi - v, 0, None),
+                arrayminus=np.clip(v - lo, 0, None))
+
+
 def compare(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], by: Sequence[str] = (),
             condition: str = "condition", unit: Sequence[str] = ("seed", "prompt"), value: str = "value",
             level: float = LEVEL, alpha: float = ALPHA, power: float = POWER, seed: int = 0) -> pd.DataFrame:

@@ -4,8 +4,9 @@
                                      [--seeds 0 1 2] [--out results/circuit_report.csv]
 
 For each (model, task): the tidy table from ``circuits.icl_circuit.circuit_table`` (saved as CSV),
-then per step the measured effect, and each ablation's accuracy beside its random control, with
-the number of prompts and the spread (std) over seeds. Tasks: icl-classify on the zoo classify task
+then per step the measured effect with n and its 95% CI, and each ablation's accuracy beside its
+random control with the paired effect, its CI, p, Benjamini-Hochberg q and the verdict
+(``circuits.icl_circuit.ablation_summary`` / ``circuit_stats``). Tasks: icl-classify on the zoo classify task
 (n_way 2); smollm2-135m on sentiment (natural labels) and country -> capital (open vocabulary:
 top-1 accuracy over the vocabulary, no label set).
 """
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 
 from circuits import icl_circuit as C
+from probes import stats
 
 
 def batches_for(model_name: str, model, task: str, k: int, n: int, seeds: list[int]):
@@ -38,39 +40,68 @@ def batches_for(model_name: str, model, task: str, k: int, n: int, seeds: list[i
     return b, z
 
 
-def step_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per step: the headline measurement (mean and std over seeds)."""
-    rows = []
-    for (model, task), t in table.groupby(["model", "task"], sort=False):
-        def agg(sel, how="max"):
-            per_seed = sel.groupby("seed")["value"].agg(how)
-            return per_seed.mean(), per_seed.std()
+def step_effects(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """One line per step: the headline measurement with its n and ``level`` CI.
 
-        s = t[t.step == "summarize"]
-        for metric in sorted(s.metric.unique()):
+    Per-layer accuracies and per-head scores come with per-prompt rows (or per-seed sds), so
+    their interval comes from ``circuit_stats`` (over prompts, seeds pooled) at the site the
+    seeds' mean picks; sums over layers (merge head counts) and best-head rows have one value per
+    seed, so their interval is over seeds (``probes.stats.estimate``)."""
+    from probes import stats
+
+    est = C.circuit_stats(table, level).estimates
+    rows = []
+
+    def site(model, task, step, metric, layer, head=-1):
+        e = est[(est.model == model) & (est.task == task) & (est.step == step) & (est.metric == metric)
+                & (est.layer == layer) & (est["head"] == head)]
+        return {c: e.iloc[0][c] for c in stats.EST_COLUMNS} if len(e) else None
+
+    def over_seeds(sel, how):
+        per_seed = sel[sel["prompt"] < 0].groupby("seed")["value"].agg(how) if "prompt" in sel else \
+            sel.groupby("seed")["value"].agg(how)
+        return stats.estimate(per_seed.to_numpy(), level, binary=False).as_dict()
+
+    for (model, task), t in table.groupby(["model", "task"], sort=False):
+        agg_rows = t[t["prompt"] < 0] if "prompt" in t else t
+        s = agg_rows[agg_rows.step == "summarize"]
+        for metric in sorted(m for m in s.metric.unique() if "_null:" not in m):
             sub = s[s.metric == metric]
-            m, sd = agg(sub)
             best = int(sub.groupby("layer")["value"].mean().idxmax())
-            rows.append(dict(model=model, task=task, step="1 summarize", measure=f"max over layers of {metric} (best layer {best})",
-                             mean=m, std=sd))
-        g = t[t.step == "merge"]
+            e = site(model, task, "summarize", metric, best) or over_seeds(sub[sub.layer == best], "mean")
+            rows.append(dict(model=model, task=task, step="1 summarize", measure=f"{metric} at its best layer {best}",
+                             **e))
+        g = agg_rows[agg_rows.step == "merge"]
         for tag in ("correct", "wrong"):
-            m, sd = agg(g[g.metric == f"copy_magnitude:{tag}"])
-            rows.append(dict(model=model, task=task, step="2 merge", measure=f"copy magnitude A[y_i->s_i], max over heads ({tag} labels)", mean=m, std=sd))
-            m, sd = agg(g[g.metric == f"n_heads:{tag}"], "sum")
-            rows.append(dict(model=model, task=task, step="2 merge", measure=f"heads above 5/n_tokens, summed over layers ({tag})", mean=m, std=sd))
-        r = t[t.step == "retrieve"]
+            sub = g[g.metric == f"copy_magnitude:{tag}"]
+            if len(sub):
+                rows.append(dict(model=model, task=task, step="2 merge", unit="seeds",
+                                 measure=f"copy magnitude A[y_i->s_i], max over heads ({tag} labels)",
+                                 **over_seeds(sub, "max")))
+            sub = g[g.metric == f"n_heads:{tag}"]
+            if len(sub):
+                rows.append(dict(model=model, task=task, step="2 merge", unit="seeds",
+                                 measure=f"heads above 5/n_tokens, summed over layers ({tag})",
+                                 **over_seeds(sub, "sum")))
+        r = agg_rows[agg_rows.step == "retrieve"]
         for metric in ("M", "C"):
-            sub = r[r.metric == metric]
-            m, sd = agg(sub)
+            sub = r[(r.metric == metric) & (r["head"] >= 0)]
+            if sub.empty:
+                continue
             lh = sub.groupby(["layer", "head"])["value"].mean().idxmax()
-            rows.append(dict(model=model, task=task, step="3 retrieve", measure=f"max over heads of {metric} (head L{lh[0]}H{lh[1]})", mean=m, std=sd))
+            e = site(model, task, "retrieve", metric, int(lh[0]), int(lh[1])) or \
+                over_seeds(sub[(sub.layer == lh[0]) & (sub["head"] == lh[1])], "mean")
+            rows.append(dict(model=model, task=task, step="3 retrieve", measure=f"{metric} of its best head L{lh[0]}H{lh[1]}",
+                             **e))
         for metric in ("best_head_accuracy", "best_head_p_target", "chance"):
             sub = r[r.metric == metric]
             if len(sub):
-                m, sd = agg(sub)
-                rows.append(dict(model=model, task=task, step="3 retrieve", measure=metric, mean=m, std=sd))
-    return pd.DataFrame(rows)
+                rows.append(dict(model=model, task=task, step="3 retrieve", measure=metric, unit="seeds",
+                                 **over_seeds(sub, "mean")))
+    out = pd.DataFrame(rows)
+    if "unit" in out:
+        out["unit"] = out["unit"].fillna("prompts")
+    return out
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -116,10 +147,16 @@ def main() -> None:
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 80)
     show = markdown if args.markdown else (lambda d: d.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print("\n== per-step effects (mean, std over seeds) ==")
+    print("\n== per-step effects (value, n, 95% CI over the `unit`: prompts with seeds pooled, or seeds) ==")
     print(show(step_effects(table)))
-    print("\n== ablations: accuracy vs matched random control (mean, std over seeds) ==")
-    print(show(C.ablation_summary(table)))
+    print("\n== ablations: accuracy vs matched random control (95% CIs over prompts, seeds pooled; paired "
+          "effect, McNemar p, BH q over the run, MDE, verdict) ==")
+    abl = C.ablation_summary(table)
+    print(show(abl))
+    print()
+    for _, r in abl[abl["verdict"].notna()].iterrows() if "verdict" in abl else []:
+        what = "zero-shot vs unablated" if r["ablation"] == "zero_shot" else f"{r['ablation']} vs random control"
+        print(f"{r['model']}/{r['task']} k={r['k']} window {r['window']}: " + stats.describe(r, what))
     print(f"\ntable: {out} ({len(table)} rows)")
 
 

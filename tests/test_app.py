@@ -142,13 +142,18 @@ def test_results_page_filters_plots_and_downloads(tmp_path):
     at = app(root).run()
     at.switch_page("pages/5_results.py").run()
     no_exception(at)
-    assert n_charts(at) == 1 and len(at.dataframe) == 1
-    assert len(at.dataframe[0].value) == len(al.load_results(root))
+    # the CI table beside the figure, then the rows
+    assert n_charts(at) == 1 and len(at.dataframe) == 2
+    assert len(at.dataframe[1].value) == len(al.load_results(root))
     at.multiselect(key="res_filter_model").set_value(["induction-2l"]).run()
     at.multiselect(key="res_filter_k").set_value([2]).run()
     at.selectbox(key="res_metric").set_value("accuracy").run()
     no_exception(at)
-    shown = at.dataframe[0].value
+    ci = at.dataframe[0].value  # two seeds (0.2, 0.21): n = 2, bootstrap interval [0.2, 0.21]
+    assert list(ci.columns) == ["model", "k", "n", "value", "ci_low", "ci_high"] and len(ci) == 1
+    assert (ci["n"].iloc[0], ci["value"].iloc[0]) == (2, pytest.approx(0.205))
+    assert (ci["ci_low"].iloc[0], ci["ci_high"].iloc[0]) == pytest.approx((0.2, 0.21))
+    shown = at.dataframe[1].value
     assert set(shown["model"]) == {"induction-2l"} and set(shown["k"]) == {2}
     acc = shown[shown["metric"] == "accuracy"]["value"]
     assert sorted(acc) == pytest.approx([0.2, 0.21])

@@ -207,7 +207,9 @@ def test_results_filter_plot_and_csv(tmp_path):
     ind = next(t for t in fig.data if t.name == "induction-2l")
     # mean over seeds 0 and 1 of 0.1 k + 0.01 seed
     assert list(ind.y) == pytest.approx([0.1 * k + 0.005 for k in (1, 2, 4)])
-    assert list(ind.error_y.array) == pytest.approx([np.std([0, 0.01], ddof=1)] * 3, abs=1e-9)
+    # no per-prompt rows: the CI is over the two seeds, whose bootstrap means span [x, x + 0.01]
+    assert list(ind.error_y.array) == pytest.approx([0.005] * 3, abs=1e-9)
+    assert list(ind.error_y.arrayminus) == pytest.approx([0.005] * 3, abs=1e-9)
     back = pd.read_csv(__import__("io").BytesIO(al.results_csv(sub)))
     assert len(back) == len(sub) and set(back["k"]) == {2, 4}
     # plain Parquet folders (not a store) are read too
@@ -282,3 +284,31 @@ def test_metrics_by_k_error_bars_are_intervals_over_prompts():
     y = list(fig.data[0].y)
     assert y == pytest.approx([35 / 60, 40 / 60])  # the aggregate rows are not counted twice
     assert all(0 < e < 0.2 for e in fig.data[0].error_y.array)
+
+
+def test_metrics_by_k_error_bars_fall_back_to_seeds():
+    """A group with per-prompt rows gets its CI over them (4 of 8 correct: Wilson [0.2152,
+    0.7848]); a group with only per-seed rows over its seeds (n = 2)."""
+    agg = pd.DataFrame({"k": [2, 2, 4, 4], "metric": "acc_icl", "value": [0.5, 0.7, 0.6, 0.8], "layer": -1,
+                        "prompt": -1})
+    per = pd.DataFrame({"k": 2, "metric": "acc_icl", "value": [0.0, 1.0] * 4, "layer": -1, "prompt": range(8)})
+    tr = al.metrics_by_k_figure(pd.concat([agg, per], ignore_index=True), ["acc_icl"], "t").data[0]
+    assert list(tr.x) == [2, 4] and list(tr.y) == pytest.approx([0.5, 0.7])
+    assert tr.y[0] + tr.error_y.array[0] == pytest.approx(0.7848, abs=1e-4)
+    assert tr.y[0] - tr.error_y.arrayminus[0] == pytest.approx(0.2152, abs=1e-4)
+    assert list(tr.customdata) == [8, 2]
+
+
+def test_metric_figure_and_table_known_interval():
+    """The results page: 15 of 20 correct has Wilson 95% CI [0.5313, 0.8881], in the figure's error
+    bars and the table beside it."""
+    df = pd.DataFrame({"model": "m", "k": 1, "metric": "accuracy", "value": [1.0] * 15 + [0.0] * 5,
+                       "prompt": range(20), "seed": 0})
+    t = al.metric_ci_table(df, "accuracy", ["model", "k"])
+    assert list(t.columns) == ["model", "k", "n", "value", "ci_low", "ci_high"]
+    r = t.iloc[0]
+    assert (r["n"], r["value"]) == (20, 0.75)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((0.5313, 0.8881), abs=1e-4)
+    fig = al.metric_figure(df, "accuracy", x="k", color="model")
+    assert fig.data[0].error_y.array[0] == pytest.approx(0.8881 - 0.75, abs=1e-4)
+    assert "95% CI" in fig.layout.title.text

@@ -139,6 +139,16 @@ def test_report_findings_on_hand_made_store(tmp_path):
     by = {f.filters.get("metric"): f for f in rep.findings if f.section == "circuit"}
     assert by["acc:yi_to_sq"].verdict == "significant" and "accuracy 0.500 vs 0.880" in by["acc:yi_to_sq"].text
     assert by["acc:si_to_yi"].verdict != "significant"
+    # every non-significant paired accuracy comparison shows the MDE at the run's n (1 of 100 prompts
+    # discordant: MDE 0.07-0.09 by Connor's formula)
+    mde = float(re.search(r"MDE[^=]*= (\d\.\d+)", by["acc:si_to_yi"].text).group(1))
+    assert 0.07 < mde < 0.09, by["acc:si_to_yi"].text
+    from experiments.report import _cmp_text
+
+    row = dict(verdict="inconclusive", effect=-0.05, effect_ci_low=-0.12, effect_ci_high=0.02, q_value=0.2,
+               n=100, mde=0.081)
+    assert _cmp_text(row).endswith("n=100, MDE at this n = 0.081)")
+    assert "MDE" not in _cmp_text({**row, "verdict": "significant", "q_value": 0.01})
     assert by["acc:unablated"].verdict == "significant" and "0.900" in by["acc:unablated"].text
     ivg = [f for f in rep.findings if f.section == "ICL vs GD"]
     assert any("err_model" in f.text and "err_gd1" in f.text and f.verdict == "significant" for f in ivg)
@@ -175,3 +185,23 @@ def test_power_from_a_stored_pilot(tmp_path, capsys):
     assert main(["power", "--store", str(tmp_path / "res"), "--model", "nobody"]) == 1
     with pytest.raises(SystemExit):
         main(["power", "--store", str(tmp_path / "res"), "--effect", "5"])
+
+
+def test_sweep_results_stats_on_hand_made_store(tmp_path, capsys):
+    """`iclwb sweep results --stats` prints each run's statistics with CIs, q and verdicts, and
+    exports them: the knockout yi_to_sq (50 vs 88 of 100) is significant with its interval."""
+    import pandas as pd
+
+    from experiments.cli import main
+
+    store = _hand_made_store(tmp_path)
+    assert main(["sweep", "results", "--store", str(store.root), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "== circuit/m / classify / k=4 ==" in out and "ci_low" in out and "q_value" in out
+    path = tmp_path / "stats.csv"
+    assert main(["sweep", "results", "--store", str(store.root), "--stats", "--export", str(path)]) == 0
+    tab = pd.read_csv(path)
+    y = tab[(tab.table == "circuit/m / classify / k=4") & (tab.ablation == "yi_to_sq")].iloc[0]
+    assert (y.n, y.acc_mean, y.random_mean, y.verdict) == (100, 0.5, 0.88, "significant")
+    assert y.effect == pytest.approx(-0.38) and y.effect_ci_low < -0.38 < y.effect_ci_high < 0
+    assert {"ci_low", "ci_high", "effect_ci_low", "effect_ci_high", "p_value", "q_value"} <= set(tab.columns)

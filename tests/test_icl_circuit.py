@@ -152,3 +152,23 @@ def test_icl_classify_circuit_separates_real_knockout_from_control():
     assert s.loc["yi_to_sq", "n"] == 128
     assert s.loc["yi_to_sq", "q_value"] < 0.01 and s.loc["yi_to_sq", "effect_ci_high"] < 0
     assert s.loc["si_to_sj", "q_value"] > 0.05
+
+
+def test_circuit_report_step_effects_carry_cis(table):
+    """scripts/circuit_report.py: every headline has n and an interval; the s_q centroid accuracy
+    (1.0 on all 2 x 16 prompts) has n = 32 and Wilson CI [0.8928, 1]."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "circuit_report.py"
+    spec = importlib.util.spec_from_file_location("circuit_report", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    eff = mod.step_effects(table)
+    assert eff[["n", "value", "ci_low", "ci_high"]].notna().all().all()
+    assert (eff.ci_low <= eff.value + 1e-12).all() and (eff.value <= eff.ci_high + 1e-12).all()
+    sq = eff[eff.measure.str.startswith("centroid_acc:s_q")].iloc[0]
+    assert (sq.n, sq.value, sq.unit) == (32, 1.0, "prompts")
+    assert sq.ci_low == pytest.approx(0.8928, abs=1e-4) and sq.ci_high == pytest.approx(1.0)
+    counts = eff[eff.measure.str.startswith("heads above")]
+    assert (counts.unit == "seeds").all() and (counts.n == 2).all() and (counts.value == 0).all()

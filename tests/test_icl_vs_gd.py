@@ -302,3 +302,8 @@ def test_figures_build():
     lm = pd.DataFrame({"k": [1, 1], "metric": ["simaou", "simaou_random"], "value": [0.3, 0.0],
                        "layer": [0, 0]})
     assert len(ivg.fig_simaou(lm).data) == 2
+    # per-prompt rows give the CI: two prompts 0.2 and 0.4, whose bootstrap means span [0.2, 0.4]
+    per = pd.DataFrame({"k": 1, "metric": "simaou", "value": [0.2, 0.4], "layer": 0, "prompt": [0, 1]})
+    tr = ivg.fig_simaou(pd.concat([lm.assign(prompt=-1), per], ignore_index=True)).data[0]
+    assert list(tr.y) == pytest.approx([0.3]) and list(tr.customdata) == [2]
+    assert (tr.error_y.array[0], tr.error_y.arrayminus[0]) == pytest.approx((0.1, 0.1))

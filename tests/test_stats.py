@@ -195,3 +195,18 @@ def test_estimate_of_a_continuous_quantity_that_is_all_zero():
                        "bin": [False] * 4 + [True] * 4})
     out = S.summarize(df, ["g"], binary="bin").set_index("g")
     assert out.loc["a", "ci_high"] == 0.0 and 0 < out.loc["b", "ci_low"] < 0.5 < out.loc["b", "ci_high"]
+
+
+def test_summarize_rows_prefers_per_prompt_rows_and_falls_back_to_seeds():
+    """Group k=2 has per-prompt rows (6 of 8 correct: Wilson [0.4093, 0.9285]); group k=4 only
+    aggregate rows (two seeds, 0.6 and 0.8: bootstrap means span [0.6, 0.8])."""
+    df = pd.DataFrame({"k": [2, 2, 4, 4], "value": [0.1, 0.2, 0.6, 0.8], "prompt": -1})
+    per = pd.DataFrame({"k": 2, "value": [1.0] * 6 + [0.0] * 2, "prompt": range(8)})
+    nan = pd.DataFrame({"k": [2], "value": [float("nan")], "prompt": [8]})  # undefined on a prompt: left out
+    out = S.summarize_rows(pd.concat([df, per, nan], ignore_index=True), ["k"]).set_index("k")
+    assert out.loc[2, "n"] == 8 and out.loc[2, "value"] == 0.75
+    assert (out.loc[2, "ci_low"], out.loc[2, "ci_high"]) == pytest.approx((0.4093, 0.9285), abs=1e-4)
+    assert out.loc[4, "n"] == 2 and (out.loc[4, "ci_low"], out.loc[4, "ci_high"]) == pytest.approx((0.6, 0.8))
+    bars = S.error_bars(out["value"], out["ci_low"], out["ci_high"])
+    assert list(bars["array"]) == pytest.approx([0.9285 - 0.75, 0.1], abs=1e-4)
+    assert list(bars["arrayminus"]) == pytest.approx([0.75 - 0.4093, 0.1], abs=1e-4)

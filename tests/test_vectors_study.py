@@ -77,6 +77,14 @@ def test_figures_are_plotly(study):
     import plotly.graph_objects as go
 
     assert isinstance(vs.summary_figure(study["summary"]), go.Figure)
+    est = vs.vectors_stats(study["per_prompt"]).estimates
+    fig = vs.summary_figure(study["summary"], est)
+    assert "95% CI" in fig.layout.title.text
+    bar = next(t for t in fig.data if t.name == "with vector")
+    e = est[est.condition == "with vector"]
+    assert list(bar.y) == pytest.approx(list(e["value"]))  # error bars are the Wilson CIs
+    assert list(bar.y + bar.error_y.array) == pytest.approx(list(e["ci_high"]))
+    assert list(bar.y - bar.error_y.arrayminus) == pytest.approx(list(e["ci_low"]))
     for m in ("task_vector", "function_vector", "icv"):
         fig = vs.sweep_figure(study["accuracy"], m)
         assert len(fig.data) == 2

@@ -31,8 +31,7 @@ def render(table) -> None:
     """The four steps of the circuit from one tidy table (any number of seeds)."""
     n_seeds = table["seed"].nunique() if "seed" in table.columns else 1
     n_prompts = int(table["n_prompts"].max()) if "n_prompts" in table.columns else 0
-    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts, pooled · error bars: 95% confidence intervals "
-               "over prompts")
+    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts, pooled · {al.CI_CAPTION}")
     st.subheader("1 · Summarize: centroid-probe accuracy by layer")
     st.plotly_chart(al.circuit_layer_figure(table, "summarize", title="centroid accuracy at x_q and s_q"),
                     width="stretch", key="circ_summarize")

@@ -132,6 +132,11 @@ if source == "Stored sweep":
     chosen = st.multiselect("Metrics", metrics, default=default, key="gd_st_metrics")
     st.plotly_chart(al.metrics_by_k_figure(df, chosen, f"{model_sel} · {task_sel}"), width="stretch",
                     key="gd_stored_fig")
+    if "prompt" in df.columns and (pd.to_numeric(df["prompt"], errors="coerce") >= 0).any():
+        render_verdicts(al.lm_gd_stats(df).comparisons)
+    else:
+        st.info("These rows have no per-prompt values (stored before the statistics layer): no tests; "
+                "recompute them with `iclwb sweep run`.")
     st.dataframe(df, hide_index=True, width="stretch", key="gd_stored_table")
     st.stop()
 

@@ -50,6 +50,9 @@ if metrics:
     try:
         fig = al.metric_figure(view, metric, x=x, color=None if colour == "(none)" else colour)
         st.plotly_chart(fig, width="stretch", key="res_fig")
+        st.caption(al.CI_CAPTION)
+        by = [c for c in (None if colour == "(none)" else colour, x) if c]
+        st.dataframe(al.metric_ci_table(view, metric, by), hide_index=True, width="stretch", key="res_ci_table")
     except ui.EXPECTED_ERRORS as err:
         ui.show_error(err, "cannot plot this metric")
 else:

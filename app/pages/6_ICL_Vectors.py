@@ -112,10 +112,14 @@ if "summary" in out:
     for col, (_, row) in zip(cols, summary.iterrows()):
         col.metric(f"{row['method']}: with vector", f"{row['with vector']:.3f}",
                    delta=f"{row['with vector'] - row['zero-shot']:+.3f} vs zero-shot")
-    st.plotly_chart(vs.summary_figure(summary), width="stretch", key="vec_summary_fig")
+    v_stats = al.vectors_verdict_stats(out["per_prompt"]) if "per_prompt" in out else None
+    st.plotly_chart(vs.summary_figure(summary, v_stats.estimates if v_stats else None), width="stretch",
+                    key="vec_summary_fig")
+    st.caption("Eval accuracy at the layer / lambda chosen on the dev prompts; error bars: 95% CI (Wilson, "
+               "over prompts).")
     st.dataframe(summary, hide_index=True, width="stretch", key="vec_summary_table")
-    if "per_prompt" in out:
-        cmp = al.vectors_verdict_stats(out["per_prompt"]).comparisons
+    if v_stats is not None:
+        cmp = v_stats.comparisons
         st.subheader("Verdicts")
         st.markdown("\n".join(f"- {line}" for line in al.verdict_lines(
             cmp, lambda r: f"{r['method']}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
@@ -137,3 +141,4 @@ if "anchors" in out:
     st.caption("S_wp: text → label words; S_pq: label words → read-out; S_ww: the rest. Wang et al. "
                "find S_wp dominant in shallow layers and S_pq in deep layers.")
     st.plotly_chart(vs.flows_figure(out["anchors"]), width="stretch", key="vec_flows_fig")
+    st.caption("Error bars: 95% CI over prompts (BCa bootstrap).")

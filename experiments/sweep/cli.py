@@ -127,6 +127,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
     from experiments.sweep.store import ResultsStore, StoreError
 
     store = ResultsStore(args.store or "results/demo", create=False)
+    if args.stats:
+        return _print_stats(store, args)
     if args.sql:
         df = store.sql(args.sql)
     else:
@@ -168,6 +170,40 @@ def _cmd_results(args: argparse.Namespace) -> int:
         print(df.head(args.limit).to_string(index=False))
     if len(df) > args.limit:
         print(f"... {len(df)} rows in all (use --limit N, --export FILE.csv)")
+    return 0
+
+
+def _print_stats(store, args: argparse.Namespace) -> int:
+    """``sweep results --stats``: the report's statistics tables (n, value, 95% CI; for comparisons
+    effect, its CI, p, BH q, MDE, verdict), one per analysis run, filtered by --model / --task."""
+    import pandas as pd
+
+    from experiments.report import build_report
+
+    tables = []
+    for name, tab in build_report(store).tables.items():
+        for col in ("model", "task"):
+            want = getattr(args, col)
+            if want is not None and col in tab.columns:
+                tab = tab[tab[col].astype(str) == want]
+        if len(tab):
+            tables.append(tab.assign(table=name))
+    if not tables:
+        print("no statistics for these results (no per-prompt rows match)")
+        return 0
+    if args.export:
+        out = pd.concat(tables, ignore_index=True)
+        if args.export.endswith(".parquet"):
+            out.astype({c: str for c in out.columns if out[c].dtype == object}).to_parquet(args.export, index=False)
+        else:
+            out.to_csv(args.export, index=False)
+        print(f"wrote {len(out)} statistics rows to {args.export}")
+        return 0
+    with pd.option_context("display.max_rows", args.limit, "display.max_columns", 40, "display.width", 200):
+        for tab in tables:
+            print(f"== {tab['table'].iloc[0]} ==")
+            print(tab.drop(columns="table").head(args.limit).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            print()
     return 0
 
 
@@ -249,4 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--export", help="write the rows to FILE.csv or FILE.parquet")
     q.add_argument("--limit", type=int, default=40)
     q.add_argument("--all-columns", action="store_true", help="include the provenance columns")
+    q.add_argument("--stats", action="store_true",
+                   help="the statistics of each analysis run instead of the rows: n, value, 95%% CI and, "
+                        "for comparisons, effect with its CI, p, BH q, MDE and verdict")
     q.set_defaults(func=_guard(_cmd_results))
