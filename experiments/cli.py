@@ -1,7 +1,9 @@
 """``iclwb``: the workbench's command line.
 
     iclwb zoo list                       the built-in models and their headline metrics
-    iclwb zoo train NAME [--seed S]      retrain a zoo model reproducibly and save its checkpoint
+    iclwb zoo train NAME [--seed S] [--checkpoints N]
+                                         retrain a zoo model reproducibly and save its checkpoint
+                                         (and N checkpoints spaced in log step)
     iclwb scan MODEL                     head scan (previous-token, induction, ...) of any model
     iclwb demo [--quick]                 the standard study on the built-in models (main job)
     iclwb sweep run|status|results ...   scripted sweeps (see experiments.sweep)
@@ -37,7 +39,8 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
 def _cmd_zoo_train(args: argparse.Namespace) -> int:
     from experiments import zoo
 
-    card = zoo.train_and_save(args.name, seed=args.seed, steps=args.steps, progress=not args.quiet)
+    card = zoo.train_and_save(args.name, seed=args.seed, steps=args.steps, progress=not args.quiet,
+                              checkpoints=args.checkpoints)
     print(json.dumps({k: card[k] for k in ("name", "seed", "steps", "train_seconds", "metrics")},
                      indent=2))
     return 0
@@ -70,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     zt.add_argument("--seed", type=int, default=None)
     zt.add_argument("--steps", type=int, default=None)
     zt.add_argument("--quiet", action="store_true")
+    zt.add_argument("--checkpoints", type=int, default=None, metavar="N",
+                    help="also keep N checkpoints evenly spaced in log step (series/ beside the model)")
     zt.set_defaults(func=_cmd_zoo_train)
 
     sc = sub.add_parser("scan", help="head scan of a model")
