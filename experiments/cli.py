@@ -5,6 +5,7 @@
                                          retrain a zoo model reproducibly and save its checkpoint
                                          (and N checkpoints spaced in log step)
     iclwb scan MODEL                     head scan (previous-token, induction, ...) of any model
+    iclwb dynamics NAME [--out CSV]      training dynamics over a zoo model's checkpoint series
     iclwb demo [--quick]                 the standard study on the built-in models (main job)
     iclwb sweep run|status|results ...   scripted sweeps (see experiments.sweep)
     iclwb app [--results DIR]            the Streamlit app
@@ -55,6 +56,23 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dynamics(args: argparse.Namespace) -> int:
+    from experiments import dynamics
+
+    table = dynamics.dynamics_table(args.name, steps=args.steps or None, seed=args.seed,
+                                    n_prompts=args.n_prompts,
+                                    progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {len(table)} rows to {args.out}")
+    score = "induction" if (table["metric"] == "induction").any() else None
+    if score and table["step"].nunique() >= 2:
+        curve = dynamics.training_curve(args.name)["loss"].tolist()
+        print(dynamics.format_phase(dynamics.phase_summary(table, curve, score=score)))
+    print(dynamics.format_overview(table))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from experiments.demo import run_demo
 
@@ -81,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("model")
     sc.add_argument("--top", type=int, default=5)
     sc.set_defaults(func=_cmd_scan)
+
+    dy = sub.add_parser("dynamics", help="training dynamics of a zoo model over its checkpoint series")
+    dy.add_argument("name")
+    dy.add_argument("--steps", type=int, nargs="*", default=None, help="only these checkpoint steps")
+    dy.add_argument("--seed", type=int, default=0)
+    dy.add_argument("--n-prompts", type=int, default=64)
+    dy.add_argument("--out", default=None, help="write the tidy table to this CSV file")
+    dy.add_argument("--quiet", action="store_true")
+    dy.set_defaults(func=_cmd_dynamics)
 
     dm = sub.add_parser("demo", help="run the standard study on the built-in models")
     dm.add_argument("--quick", action="store_true", help="a smaller version (for tests)")

@@ -41,7 +41,7 @@ from probes.heads import attention_patterns, icl_score, repeated_random_tokens
 DYN_COLUMNS = ["step", "metric", "layer", "head", "k", "position", "n", "value", "ci_low", "ci_high"]
 
 TASK_OF: dict[str, str] = {"induction-2l": "induction", "icl-classify": "classify",
-                           "icll-dfa": "icll", "icl-transience": "classify"}
+                           "icll-dfa": "icll"}
 """Zoo model -> the token task its in-context accuracy is measured on."""
 DEFAULT_KS = (0, 1, 2, 4, 8)
 INTERVAL_SCORES = ("previous_token", "induction")
@@ -49,7 +49,10 @@ INTERVAL_SCORES = ("previous_token", "induction")
 
 
 def _row(step: int, metric: str, value: float, n: int = 0, ci: tuple[float, float] = (math.nan, math.nan),
-         layer: int = -1, head: int = -1, k: int = -1, position: int = -1) -> dict[str, Any]:
+         layer: int = -1, head: int = -1, k: int = -1, position: int = -1,
+         ci_low: float | None = None, ci_high: float | None = None) -> dict[str, Any]:
+    if ci_low is not None and ci_high is not None:
+        ci = (ci_low, ci_high)
     return {"step": step, "metric": metric, "layer": layer, "head": head, "k": k,
             "position": position, "n": n, "value": float(value), "ci_low": float(ci[0]),
             "ci_high": float(ci[1])}
@@ -185,13 +188,28 @@ def dynamics_table(name: str, steps: Sequence[int] | None = None, seed: int = 0,
         raise KeyError(f"steps {sorted(set(steps) - {c['step'] for c in entries})} are not checkpoints "
                        f"of {name!r}; its steps: {have}")
     task = TASK_OF.get(name)
+    extra = _model_rows(name)
     rows: list[dict] = []
     for entry in entries:
         if progress:
             progress(f"{name}: step {entry['step']}")
         model = series.load_series_model(name, entry["step"], root)
         rows += checkpoint_rows(model, entry, task, ks, n_prompts, seed)
+        if extra is not None:
+            rows += [_row(**{"layer": -1, "head": -1, "k": -1, "position": -1, **r})
+                     for r in extra(model, int(entry["step"]))]
     return pd.DataFrame(rows, columns=DYN_COLUMNS)
+
+
+def _model_rows(name: str) -> Callable[[torch.nn.Module, int], list[dict]] | None:
+    """A zoo module's own per-checkpoint measurements (``dynamics_rows(model, step)``), if any."""
+    import importlib
+
+    from experiments import zoo
+
+    if name not in zoo.ZOO_MODULES:
+        return None
+    return getattr(importlib.import_module(zoo.ZOO_MODULES[name]), "dynamics_rows", None)
 
 
 def training_curve(name: str, root: Path | None = None) -> pd.DataFrame:
@@ -341,4 +359,24 @@ def format_phase(summary: dict[str, Any]) -> str:
         lines.append(f"training loss (moving average of {q['smooth']} updates): {q['plateau']:.3f} at "
                      f"step {p['start']}, falls by {q['drop']:.3f} by step {p['end']}; largest rise "
                      f"above its running minimum around the window (the bump): {q['bump']:.3f}")
+    return "\n".join(lines)
+
+
+def format_overview(table: pd.DataFrame) -> str:
+    """One line per checkpoint: probe loss, ICL score, best head per score, accuracy at each k."""
+    lines = []
+    for step, t in table.groupby("step"):
+        parts = [f"step {step:>6}"]
+        for metric in ("train_loss", "icl_score"):
+            v = t[t["metric"] == metric]["value"]
+            if len(v):
+                parts.append(f"{metric} {float(v.iloc[0]):.3f}")
+        heads = t[t["layer"] >= 0]
+        for metric, h in heads.groupby("metric", sort=False):
+            best = h.loc[h["value"].idxmax()]
+            parts.append(f"{metric} L{int(best['layer'])}H{int(best['head'])}={best['value']:.2f}")
+        for metric, a in t[(t["layer"] < 0) & t["metric"].str.endswith("accuracy")].groupby("metric", sort=False):
+            parts.append(metric + " " + " ".join(
+                (f"k={int(r.k)}:" if r.k >= 0 else "") + f"{r.value:.2f}" for r in a.itertuples()))
+        lines.append("  ".join(parts))
     return "\n".join(lines)

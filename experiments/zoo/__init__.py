@@ -42,6 +42,7 @@ ZOO_MODULES: dict[str, str] = {
     "icl-classify": "experiments.zoo.classify",
     "linreg-lsa-1l": "experiments.zoo.linreg",
     "linreg-gpt": "experiments.zoo.linreg",
+    "icl-transience": "experiments.zoo.transience",
 }
 
 
