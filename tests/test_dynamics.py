@@ -196,3 +196,65 @@ def test_cli_prints_the_table_overview(capsys, tmp_path):
     assert set(pd.read_csv(out_csv)["step"]) == {1, 2}
     assert main(["dynamics", "induction-2l", "--steps", "3"]) == 2  # not a checkpoint: clear error
     assert "its steps" in capsys.readouterr().err
+
+
+def _synthetic_table(jump: int = 300, prev_jump: int = 100) -> pd.DataFrame:
+    steps = series.log_steps(2000, 12)
+    rows = []
+    for s in steps:
+        for layer in range(2):
+            for head in range(3):
+                ind = 0.05 + 0.85 * (s >= jump) if (layer, head) == (1, 1) else 0.02
+                prev = 0.1 + 0.7 * (s >= prev_jump) if (layer, head) == (0, 2) else 0.05
+                for metric, v in (("induction", ind), ("previous_token", prev)):
+                    rows.append({"step": s, "metric": metric, "layer": layer, "head": head, "k": -1,
+                                 "position": -1, "n": 16, "value": v, "ci_low": v - 0.01, "ci_high": v + 0.01})
+        rows.append({"step": s, "metric": "icl_score", "layer": -1, "head": -1, "k": -1, "position": -1,
+                     "n": 32, "value": -4.0 * (s >= jump), "ci_low": math.nan, "ci_high": math.nan})
+        rows.append({"step": s, "metric": "accuracy", "layer": -1, "head": -1, "k": 2, "position": -1,
+                     "n": 64, "value": 0.5 + 0.4 * (s >= jump), "ci_low": 0.4, "ci_high": 0.95})
+        for p in range(1, 5):
+            rows.append({"step": s, "metric": "loss_by_position", "layer": -1, "head": -1, "k": -1,
+                         "position": p, "n": 8, "value": 5.0 - p * (s >= jump), "ci_low": 4, "ci_high": 6})
+    return pd.DataFrame(rows, columns=D.DYN_COLUMNS)
+
+
+def test_report_section_quotes_the_window_of_a_hand_made_store(tmp_path):
+    from experiments.report import build_report
+    from experiments.sweep.config import Unit
+    from experiments.sweep.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "res")
+    prov = {"model_hash": "x", "sweep": "t", "config_hash": "c", "git_commit": "g", "versions": "{}",
+            "host": "h", "run_id": "r", "computed_at": "now", "wall_time_s": 1.0, "cpu_time_s": 1.0}
+    store.write_unit(Unit("m", "", 0, 0, "dynamics"), _synthetic_table().rename(columns={"k": "shots"}), prov)
+    rep = build_report(store)
+    texts = "\n".join(f.text for f in rep.findings)
+    steps = series.log_steps(2000, 12)
+    after = next(s for s in steps if s >= 300)
+    before = steps[steps.index(after) - 1]
+    assert f"m: best induction head before the phase change (step {before}): 0.050" in texts
+    assert f"m: best induction head after the phase change (step {after}): 0.900" in texts
+    assert "previous-token head rises fastest" in texts and "before or with the induction head" in texts
+    assert "dynamics/m/phase_change" in rep.figures
+    df = store.frame()
+    assert all(f.recompute(df) == pytest.approx(f.value) for f in rep.findings if f.section == "training dynamics")
+
+
+def test_app_logic_dynamics_figures_and_grids():
+    from experiments import app_logic as al
+
+    table = _synthetic_table()
+    grid = al.dynamics_head_matrix(table, 2000, "induction")
+    assert grid.shape == (2, 3) and grid[1, 1] == pytest.approx(0.9) and grid[0, 0] == pytest.approx(0.02)
+    assert al.dynamics_head_metrics(table) == ["induction", "previous_token"]
+    fig = al.dynamics_curves_figure(table, ["induction", "previous_token"], (204, 397), step=2000)
+    assert len(fig.data) == 2 and fig.layout.xaxis.type == "log" and len(fig.layout.shapes) == 2
+    assert list(fig.data[0].y)[-1] == pytest.approx(0.9)
+    acc = al.dynamics_scalar_figure(table, ["accuracy", "icl_score"], (204, 397))
+    assert {t.name for t in acc.data} == {"accuracy k=2", "icl_score"}
+    curve = pd.DataFrame({"step": np.arange(1, 101), "loss": np.linspace(5, 1, 100)})
+    assert len(al.training_loss_figure(curve, (10, 20)).data) == 2
+    assert len(al.loss_by_position_figure(table, [1, 2000]).data) == 2
+    with pytest.raises(KeyError):
+        al.dynamics_head_matrix(table, 3, "induction")
