@@ -320,8 +320,10 @@ def phase_summary(table: pd.DataFrame, train_loss: Sequence[float] | None = None
         prev = head_curve(table, "previous_token", layer=0)
         ppc = phase_change(prev["step"].tolist(), prev["value"].tolist())
         pat = prev.set_index("step")
+        # "before or with": the previous-token head has covered 10% of its rise by the end of the
+        # induction window (checkpoint resolution cannot order two rises inside one interval)
         out["previous_token"] = {**ppc.as_dict(), "head": [0, int(pat.loc[ppc.end, "head"])],
-                                 "before_or_with": bool(ppc.step <= pc.end)}
+                                 "before_or_with": bool(ppc.onset <= pc.end)}
     icl = table[table["metric"] == "icl_score"].sort_values("step")
     if not icl.empty:  # the ICL score falls (more negative) as ICL forms: detect on -score
         ipc = phase_change(icl["step"].tolist(), (-icl["value"]).tolist())
@@ -347,7 +349,8 @@ def format_phase(summary: dict[str, Any]) -> str:
     if "previous_token" in summary:
         q = summary["previous_token"]
         lines.append(f"previous-token head L0H{q['head'][1]} rises fastest between steps {q['start']} "
-                     f"and {q['end']} ({q['before']:.3f} -> {q['after']:.3f}); "
+                     f"and {q['end']} ({q['before']:.3f} -> {q['after']:.3f}; 10% of its rise by step "
+                     f"{q['onset']}, 90% by {q['done']}): forms "
                      f"{'before or with' if q['before_or_with'] else 'after'} the {s} head")
     if "icl_score" in summary:
         q = summary["icl_score"]

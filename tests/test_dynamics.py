@@ -258,3 +258,11 @@ def test_app_logic_dynamics_figures_and_grids():
     assert len(al.loss_by_position_figure(table, [1, 2000]).data) == 2
     with pytest.raises(KeyError):
         al.dynamics_head_matrix(table, 3, "induction")
+
+
+def test_a_previous_token_head_that_forms_later_is_reported_after():
+    late = D.phase_summary(_synthetic_table(jump=300, prev_jump=1000))
+    assert late["previous_token"]["before_or_with"] is False
+    assert late["previous_token"]["start"] < 1000 <= late["previous_token"]["end"]
+    early = D.phase_summary(_synthetic_table(jump=300, prev_jump=30))
+    assert early["previous_token"]["before_or_with"] is True
