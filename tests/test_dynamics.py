@@ -266,3 +266,26 @@ def test_a_previous_token_head_that_forms_later_is_reported_after():
     assert late["previous_token"]["start"] < 1000 <= late["previous_token"]["end"]
     early = D.phase_summary(_synthetic_table(jump=300, prev_jump=30))
     assert early["previous_token"]["before_or_with"] is True
+
+
+@pytest.mark.slow
+def test_app_page_runs_and_its_heatmap_follows_the_step_slider():
+    from tests.test_app import app, n_charts, no_exception
+
+    at = app().run()
+    at.switch_page("pages/7_training_dynamics.py").run()
+    no_exception(at)
+    at.selectbox(key="dyn_model").set_value("induction-2l").run()
+    at.button(key="dyn_run").click().run()
+    no_exception(at)
+    heads = 6  # induction-2l: previous_token, induction, duplicate_token, prefix_matching, copying, k_composition
+    assert n_charts(at) >= heads + 4
+    table = D.dynamics_table("induction-2l", steps=[204], n_prompts=16, ks=(0, 2, 8))
+    at.select_slider(key="dyn_step").set_value(204).run()
+    no_exception(at)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    fig = next(f for f in specs if f["layout"].get("title", {}).get("text") == "induction @ step 204")
+    z = np.array(fig["data"][0]["z"], dtype=float)
+    want = table[table.metric == "induction"].sort_values(["layer", "head"])["value"].to_numpy().reshape(2, 4)
+    np.testing.assert_allclose(z, want, atol=1e-6)
+    assert any("rises fastest between steps" in t.value for t in at.text)
