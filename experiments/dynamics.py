@@ -58,11 +58,13 @@ def _row(step: int, metric: str, value: float, n: int = 0, ci: tuple[float, floa
             "ci_high": float(ci[1])}
 
 
-def _est(values: Any, seed: int = 0) -> tuple[float, int, tuple[float, float]]:
+def _est(values: Any, seed: int = 0, binary: bool = False) -> tuple[float, int, tuple[float, float]]:
+    """Mean, n and 95% interval over prompts: Wilson for 0/1 outcomes, else BCa bootstrap (a
+    constant continuous sample has the degenerate interval [mean, mean])."""
     a = np.asarray(values, dtype=float)
-    if a.size < 2 or np.allclose(a, a[0]):
+    if not binary and (a.size < 2 or np.allclose(a, a[0])):
         return float(a.mean()), int(a.size), (float(a.mean()), float(a.mean()))
-    e = stats.estimate(a, seed=seed)
+    e = stats.estimate(a, seed=seed, binary=binary)
     return e.value, e.n, (e.ci_low, e.ci_high)
 
 
@@ -146,7 +148,7 @@ def accuracy_rows(model: torch.nn.Module, step: int, task: str, ks: Sequence[int
         with torch.no_grad():
             logits = readout_logits(model, batch.trim())
         correct = _correct(logits, batch, task, predictions)
-        v, n, ci = _est(correct, seed)
+        v, n, ci = _est(correct, seed, binary=True)
         rows.append(_row(step, "accuracy", v, n, ci, k=k))
     return rows
 

@@ -149,7 +149,7 @@ def evaluate(model: torch.nn.Module, n: int = N_EVAL, seed: int = EVAL_SEED) -> 
     out = {}
     for name, batch in (("icl_heldout_accuracy", icl_heldout_batch(n, seed)),
                         ("iwl_accuracy", iwl_batch(n, seed + 1))):
-        e = stats.estimate(correct(model, *batch).numpy())
+        e = stats.estimate(correct(model, *batch).numpy(), binary=True)
         out[name] = {"value": round(e.value, 4), "ci": [round(e.ci_low, 4), round(e.ci_high, 4)], "n": e.n}
     out["eval_seed"] = seed
     return out
