@@ -57,7 +57,8 @@ PROBE_SEED = 4040
 def probe_loss(model: torch.nn.Module) -> float:
     """Label loss at every ':' on 64 fixed training-distribution prompts (k = 8, seed 4040)."""
     toks, pos, tgt = _probe_batch()
-    return float(loss_fn(model, toks, pos, tgt))
+    with torch.no_grad():
+        return float(loss_fn(model, toks, pos, tgt))
 
 
 @functools.lru_cache(maxsize=1)

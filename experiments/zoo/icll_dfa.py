@@ -50,7 +50,8 @@ PROBE_N = 32
 
 def probe_loss(model: torch.nn.Module) -> float:
     """Letter-target loss on 32 fixed training-distribution sequences (seed 4040)."""
-    return float(loss_fn(model, _probe_batch()))
+    with torch.no_grad():
+        return float(loss_fn(model, _probe_batch()))
 
 
 @functools.lru_cache(maxsize=1)

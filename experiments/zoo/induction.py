@@ -42,7 +42,8 @@ PROBE_SEED = 4040
 
 def probe_loss(model: torch.nn.Module) -> float:
     """Next-token loss on 64 fixed training-distribution sequences (seed 4040)."""
-    return float(model(_probe_batch(), return_type="loss"))
+    with torch.no_grad():
+        return float(model(_probe_batch(), return_type="loss"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -104,7 +104,8 @@ def loss_fn(model: torch.nn.Module, toks: torch.Tensor, targets: torch.Tensor) -
 
 def probe_loss(model: torch.nn.Module) -> float:
     """Label loss at every ':' on 64 fixed training-distribution sequences (seed 4040)."""
-    return float(loss_fn(model, *_probe_batch()))
+    with torch.no_grad():
+        return float(loss_fn(model, *_probe_batch()))
 
 
 @functools.lru_cache(maxsize=1)
