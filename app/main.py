@@ -37,5 +37,7 @@ PAGES = [
     st.Page(str(HERE / "pages" / "5_results.py"), title="Results", icon=":material/table_view:", url_path="results"),
     st.Page(str(HERE / "pages" / "6_ICL_Vectors.py"), title="ICL vectors", icon=":material/north_east:",
             url_path="icl_vectors"),
+    st.Page(str(HERE / "pages" / "7_training_dynamics.py"), title="Training dynamics",
+            icon=":material/timeline:", url_path="training_dynamics"),
 ]
 st.navigation(PAGES).run()

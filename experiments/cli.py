@@ -1,8 +1,11 @@
 """``iclwb``: the workbench's command line.
 
     iclwb zoo list                       the built-in models and their headline metrics
-    iclwb zoo train NAME [--seed S]      retrain a zoo model reproducibly and save its checkpoint
+    iclwb zoo train NAME [--seed S] [--checkpoints N]
+                                         retrain a zoo model reproducibly and save its checkpoint
+                                         (and N checkpoints spaced in log step)
     iclwb scan MODEL                     head scan (previous-token, induction, ...) of any model
+    iclwb dynamics NAME [--out CSV]      training dynamics over a zoo model's checkpoint series
     iclwb demo [--quick]                 the standard study on the built-in models (main job)
     iclwb sweep run|status|results ...   scripted sweeps (see experiments.sweep)
     iclwb app [--results DIR]            the Streamlit app
@@ -38,7 +41,8 @@ def _cmd_zoo_list(args: argparse.Namespace) -> int:
 def _cmd_zoo_train(args: argparse.Namespace) -> int:
     from experiments import zoo
 
-    card = zoo.train_and_save(args.name, seed=args.seed, steps=args.steps, progress=not args.quiet)
+    card = zoo.train_and_save(args.name, seed=args.seed, steps=args.steps, progress=not args.quiet,
+                              checkpoints=args.checkpoints)
     print(json.dumps({k: card[k] for k in ("name", "seed", "steps", "train_seconds", "metrics")},
                      indent=2))
     return 0
@@ -50,6 +54,23 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     print(format_scan(head_scan(model), top=args.top))
+    return 0
+
+
+def _cmd_dynamics(args: argparse.Namespace) -> int:
+    from experiments import dynamics
+
+    table = dynamics.dynamics_table(args.name, steps=args.steps or None, seed=args.seed,
+                                    n_prompts=args.n_prompts,
+                                    progress=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {len(table)} rows to {args.out}")
+    score = "induction" if (table["metric"] == "induction").any() else None
+    if score and table["step"].nunique() >= 2:
+        curve = dynamics.training_curve(args.name)["loss"].tolist()
+        print(dynamics.format_phase(dynamics.phase_summary(table, curve, score=score)))
+    print(dynamics.format_overview(table))
     return 0
 
 
@@ -81,12 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     zt.add_argument("--seed", type=int, default=None)
     zt.add_argument("--steps", type=int, default=None)
     zt.add_argument("--quiet", action="store_true")
+    zt.add_argument("--checkpoints", type=int, default=None, metavar="N",
+                    help="also keep N checkpoints evenly spaced in log step (series/ beside the model)")
     zt.set_defaults(func=_cmd_zoo_train)
 
     sc = sub.add_parser("scan", help="head scan of a model")
     sc.add_argument("model")
     sc.add_argument("--top", type=_positive_int, default=5, help="heads listed per score (>= 1)")
     sc.set_defaults(func=_cmd_scan)
+
+    dy = sub.add_parser("dynamics", help="training dynamics of a zoo model over its checkpoint series")
+    dy.add_argument("name")
+    dy.add_argument("--steps", type=int, nargs="*", default=None, help="only these checkpoint steps")
+    dy.add_argument("--seed", type=int, default=0)
+    dy.add_argument("--n-prompts", type=int, default=64)
+    dy.add_argument("--out", default=None, help="write the tidy table to this CSV file")
+    dy.add_argument("--quiet", action="store_true")
+    dy.set_defaults(func=_cmd_dynamics)
 
     dm = sub.add_parser("demo", help="run the standard study on the built-in models")
     dm.add_argument("--quick", action="store_true", help="a smaller version (for tests)")

@@ -69,6 +69,13 @@ k = [1, 2, 4, 8]
 analyses = ["icl_vs_gd"]
 [grid.params.icl_vs_gd]
 n_prompts = 16
+
+# 4. When do the heads form? (every checkpoint of the shipped series)
+[[grid]]
+models = ["induction-2l", "icl-classify"]
+analyses = ["dynamics"]
+[grid.params.dynamics]
+n_prompts = 32
 """
 
 QUICK_CONFIG = """\
@@ -109,6 +116,12 @@ analyses = ["icl_vs_gd"]
 n_prompts = 4
 epochs = 2
 order_perms = 2
+
+[[grid]]
+models = ["induction-2l"]
+analyses = ["dynamics"]
+[grid.params.dynamics]
+n_prompts = 8
 """
 
 

@@ -120,7 +120,7 @@ class Report:
             parts.append("<ul>" + "".join(f"<li>{html.escape(f.text)}</li>" for f in items) + "</ul>")
         i = start
         key = {"head scan": "head scan/", "circuit": "circuit/", "ICL vs GD": "icl_vs_gd/",
-               "ICL vectors": "ICL vectors/"}.get(section, section)
+               "ICL vectors": "ICL vectors/", "training dynamics": "dynamics/"}.get(section, section)
         for name, fig in self.figures.items():
             if name.startswith(key):
                 parts += self._figure_html(i, name, fig)
@@ -224,6 +224,7 @@ QUESTIONS = {
     "circuit": "Does the summarize -> merge -> retrieve circuit hold?",
     "ICL vs GD": "Does ICL look like gradient descent?",
     "ICL vectors": "Do ICL vectors carry the task?",
+    "training dynamics": "When do the ICL heads form during training?",
 }
 CI_CAPTION = "Error bars: 95% confidence intervals over prompts (seeds pooled)."
 
@@ -466,6 +467,57 @@ def _stale_notes(store: Any, df: pd.DataFrame) -> list[str]:
             + "): their numbers come from other code or another checkpoint; rerun the sweep to recompute them"]
 
 
+def _dynamics_section(df: pd.DataFrame, rep: Report) -> None:
+    """Training dynamics (analysis ``dynamics``): per model, the best head's previous-token and
+    induction scores and the ICL score against training step with the phase-change window shaded,
+    and the window's numbers (``experiments.dynamics.phase_summary``) as findings."""
+    from experiments import dynamics
+
+    for model in sorted(df["model"].unique()):
+        d = df[df["model"] == model].copy()
+        table = d.drop(columns=["k"], errors="ignore").rename(columns={"shots": "k"})
+        for col in ("layer", "head", "k", "position"):
+            table[col] = pd.to_numeric(table[col], errors="coerce").fillna(-1).astype(int)
+        table["step"] = table["step"].astype(int)
+        if table["step"].nunique() < 2 or not (table["metric"] == "induction").any():
+            continue
+        summary = dynamics.phase_summary(table)
+        p = summary["induction"]
+        fig = go.Figure()
+        for metric in ("previous_token", "induction"):
+            c = dynamics.head_curve(table, metric)
+            fig.add_trace(go.Scatter(x=c["step"], y=c["value"], name=f"best {metric} head",
+                                     mode="lines+markers"))
+        icl = table[table["metric"] == "icl_score"].sort_values("step")
+        fig.add_trace(go.Scatter(x=icl["step"], y=icl["value"], name="ICL score (nats)", yaxis="y2",
+                                 mode="lines+markers", line=dict(dash="dot")))
+        fig.add_vrect(x0=p["start"], x1=p["end"], fillcolor="orange", opacity=0.2, line_width=0)
+        fig.update_layout(title=f"{model}: head scores and ICL score over training (phase change shaded)",
+                          xaxis_type="log", xaxis_title="training step", yaxis_title="score",
+                          yaxis2=dict(overlaying="y", side="right", title="ICL score"),
+                          height=380, margin=dict(l=10, r=10, t=40, b=10))
+        rep.figures[f"dynamics/{model}/phase_change"] = fig
+        base = {"analysis": "dynamics", "model": model, "metric": "induction"}
+        best = dynamics.head_curve(table, "induction").set_index("step")
+        for when, step in (("before", p["start"]), ("after", p["end"])):
+            v = _aggregate(_select(d, {**base, "step": step}), "max", True)
+            r = best.loc[step]
+            ci = f" {_ci(r)}, n={int(r['n'])} prompts" if r["ci_low"] == r["ci_low"] else ""
+            rep.add(Finding(f"{model}: best induction head {when} the phase change (step {step}): "
+                            f"{v:.3f}{ci}", v, {**base, "step": step}, agg="max", per_head=True,
+                            section="training dynamics"))
+        if "previous_token" in summary:
+            q = summary["previous_token"]
+            v = _aggregate(_select(d, {**base, "metric": "previous_token", "step": q["end"], "layer": 0}),
+                           "max", True)
+            rep.add(Finding(f"{model}: the layer-0 previous-token head rises fastest between steps "
+                            f"{q['start']} and {q['end']} (score {v:.3f} at {q['end']}), "
+                            f"{'before or with' if q['before_or_with'] else 'after'} the induction head "
+                            f"(steps {p['start']}-{p['end']})", v,
+                            {**base, "metric": "previous_token", "step": q["end"], "layer": 0},
+                            agg="max", per_head=True, section="training dynamics"))
+
+
 def build_report(store: Any, title: str = "ICL Workbench report", notes: list[str] | None = None) -> Report:
     """Figures, findings and provenance of everything in ``store`` (a ResultsStore or folder)."""
     from experiments.sweep.store import ResultsStore
@@ -480,7 +532,7 @@ def build_report(store: Any, title: str = "ICL Workbench report", notes: list[st
         rep.notes.append("the store has no results yet")
         return rep
     sections = {"head_scan": _head_scan_section, "circuit": _circuit_section, "icl_vs_gd": _ivg_section,
-                "vectors": _vectors_section}
+                "vectors": _vectors_section, "dynamics": _dynamics_section}
     for analysis, fn in sections.items():
         d = df[df["analysis"] == analysis].dropna(axis=1, how="all")
         if not d.empty:

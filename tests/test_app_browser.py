@@ -140,6 +140,13 @@ def test_every_page_in_chromium(app_url):
             page.get_by_text("Accuracy with and without the vector").first.wait_for(timeout=180_000)
             check_page(page, "6_icl_vectors", min_charts=1)
 
+            go(page, "Training dynamics")
+            page.get_by_role("heading", name="Training dynamics").first.wait_for(timeout=60_000)
+            settle(page)
+            page.get_by_role("button", name="Run dynamics").click()
+            page.get_by_text("Head scores at one checkpoint").wait_for(timeout=240_000)
+            check_page(page, "7_training_dynamics", min_charts=6)
+
             go(page, "Results")
             page.get_by_text("Download CSV").wait_for(timeout=60_000)
             check_page(page, "5_results", min_charts=1)

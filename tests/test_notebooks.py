@@ -35,6 +35,9 @@ NOTEBOOKS: dict[str, tuple[int, tuple[str, ...]]] = {
                                  "best retrieval head", "xi_to_si", "yi_to_sq")),
     "04_icl_vs_gd.ipynb": (6, ("Hand-built GD layer", "Trained LSA", "Small GPT", "Full-batch GD",
                                "TV(ICL, GD)")),
+    "06_training_dynamics.ipynb": (6, ("rises fastest between steps", "previous-token head L0H",
+                                       "training loss (moving average", "In-context accuracy by k",
+                                       "Transience:")),
 }
 TIMEOUT_S = 1200  # per cell
 # One BLAS/OpenMP thread per kernel unless the caller sets it: the zoo models are too small to gain from

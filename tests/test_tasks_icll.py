@@ -183,3 +183,61 @@ def test_readout_accuracy_and_model_probs_on_a_tiny_model():
     logits = torch.full((8, icll.VOCAB_SIZE), -10.0)
     logits[torch.arange(8), b.target] = 10.0
     assert icll.readout_dfa_accuracy(logits, b) == 1.0
+
+
+def _layout_stats(seqs):
+    """Histograms of the number of strings per row and of string lengths, and the exact letter
+    pairs at the start of strings, from a sequences batch."""
+    n_str, lens, starts = [], [], []
+    for b in range(seqs.tokens.shape[0]):
+        strings = icll.decode(seqs.tokens[b, 1 : seqs.lengths[b]]).split("|")
+        n_str.append(len(strings))
+        lens += [len(w) for w in strings]
+        starts += [w[:2] for w in strings if len(w) >= 2]
+    return n_str, lens, starts
+
+
+def test_batched_sampler_draws_the_loop_samplers_distribution():
+    """Same DFAs, 1200 rows each way: the layout (strings per row, string lengths) and the walk
+    (first two letters of a string) agree with the loop definition by chi-square tests, and the
+    walk's letter frequencies match the DFA's exact probabilities."""
+    from scipy.stats import chi2_contingency, chisquare
+
+    dfa = next(d for d in icll.heldout_dfas() if len(d.transitions[0]) >= 2)
+    n = 1200
+    fast = icll.sample_sequences(n, seed=11, dfas=[dfa] * n)
+    slow = icll.sample_sequences_loop(n, seed=12, dfas=[dfa] * n)
+    for a, b in zip(_layout_stats(fast), _layout_stats(slow)):
+        keys = sorted(set(a) | set(b))
+        table = [[a.count(k) for k in keys], [b.count(k) for k in keys]]
+        keep = [i for i in range(len(keys)) if table[0][i] + table[1][i] >= 10]
+        assert len(keep) >= 2
+        p = chi2_contingency([[row[i] for i in keep] for row in table])[1]
+        assert p > 1e-3, p
+    # exact: P(first two letters = xy) = 1/out(start) * 1/out(state after x)
+    starts = _layout_stats(fast)[2]
+    probs = {}
+    for x, s1 in dfa.transitions[0].items():
+        for y in dfa.transitions[s1]:
+            probs[icll.LETTERS[x] + icll.LETTERS[y]] = 1 / len(dfa.transitions[0]) / len(dfa.transitions[s1])
+    keys = sorted(probs)
+    observed = [starts.count(k) for k in keys]
+    assert sum(observed) == len(starts)  # only legal pairs occur
+    assert chisquare(observed, [probs[k] * len(starts) for k in keys])[1] > 1e-3
+
+
+def test_batched_sampler_ground_truth_equals_the_loop_definition_on_its_own_rows():
+    """legal/eval_mask recomputed by the loop walk of the batched sampler's tokens are identical."""
+    seqs = icll.sample_sequences(24, seed=4, split="train", max_len=60)
+    assert int(seqs.lengths.max()) <= 60
+    for b, d in enumerate(seqs.dfas):
+        row = seqs.tokens[b, : seqs.lengths[b]].tolist()
+        state = 0
+        for t, tok in enumerate(row):
+            state = 0 if tok in (BOS, SEP) else d.transitions[state][tok]
+            assert seqs.legal[b, t].nonzero().flatten().tolist() == d.legal(state)
+            assert bool(seqs.eval_mask[b, t]) == (t >= 1 and t + 1 < len(row) and row[t + 1] < N_LETTERS)
+        assert not seqs.legal[b, len(row):].any() and not seqs.eval_mask[b, len(row):].any()
+    # a first string longer than the context is cut, as in the loop definition
+    cut = icll.sample_sequences(3, seed=0, split="heldout", max_len=10, string_len=(20, 20))
+    assert cut.tokens.shape[1] == 10 and (cut.lengths == 10).all() and SEP not in cut.tokens.tolist()[0]

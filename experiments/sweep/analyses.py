@@ -15,6 +15,8 @@ Built in:
 - ``circuit``: the summarize-merge-retrieve circuit with ablations (``circuits``), on a task at k.
 - ``icl_vs_gd``: ICL against gradient descent on the same demonstrations
   (``experiments.icl_vs_gd.compare_icl_gd``), on a task at k.
+- ``dynamics``: a zoo model's training dynamics over its checkpoint series
+  (``experiments.dynamics.dynamics_table``); no task or k.
 
 Register more with ``register(AnalysisSpec(...))`` in a module named by a config's ``imports``.
 Models are loaded once per worker process (``get_model``), so a worker that runs many units of
@@ -383,6 +385,47 @@ def _zoo_names() -> list[str]:
     from experiments import zoo
 
     return list(zoo.ZOO_MODULES)
+
+
+# ------------------------------------------------------------------------------------ dynamics
+def _dynamics(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
+    import torch
+
+    from experiments.dynamics import dynamics_table
+
+    df = dynamics_table(model_name, steps=params["steps"] or None, seed=seed,
+                        n_prompts=params["n_prompts"])
+    tensors = {}
+    heads = df[df["layer"] >= 0]
+    for (step, metric), t in heads.groupby(["step", "metric"]):
+        grid = torch.full((int(t["layer"].max()) + 1, int(t["head"].max()) + 1), float("nan"))
+        grid[torch.tensor(t["layer"].tolist()), torch.tensor(t["head"].tolist())] = torch.tensor(
+            t["value"].tolist(), dtype=torch.float32)
+        tensors[f"{step}/{metric}"] = grid
+    # the store's own ``k`` column is the unit's k: the accuracy's number of shots is ``shots``
+    return AnalysisResult(df.rename(columns={"k": "shots"}).reset_index(drop=True), tensors)
+
+
+def _has_series(model: str, task: str) -> str | None:
+    from experiments import zoo
+    from experiments.zoo import series
+
+    if model not in zoo.ZOO_MODULES:
+        return f"{model!r} is not a zoo model; dynamics needs a zoo checkpoint series"
+    if not series.has_series(model):
+        return f"zoo model {model!r} has no checkpoint series; run `iclwb zoo train {model} --checkpoints 12`"
+    return None
+
+
+register(AnalysisSpec(
+    name="dynamics", fn=_dynamics,
+    params={"steps": [], "n_prompts": 64},
+    uses_task=False, uses_k=False,
+    description="per checkpoint of a zoo model: losses, ICL score, every head score, accuracy vs k "
+                "(experiments.dynamics)",
+    requires=("experiments.dynamics",),
+    applies=_has_series,
+))
 
 
 # ------------------------------------------------------------------------------------ circuit

@@ -271,7 +271,89 @@ def sample_sequences(
     string_len: tuple[int, int] = STRING_LEN,
     dfas: list[DFA] | None = None,
 ) -> ICLLSequences:
-    """``n`` sequences ``[BOS] w_1 | ... | w_m`` (whole strings, at most ``max_len`` tokens)."""
+    """``n`` sequences ``[BOS] w_1 | ... | w_m`` (whole strings, at most ``max_len`` tokens).
+
+    Per row: draw m ~ U{n_strings} and m string lengths ~ U{string_len}; walk each string from the
+    start state choosing uniformly among the outgoing edges; append strings while they fit whole
+    (a first string longer than ``max_len - 1`` is cut). The walks and the ground truth run
+    batched over all rows and strings (tensor ops per letter position), the DFAs are drawn by
+    ``dfas_for_split`` from ``random.Random(seed)``.
+    """
+    rng = random.Random(seed)
+    dfas = list(dfas) if dfas is not None else dfas_for_split(split, n, rng)
+    g = torch.Generator().manual_seed(rng.randrange(2**62))
+    B, M, L = len(dfas), n_strings[1], string_len[1]
+    nxt, syms, n_out = _dfa_tables(dfas)
+    want = torch.randint(n_strings[0], n_strings[1] + 1, (B,), generator=g)
+    lens = torch.randint(string_len[0], string_len[1] + 1, (B, M), generator=g)
+    # uniform walks of L letters for every (row, string): letters and the state after each
+    rows = torch.arange(B)[:, None].expand(B, M)
+    state = torch.zeros(B, M, dtype=torch.long)
+    letters = torch.empty(B, M, L, dtype=torch.long)
+    after = torch.empty(B, M, L, dtype=torch.long)
+    u = torch.rand(B, M, L, generator=g)
+    for p in range(L):
+        pick = (u[..., p] * n_out[rows, state]).long()
+        letters[..., p] = syms[rows, state, pick]
+        state = nxt[rows, state, letters[..., p]]
+        after[..., p] = state
+    # layout: string i starts after the tokens so far (+1 for its '|'); keep whole strings that fit
+    lens[:, 0] = lens[:, 0].clamp(max=max_len - 1)
+    step = lens + (torch.arange(M) > 0).long()
+    end = 1 + step.cumsum(1)  # tokens in the row after string i
+    keep = (torch.arange(M)[None] < want[:, None]) & (end <= max_len)
+    keep[:, 0] = True
+    lengths = (end * keep).amax(1)
+    T = int(lengths.max())
+    start = end - lens  # position of string i's first letter
+    tokens = torch.full((B, T), PAD, dtype=torch.long)
+    state_at = torch.zeros(B, T, dtype=torch.long)  # state after each token (start at BOS and '|')
+    at = torch.arange(L)[None, None] < lens[..., None]
+    b_idx, i_idx, p_idx = (at & keep[..., None]).nonzero(as_tuple=True)
+    pos = start[b_idx, i_idx] + p_idx
+    tokens[b_idx, pos] = letters[b_idx, i_idx, p_idx]
+    state_at[b_idx, pos] = after[b_idx, i_idx, p_idx]
+    sb, si = (keep & (torch.arange(M)[None] > 0)).nonzero(as_tuple=True)
+    tokens[sb, start[sb, si] - 1] = SEP
+    tokens[:, 0] = BOS
+    inside = torch.arange(T)[None] < lengths[:, None]
+    legal = (nxt[torch.arange(B)[:, None], state_at] >= 0) & inside[..., None]
+    nxt_tok = torch.cat([tokens[:, 1:], torch.full((B, 1), PAD)], 1)
+    eval_mask = (torch.arange(T)[None] >= 1) & (nxt_tok < N_LETTERS)
+    return ICLLSequences(tokens, lengths, legal, eval_mask, dfas)
+
+
+def _dfa_tables(dfas: list[DFA]) -> tuple[Tensor, Tensor, Tensor]:
+    """Batched transition tables: ``next[b, s, c]`` (-1: no edge), the sorted out-letters
+    ``syms[b, s, j]`` and their count ``n_out[b, s]``."""
+    S, E = max(d.n_states for d in dfas), OUT_EDGES[1]
+    nxt = [[[-1] * N_LETTERS for _ in range(S)] for _ in dfas]
+    syms = [[[0] * E for _ in range(S)] for _ in dfas]
+    n_out = [[1] * S for _ in dfas]
+    for b, d in enumerate(dfas):
+        for s, tr in enumerate(d.transitions):
+            if len(tr) > E:
+                raise TaskError(f"a DFA state has {len(tr)} out-edges, more than OUT_EDGES={E}")
+            for j, c in enumerate(sorted(tr)):
+                syms[b][s][j] = c
+                nxt[b][s][c] = tr[c]
+            n_out[b][s] = max(len(tr), 1)
+    nxt, syms, n_out = torch.tensor(nxt), torch.tensor(syms), torch.tensor(n_out)
+    return nxt, syms, n_out
+
+
+def sample_sequences_loop(
+    n: int,
+    seed: int,
+    split: str = "train",
+    max_len: int = MAX_LEN,
+    n_strings: tuple[int, int] = N_STRINGS,
+    string_len: tuple[int, int] = STRING_LEN,
+    dfas: list[DFA] | None = None,
+) -> ICLLSequences:
+    """The plain-Python definition of ``sample_sequences`` (one DFA walk at a time): the same
+    distribution from a different random stream. Kept as the specification the batched sampler is
+    tested against (tests/test_tasks_icll.py) and as the speed baseline (bench/icll_sampler.py)."""
     rng = random.Random(seed)
     dfas = dfas if dfas is not None else dfas_for_split(split, n, rng)
     rows = []

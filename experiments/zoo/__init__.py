@@ -4,7 +4,9 @@ Each zoo model lives in ``experiments/zoo/checkpoints/NAME/`` as two files:
 
 - ``model.safetensors``: the weights (never pickled);
 - ``card.json``: the model card: architecture and config, training task, seed, steps, wall time,
-  final metrics, package versions, and a free-text description.
+  final metrics, package versions, and a free-text description;
+- optionally ``series/``: checkpoints taken during training (``iclwb zoo train NAME --checkpoints
+  N``; ``experiments.zoo.series``), the last of which is the final model.
 
 A zoo entry is a ``ZooSpec`` declared in one module of this package and listed in ``ZOO_MODULES``.
 ``iclwb zoo train NAME`` calls ``spec.train(seed=..., steps=...)``, which returns the trained
@@ -47,6 +49,7 @@ ZOO_MODULES: dict[str, str] = {
     "icl-classify": "experiments.zoo.classify",
     "linreg-lsa-1l": "experiments.zoo.linreg",
     "linreg-gpt": "experiments.zoo.linreg",
+    "icl-transience": "experiments.zoo.transience",
 }
 
 
@@ -230,11 +233,40 @@ def _is_buffer_only(model: torch.nn.Module, key: str) -> bool:
 
 
 def train_and_save(name: str, seed: int | None = None, steps: int | None = None,
-                   progress: bool = True, root: Path | None = None) -> dict[str, Any]:
+                   progress: bool = True, root: Path | None = None,
+                   checkpoints: int | None = None) -> dict[str, Any]:
+    """Train ``name`` from ``seed`` and save it; ``checkpoints=N`` also keeps a series of N
+    checkpoints evenly spaced in log step (``experiments.zoo.series``). Without it an older series
+    of this model is removed (it would describe another run)."""
+    import inspect
+
+    from experiments.zoo import series
+
     spec = get_spec(name)
     seed = spec.default_seed if seed is None else seed
+    out = (root or CHECKPOINT_DIR) / name
+    kwargs: dict[str, Any] = {}
+    recorder = None
+    if checkpoints is not None:
+        module = importlib.import_module(ZOO_MODULES[name])
+        probe = getattr(module, "probe_loss", None)
+        if probe is None or "recorder" not in inspect.signature(spec.train).parameters:
+            raise ValueError(f"zoo model {name!r} does not support checkpoint series yet (its trainer "
+                             f"takes no recorder); train it without --checkpoints")
+        recorder = series.Recorder(name, seed, checkpoints, out, probe,
+                                   probe=(probe.__doc__ or "").strip().splitlines()[0])
+        kwargs["recorder"] = recorder
     t0 = time.perf_counter()
-    result = spec.train(seed=seed, steps=steps, progress=progress)
+    result = spec.train(seed=seed, steps=steps, progress=progress, **kwargs)
     elapsed = time.perf_counter() - t0
+    if recorder is not None:
+        recorder.finish()
+        result.extra = {**result.extra, "checkpoint_series": {
+            "n": len(recorder.steps), "steps": recorder.steps,
+            "index": f"{series.SERIES_DIR}/{series.INDEX}"}}
+    elif (out / series.SERIES_DIR).exists():
+        import shutil
+
+        shutil.rmtree(out / series.SERIES_DIR)
     save_checkpoint(name, result, seed, elapsed, root)
     return read_card(name, root)

@@ -16,12 +16,14 @@ input matches the query's class). Card ``metrics``: accuracy among the labels in
 
 from __future__ import annotations
 
+import functools
 import random
 
 import torch
 
 from experiments.tasks import classify
 from experiments.zoo import TrainResult, ZooSpec
+from experiments.zoo.series import Recorder
 from experiments.zoo.training import fit
 from probes.readout import model_accuracy
 
@@ -49,7 +51,23 @@ def loss_fn(model: torch.nn.Module, tokens: torch.Tensor, pos: torch.Tensor,
     return torch.nn.functional.cross_entropy(picked.flatten(0, 1), targets.flatten())
 
 
-def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> TrainResult:
+PROBE_SEED = 4040
+
+
+def probe_loss(model: torch.nn.Module) -> float:
+    """Label loss at every ':' on 64 fixed training-distribution prompts (k = 8, seed 4040)."""
+    toks, pos, tgt = _probe_batch()
+    with torch.no_grad():
+        return float(loss_fn(model, toks, pos, tgt))
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return classify.training_batch(BATCH, K_TRAIN, random.Random(PROBE_SEED), n_way=N_WAY)
+
+
+def train(seed: int = 0, steps: int | None = None, progress: bool = True,
+          recorder: Recorder | None = None) -> TrainResult:
     from experiments.zoo import build_model
 
     steps = steps or DEFAULT_STEPS
@@ -67,7 +85,8 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
         acc = model_accuracy(model, classify.make_prompts(4, 100, 1, n_way=2))
         return f"step {step + 1}: 2-way k=4 accuracy {acc:.2f}"
 
-    stats = fit(model, loss_at, steps, LR, WARMUP, "icl-classify", progress, every=(250, report))
+    stats = fit(model, loss_at, steps, LR, WARMUP, "icl-classify", progress, every=(250, report),
+                recorder=recorder)
     metrics = evaluate(model)
     metrics["final_train_loss_ema"] = round(stats.loss_ema, 4)
     return TrainResult(

@@ -9,10 +9,13 @@ implements with a previous-token head in layer 0 and an induction head in layer 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from tqdm.auto import tqdm
 
 from experiments.zoo import TrainResult, ZooSpec
+from experiments.zoo.series import Recorder
 from probes.heads import induction_scores, previous_token_scores, repeated_random_tokens
 
 CONFIG = dict(
@@ -34,7 +37,22 @@ def sample_batch(batch: int, g: torch.Generator, seq_len: int = SEQ_LEN, vocab: 
     return torch.stack(rows)
 
 
-def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> TrainResult:
+PROBE_SEED = 4040
+
+
+def probe_loss(model: torch.nn.Module) -> float:
+    """Next-token loss on 64 fixed training-distribution sequences (seed 4040)."""
+    with torch.no_grad():
+        return float(model(_probe_batch(), return_type="loss"))
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_batch() -> torch.Tensor:
+    return sample_batch(BATCH, torch.Generator().manual_seed(PROBE_SEED))
+
+
+def train(seed: int = 0, steps: int | None = None, progress: bool = True,
+          recorder: Recorder | None = None) -> TrainResult:
     from experiments.zoo import build_model
 
     steps = steps or DEFAULT_STEPS
@@ -45,6 +63,8 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     g = torch.Generator().manual_seed(seed)
     loss_val = float("nan")
+    if recorder is not None:
+        recorder.begin(steps)
     for step in tqdm(range(steps), disable=not progress, desc="induction-2l"):
         toks = sample_batch(BATCH, g)
         loss = model(toks, return_type="loss")
@@ -52,6 +72,8 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True) -> Tra
         loss.backward()
         opt.step()
         loss_val = float(loss.detach())
+        if recorder is not None:
+            recorder.after_step(step + 1, model, loss_val)
     model.eval()
     metrics = evaluate(model)
     metrics["final_train_loss"] = round(loss_val, 4)

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from experiments.zoo.series import Recorder
+
 
 @dataclass
 class FitStats:
@@ -37,8 +39,14 @@ def warmup_cosine(lr: float, warmup: int, steps: int) -> Callable[[int], float]:
 
 def fit(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], steps: int, lr: float,
         warmup: int, desc: str, progress: bool = True,
-        every: tuple[int, Callable[[int], str]] | None = None) -> FitStats:
-    """Train ``model`` in place for ``steps`` steps; ``every=(n, fn)`` logs ``fn(step)`` every n."""
+        every: tuple[int, Callable[[int], str]] | None = None,
+        recorder: Recorder | None = None) -> FitStats:
+    """Train ``model`` in place for ``steps`` steps; ``every=(n, fn)`` logs ``fn(step)`` every n.
+
+    ``recorder`` (a checkpoint series, ``experiments.zoo.series``) sees every update.
+    """
+    if recorder is not None:
+        recorder.begin(steps)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = warmup_cosine(lr, warmup, steps)
@@ -54,6 +62,8 @@ def fit(model: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], steps: i
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         value = float(loss.detach())
+        if recorder is not None:
+            recorder.after_step(step + 1, model, value)
         loss_ema = 0.98 * loss_ema + 0.02 * value if step else value
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss_ema:.3f}")
