@@ -223,7 +223,8 @@ def task_prompt_len(model: str, task: str, k: int) -> int | None:
     from experiments import tasks
 
     base = split_task(task)[0]
-    if base not in getattr(tasks, "TOKEN_TASKS", ()) and (base != "language" or _cached_tokenizer(model) is None):
+    if base not in getattr(tasks, "TOKEN_TASKS", ()) and (
+            not tasks.is_text_task(task) or _cached_tokenizer(model) is None):
         return None  # vector tasks have no tokens; never load a whole model to validate a config
     batch = make_task_batch(model, task, k, seed=0, n_prompts=16)
     if batch is None:
@@ -233,44 +234,32 @@ def task_prompt_len(model: str, task: str, k: int) -> int | None:
 
 def split_task(task: str) -> tuple[str, str]:
     """``"language:sentiment"`` -> ("language", "sentiment"); ``"classify"`` -> ("classify", "")."""
-    base, _, option = task.partition(":")
-    return base, option
+    from experiments import tasks
+
+    return tasks.split(task)
 
 
 def task_problem(task: str) -> str | None:
-    """None when ``task`` names a registered task (``NAME`` or ``language:DATASET``), else why not."""
+    """None when ``task`` names a registered task (``NAME``, ``language:DATASET``, ``fv:NAME``,
+    ``file:PATH``), else why not."""
     from experiments import tasks
 
-    base, option = split_task(task)
-    allowed = ", ".join(tasks.names()) + " (language as language:DATASET)"
-    if base not in tasks.names():
-        return f"unknown task {task!r}; allowed: {allowed}"
-    if base == "language":
-        from experiments.tasks import language
-
-        if option not in language.DATASETS:
-            return (f"the language task needs a dataset: language:DATASET with DATASET one of "
-                    f"{', '.join(sorted(language.DATASETS))}")
-    elif option:
-        return f"task {base!r} takes no ':{option}' option; allowed: {allowed}"
-    return None
+    return tasks.task_problem(task)
 
 
 def make_task_batch(model: str, task: str, k: int, seed: int, n_prompts: int, **options: Any):
-    """A PromptBatch of ``task`` at ``k`` for ``model`` (None for vector tasks such as linreg)."""
+    """A PromptBatch of ``task`` at ``k`` for ``model`` (None for vector tasks such as linreg),
+    through ``experiments.tasks.task_batch``."""
     from experiments import tasks
 
-    base, option = split_task(task)
-    if base == "linreg":
+    if split_task(task)[0] == "linreg":
         return None
-    if base == "language":
+    tok = None
+    if tasks.is_text_task(task):
         tok = tokenizer_of(model)
         if tok is None:
             return None
-        batch = tasks.get_task("language").make_prompts(tok, option or "sentiment", k=k,
-                                                        n_prompts=n_prompts, seed=seed, **options)
-    else:
-        batch = tasks.make_prompts(base, k, n_prompts, seed, **options)
+    batch = tasks.task_batch(task, k, n_prompts, seed, tokenizer=tok, **options)
     batch.meta.setdefault("model", model)
     return batch
 
@@ -280,7 +269,9 @@ def _cached_tokenizer(model: str):
     """The tokenizer from a local folder (no model weights loaded), or None."""
     from pathlib import Path
 
-    if model == "smollm2-135m":
+    from experiments.models import PRETRAINED_ALIASES
+
+    if model in PRETRAINED_ALIASES:
         try:
             from experiments import pretrained
 
@@ -353,8 +344,11 @@ def _token_task_only(model: str, task: str) -> str | None:
         return "it reads vectors, not tokens; use a token model"
     if split_task(task)[0] == "linreg":
         return "linreg prompts are vectors; use a token task (classify, icll, induction, language:...)"
-    if split_task(task)[0] == "language" and model in _zoo_names():
-        return "zoo models have their own synthetic vocabularies; use the language task with a pretrained model"
+    from experiments import tasks
+
+    if tasks.is_text_task(task) and model in _zoo_names():
+        return ("zoo models have their own synthetic vocabularies; text tasks (language:, fv:, "
+                "file:) need a pretrained model")
     return None
 
 
@@ -459,4 +453,61 @@ register(AnalysisSpec(
     requires=("experiments.icl_vs_gd", "experiments.gd"),
     applies=_ivg_applies,
     version=2,
+))
+
+
+# ------------------------------------------------------------------------------------ vectors
+def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
+    """Task / function / in-context vectors (``experiments.vectors_study.run_study``): the long
+    accuracy table (metric ``accuracy``: every method x condition x layer/lambda x split), the
+    summary at the layer/lambda chosen on dev (metric ``summary``, one row per method and
+    condition, on the eval prompts) and the function-vector head AIE (metric ``aie``)."""
+    from experiments import vectors_study as vs
+
+    model = get_model(model_name)
+    kwargs: dict[str, Any] = {"methods": tuple(params["methods"]), "n_heads": params["n_heads"],
+                              "n_aie_prompts": params["n_aie_prompts"]}
+    if params["layers"]:
+        kwargs["layers"] = list(params["layers"])
+    if params["n_dev"]:
+        kwargs["n_dev"] = params["n_dev"]
+    if params["n_exact"]:
+        kwargs["n_exact"] = params["n_exact"]
+    out = vs.run_study(model, model_name, task, k=k, n_prompts=params["n_prompts"], seed=seed, **kwargs)
+    drop = ("model", "task", "k", "seed")
+    parts = []
+    if "accuracy" in out:
+        acc = out["accuracy"].rename(columns={"accuracy": "value"})
+        acc["metric"] = "accuracy"
+        parts.append(acc)
+    if "summary" in out:
+        summ = out["summary"]
+        for cond in vs.CONDITIONS:
+            if cond in summ.columns:
+                part = summ[["method", "layer", "lam", "n_prompts", cond]].rename(columns={cond: "value"})
+                part["condition"], part["metric"], part["split"] = cond, "summary", "eval"
+                parts.append(part)
+    if "aie" in out:
+        aie = out["aie"].rename(columns={"aie": "value"})
+        aie["metric"] = "aie"
+        parts.append(aie)
+    df = pd.concat(parts, ignore_index=True)
+    df = df.drop(columns=[c for c in drop if c in df.columns])
+    for col in ("layer", "lam"):
+        if col in df.columns:
+            df[col] = df[col].astype(float)
+    return AnalysisResult(df.reset_index(drop=True))
+
+
+register(AnalysisSpec(
+    name="vectors", fn=_vectors,
+    params={"n_prompts": 32, "n_dev": 0, "methods": ["task_vector", "function_vector"],
+            "n_heads": 10, "n_aie_prompts": 16, "n_exact": 0, "layers": []},
+    uses_task=True, uses_k=True,
+    description="task / function / in-context vectors against zero-shot, ICL and a random vector "
+                "(experiments.vectors_study)",
+    requires=("experiments.vectors_study",),
+    applies=lambda m, t: _token_task_only(m, t) or (
+        None if split_task(t)[0] in ("classify", "language", "fv", "file")
+        else "the vectors study runs on classify and text tasks (language:, fv:, file:)"),
 ))
