@@ -92,6 +92,8 @@ class AnalysisSpec:
             if default is not None and not _same_type(val, default):
                 raise ValueError(f"parameter {key!r} must be {type(default).__name__} "
                                  f"(like its default {default!r}), got {type(val).__name__} {val!r}")
+            if key == "precision" and val not in PRECISIONS:
+                raise ValueError(f"parameter 'precision' must be one of {', '.join(PRECISIONS)}, got {val!r}")
             out[key] = val
         return out
 
@@ -189,12 +191,34 @@ def get_analysis(name: str) -> AnalysisSpec:
 
 
 # ------------------------------------------------------------------------------------ model cache
+PRECISIONS = ("float32", "bfloat16")
+"""``precision`` parameter of the analyses: float32 (default) or bfloat16 (about 3x faster on CPUs
+with AVX-512 BF16; trust it only where a pilot in both precisions agrees: ``bench/real_models.py``).
+Every stored row carries the precision that produced it."""
+
+
+def get_model(name: str, precision: str = "float32"):
+    """The model, loaded once per process (two most recent kept), in ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return _get_model(name, precision)
+
+
 @functools.lru_cache(maxsize=2)
-def get_model(name: str):
-    """The model, loaded once per process (two most recent kept)."""
+def _get_model(name: str, precision: str):
+    import torch
+
     from experiments.models import load_model
 
-    return load_model(name)
+    model = load_model(name)
+    if precision != "float32":
+        model.to(getattr(torch, precision))
+    return model
+
+
+def _with_precision(result: AnalysisResult, precision: str) -> AnalysisResult:
+    result.table["precision"] = precision
+    return result
 
 
 def is_token_model(name: str) -> bool:
@@ -298,7 +322,7 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
     from experiments.scan import head_scan, scan_stats
     from probes.heads import attention_patterns
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     kwargs: dict[str, Any] = {"seed": seed}
     if params.get("seg_len"):
         kwargs["seg_len"] = params["seg_len"]
@@ -318,18 +342,56 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
             tensors[f"null_per_prompt/{score_name}"] = hs.null.per_prompt.float().contiguous()
         if example is None and getattr(hs, "tokens", None) is not None and hs.tokens.ndim == 2:
             example = hs.tokens[:1]
+    per_prompt: list[dict[str, Any]] = []
+    if params["induction_prompts"] and "induction" in scan:
+        per_prompt = _induction_per_prompt(model, scan["induction"], params["induction_prompts"], seed,
+                                      int(scan["induction"].info.get("seg_len", 20)))
     if example is not None and params.get("save_attention", True):
         with torch.no_grad():
             pat = attention_patterns(model, example)  # [L, 1, H, q, k]
         tensors["attention/example0"] = pat[:, 0].float().contiguous()
         tensors["attention/example0_tokens"] = example[0].contiguous()
     table = scan_stats(scan).assign(prompt=-1)  # per-head interval, null, p, q, verdict
-    return AnalysisResult(table, tensors)
+    if per_prompt:
+        table = pd.concat([table, pd.DataFrame(per_prompt)], ignore_index=True)
+    return _with_precision(AnalysisResult(table, tensors), params["precision"])
+
+
+def _induction_per_prompt(model: Any, scores: Any, n: int, seed: int, seg_len: int,
+                          top: int = 5) -> list[dict[str, Any]]:
+    """Per-prompt induction scores of the ``top`` heads of the scan, on fresh repeated random
+    sequences (metric ``induction:prompt``) and on a null where the second half is a new random
+    segment, so the induction target carries no signal (``induction_null:prompt``). One row per
+    (prompt, head): what ``probes.stats.unpaired`` needs for an interval and a test."""
+    import torch
+
+    from probes.heads import repeated_random_tokens
+
+    vocab = int(model.cfg.d_vocab)
+    toks = repeated_random_tokens(n, seg_len, vocab, seed=seed + 7001)
+    null = toks.clone()
+    null[:, seg_len:] = torch.randint(0, vocab, (n, seg_len), generator=torch.Generator().manual_seed(seed + 7002))
+    T = toks.shape[1]
+    mask = torch.zeros(T, T)
+    q = torch.arange(seg_len, 2 * seg_len)
+    mask[q, q - seg_len + 1] = 1.0
+    heads = [(l, h) for l, h, _ in scores.top(top)]
+    rows: list[dict[str, Any]] = []
+    for metric, t in (("induction:prompt", toks), ("induction_null:prompt", null)):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(t, names_filter=lambda name: name.endswith("hook_pattern"))
+        for l, h in heads:
+            pat = cache[f"blocks.{l}.attn.hook_pattern"][:, h].float()  # [b, q, k]
+            per = (pat * mask).sum((-1, -2)) / len(q)
+            rows += [{"metric": metric, "layer": l, "head": h, "prompt": b, "value": float(per[b])}
+                     for b in range(n)]
+    return rows
 
 
 register(AnalysisSpec(
     name="head_scan", fn=_head_scan,
-    params={"seg_len": 0, "n_prompts": 0, "save_attention": True},
+    params={"seg_len": 0, "n_prompts": 0, "save_attention": True, "induction_prompts": 32,
+            "precision": "float32"},
     uses_task=False, uses_k=False,
     description="layer x head scores (previous-token, induction, ...) from experiments.scan.head_scan, each "
                 "with its interval over prompts and its test against a null (experiments.scan.scan_stats)",
@@ -362,7 +424,7 @@ def _zoo_names() -> list[str]:
 def _circuit(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
     from circuits.icl_circuit import run_circuit
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     batch = make_task_batch(model_name, task, k, seed, params["n_prompts"])
     kwargs: dict[str, Any] = {"seed": seed, "window": tuple(params["window"])}
     if params["layers"]:
@@ -371,7 +433,9 @@ def _circuit(model_name: str, task: str, k: int, seed: int, params: dict[str, An
         kwargs["steps"] = tuple(params["steps"])
     df = run_circuit(model, batch, **kwargs)
     df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
-    return AnalysisResult(df.reset_index(drop=True), head_tables(df, model.cfg.n_layers, model.cfg.n_heads))
+    return _with_precision(AnalysisResult(df.reset_index(drop=True),
+                                          head_tables(df, model.cfg.n_layers, model.cfg.n_heads)),
+                           params["precision"])
 
 
 def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]:
@@ -395,7 +459,7 @@ def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]
 
 register(AnalysisSpec(
     name="circuit", fn=_circuit,
-    params={"n_prompts": 32, "window": [0.0, 0.25], "layers": [], "steps": []},
+    params={"n_prompts": 32, "window": [0.0, 0.25], "layers": [], "steps": [], "precision": "float32"},
     uses_task=True, uses_k=True,
     description="summarize-merge-retrieve circuit with ablations and random controls (circuits.icl_circuit)",
     requires=("circuits.icl_circuit",),
@@ -407,7 +471,7 @@ register(AnalysisSpec(
 def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
     from experiments import icl_vs_gd as ivg
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     if not is_token_model(model_name):
         wide = ivg.compare_linreg(model, ks=[k], n_tasks=params["n_tasks"], seed=seed,
                                   gd_steps=params["gd_steps"], name=model_name)
@@ -428,13 +492,27 @@ def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, 
     else:
         from experiments.gd import GDConfig
 
+        from dataclasses import replace
+
+        from experiments.gd import best_finetune_lr
+
         batch = make_task_batch(model_name, task, k, seed, params["n_prompts"])
-        gd = GDConfig(subset=params["subset"], lr=params["lr"], epochs=params["epochs"])
+        gd = GDConfig(subset=params["subset"], lr=params["lr"], epochs=params["epochs"],
+                      optimizer=params["optimizer"])
+        search: dict[float, float] = {}
+        if params["lr_grid"]:  # searched on held-out prompts (another seed), never the compared ones
+            held = make_task_batch(model_name, task, k, seed + 10_000, params["lr_search_prompts"])
+            best, search = best_finetune_lr(model, held, [float(x) for x in params["lr_grid"]], gd)
+            gd = replace(gd, lr=best)
         df = _call(ivg.compare_icl_gd, model=model, prompts=batch, ks=[k], seeds=[seed], gd=gd,
                    n_prompts=params["n_prompts"], n_perms=params["order_perms"],
                    n_order_prompts=params["order_prompts"], model_name=model_name, task_name=task)
+        if search:
+            extra = [{"metric": "lr_search_query_ce", "value": ce, "layer": -1, "lr_candidate": lr}
+                     for lr, ce in search.items()]
+            df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
     df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
-    return AnalysisResult(df.reset_index(drop=True))
+    return _with_precision(AnalysisResult(df.reset_index(drop=True)), params["precision"])
 
 
 def _ivg_applies(model: str, task: str) -> str | None:
@@ -446,7 +524,8 @@ def _ivg_applies(model: str, task: str) -> str | None:
 register(AnalysisSpec(
     name="icl_vs_gd", fn=_icl_vs_gd,
     params={"n_prompts": 16, "n_tasks": 256, "gd_steps": 1, "subset": "attn_kv", "lr": 1e-2,
-            "epochs": 5, "order_perms": 4, "order_prompts": 4},
+            "epochs": 5, "order_perms": 4, "order_prompts": 4, "optimizer": "sgd", "lr_grid": [],
+            "lr_search_prompts": 4, "precision": "float32"},
     uses_task=True, uses_k=True,
     description="ICL against gradient descent on the same demonstrations (experiments.icl_vs_gd); "
                 "per-prompt (per-task) rows for experiments.icl_vs_gd.icl_vs_gd_stats",
@@ -464,7 +543,7 @@ def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, An
     condition, on the eval prompts) and the function-vector head AIE (metric ``aie``)."""
     from experiments import vectors_study as vs
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     kwargs: dict[str, Any] = {"methods": tuple(params["methods"]), "n_heads": params["n_heads"],
                               "n_aie_prompts": params["n_aie_prompts"]}
     if params["layers"]:
@@ -496,13 +575,13 @@ def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, An
     for col in ("layer", "lam"):
         if col in df.columns:
             df[col] = df[col].astype(float)
-    return AnalysisResult(df.reset_index(drop=True))
+    return _with_precision(AnalysisResult(df.reset_index(drop=True)), params["precision"])
 
 
 register(AnalysisSpec(
     name="vectors", fn=_vectors,
     params={"n_prompts": 32, "n_dev": 0, "methods": ["task_vector", "function_vector"],
-            "n_heads": 10, "n_aie_prompts": 16, "n_exact": 0, "layers": []},
+            "n_heads": 10, "n_aie_prompts": 16, "n_exact": 0, "layers": [], "precision": "float32"},
     uses_task=True, uses_k=True,
     description="task / function / in-context vectors against zero-shot, ICL and a random vector "
                 "(experiments.vectors_study)",

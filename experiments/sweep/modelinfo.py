@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 SMOLLM2_N_CTX = 8192
+PRETRAINED_N_CTX = {"smollm2-135m": SMOLLM2_N_CTX, "gemma3-270m": 32768}
 
 
 def _zoo():
@@ -58,8 +59,8 @@ def n_ctx(name: str) -> int | None:
             if key in cfg:
                 return int(cfg[key])
         return None
-    if name == "smollm2-135m":
-        return SMOLLM2_N_CTX
+    if name in PRETRAINED_N_CTX:
+        return PRETRAINED_N_CTX[name]
     p = Path(name).expanduser() / "config.json"
     if p.exists():
         cfg = json.loads(p.read_text())
@@ -153,19 +154,13 @@ def weight_files(name: str) -> list[Path]:
     zoo = _zoo()
     if name in zoo.ZOO_MODULES:
         return [zoo.checkpoint_path(name) / "model.safetensors"]
-    if name == "smollm2-135m":
-        try:
+    if name in PRETRAINED_N_CTX:
+        try:  # the GGUF file (gemma3-270m: its four chunk files), without converting anything
             from experiments import pretrained
 
-            for attr in ("gguf_path", "smollm2_gguf_path", "find_gguf"):
-                fn = getattr(pretrained, attr, None)
-                if callable(fn):
-                    p = fn() if attr != "find_gguf" else fn(name)
-                    if p:
-                        return [Path(p)]
+            return pretrained.source_files(name)
         except Exception:
-            pass
-        return []
+            return []
     p = Path(name).expanduser()
     if p.is_dir():
         return sorted(list(p.glob("*.safetensors")) + list(p.glob("*.bin")) + list(p.glob("*.gguf")))
