@@ -10,7 +10,8 @@ smollm2-135m and gemma3-270m). ``run_full``
    units are stored one by one and skipped by the next run), and
 3. writes the findings page from the store (``experiments.findings.write_findings``).
 
-``--analyses`` restricts a run to some analyses (the rest stay missing until a later run).
+``--analyses`` / ``--models`` / ``--tasks`` restrict a run to some analyses or models (the rest stay missing
+until a later run), so a long study can be run in priority order.
 """
 
 from __future__ import annotations
@@ -26,19 +27,22 @@ ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIG = ROOT / "configs" / "full.toml"
 
 COST: dict[tuple[str, str], tuple[float, float]] = {
-    # (analysis, model) -> (fixed seconds per unit, seconds per prompt at k = 4), measured with a
-    # pilot (scripts/study_pilot.py: 16 prompts per unit, niced, on the shared 2-core machine).
-    ("circuit", "smollm2-135m"): (10.0, 6.0),
-    ("circuit", "gemma3-270m"): (10.0, 11.0),
-    ("vectors", "smollm2-135m"): (20.0, 6.0),
-    ("vectors", "gemma3-270m"): (20.0, 11.0),
-    ("icl_vs_gd", "smollm2-135m"): (10.0, 20.0),
-    ("icl_vs_gd", "gemma3-270m"): (10.0, 40.0),
+    # (analysis, model) -> (fixed seconds per unit, seconds per unit of work), measured by pilots on
+    # the project's shared 2-core machine (niced, other jobs running), 2026-12-02:
+    # circuit (all steps): 65 s for 16 prompts at k = 4 on smollm2, 177 s on gemma; ablation step
+    # alone 36 s on smollm2. icl_vs_gd: 126 s for 4 prompts at k = 1 with a 2 x 2 lr search on
+    # smollm2 (~15 s per fine-tune). Work units: circuit = prompts; icl_vs_gd = fine-tunes;
+    # vectors = prompts over the three sets; head_scan = fixed only.
+    ("circuit", "smollm2-135m"): (10.0, 4.0),
+    ("circuit", "gemma3-270m"): (20.0, 11.0),
+    ("icl_vs_gd", "smollm2-135m"): (10.0, 15.0),
+    ("icl_vs_gd", "gemma3-270m"): (20.0, 30.0),
+    ("vectors", "smollm2-135m"): (30.0, 1.0),
+    ("vectors", "gemma3-270m"): (40.0, 2.0),
     ("head_scan", "smollm2-135m"): (60.0, 0.0),
-    ("head_scan", "gemma3-270m"): (90.0, 0.0),
+    ("head_scan", "gemma3-270m"): (120.0, 0.0),
 }
-"""Seconds per unit = fixed + per_prompt x n_prompts x (k + 1) / 5 (prompt length grows with k).
-Unknown (analysis, model) pairs fall back to the largest known cost of that analysis."""
+"""Unknown (analysis, model) pairs fall back to the largest known cost of that analysis."""
 LOAD_SECONDS = {"smollm2-135m": 30.0, "gemma3-270m": 40.0}
 
 
@@ -61,18 +65,29 @@ def _hms(s: float) -> str:
 
 
 def unit_seconds(unit: Any) -> float:
-    """The cost model's seconds for one sweep unit."""
-    params = unit.params
+    """The cost model's seconds for one sweep unit (``COST``; longer prompts cost more with k)."""
+    p = unit.params
     key = (unit.analysis, unit.model)
     if key in COST:
         fixed, per = COST[key]
     else:
         known = [v for (a, _), v in COST.items() if a == unit.analysis]
         fixed, per = max(known) if known else (60.0, 10.0)
-    n = int(params.get("n_prompts") or 0)
-    if unit.analysis == "vectors":
-        n = 3 * n if not params.get("n_dev") else 2 * n + int(params["n_dev"])  # extract, dev, eval
-    return fixed + per * n * (max(unit.k, 0) + 1) / 5
+    n = int(p.get("n_prompts") or 0)
+    length = (max(unit.k, 0) + 3) / 7  # prompt length relative to k = 4
+    if unit.analysis == "circuit":
+        steps = p.get("steps") or ["summarize", "merge", "retrieve", "ablation"]
+        work = n * length * (0.55 if list(steps) == ["ablation"] else 1.0)
+    elif unit.analysis == "icl_vs_gd":
+        tunes = n + int(p.get("lr_search_prompts", 0)) * len(p.get("lr_grid") or [])
+        if unit.k >= 2 and int(p.get("order_perms", 0)) >= 2:
+            tunes += 2 * int(p["order_perms"]) * min(4, n)
+        work = tunes * length
+    elif unit.analysis == "vectors":
+        work = 2 * n + (int(p.get("n_dev") or 0) or n)  # extract + eval, and dev
+    else:
+        work = 0.0
+    return fixed + per * work
 
 
 def estimate(units: Sequence[Any], store: Any = None) -> Estimate:
@@ -87,7 +102,8 @@ def estimate(units: Sequence[Any], store: Any = None) -> Estimate:
 
 def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, workers: int = 1,
              analyses: Sequence[str] = (), findings: str | Path | None = ROOT / "docs" / "findings.md",
-             dry_run: bool = False, progress: bool = True, out: Any = None) -> int:
+             dry_run: bool = False, progress: bool = True, out: Any = None,
+             models: Sequence[str] = (), tasks: Sequence[str] = ()) -> int:
     """Estimate, run and publish the study (see the module doc). Returns an exit status."""
     from experiments.sweep.config import load_config
     from experiments.sweep.executors import run_sweep
@@ -102,6 +118,13 @@ def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, 
             raise ValueError(f"--analyses {unknown[0]!r} is not in {config}; it has "
                              f"{', '.join(sorted({u.analysis for u in units}))}")
         units = [u for u in units if u.analysis in set(analyses)]
+    if models:
+        unknown = sorted(set(models) - {u.model for u in units})
+        if unknown:
+            raise ValueError(f"--models {unknown[0]!r} has no units in {config}")
+        units = [u for u in units if u.model in set(models)]
+    if tasks:
+        units = [u for u in units if u.task in set(tasks) or not u.task]
     root = Path(store or cfg.store or ROOT / "results" / cfg.name)
     rs = ResultsStore(root)
     est = estimate(units, rs)
@@ -131,13 +154,16 @@ def register(sub: Any) -> None:
     f.add_argument("--store", default=None, help="results store (default: the config's)")
     f.add_argument("--workers", type=int, default=1)
     f.add_argument("--analyses", default="", help="comma-separated subset of the config's analyses")
+    f.add_argument("--models", default="", help="comma-separated subset of the config's models")
+    f.add_argument("--tasks", default="", help="comma-separated subset of the config's tasks")
     f.add_argument("--findings", default=str(ROOT / "docs" / "findings.md"),
                    help="where to write the findings page ('' to skip)")
     f.add_argument("--dry-run", action="store_true", help="only print the expected run time")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=lambda a: run_full(
         a.config, a.store, a.workers, [s for s in a.analyses.split(",") if s],
-        a.findings or None, a.dry_run, not a.quiet))
+        a.findings or None, a.dry_run, not a.quiet, models=[s for s in a.models.split(",") if s],
+        tasks=[s for s in a.tasks.split(",") if s]))
     g = sp.add_parser("findings", help="write the findings page from a results store")
     g.add_argument("--store", required=True)
     g.add_argument("--out", default=str(ROOT / "docs" / "findings.md"))
