@@ -238,3 +238,26 @@ def test_gemma_logits_match_hf(gemma):
     with torch.no_grad():
         assert gemma.tokenizer.decode([int(gemma(few)[0, -1].argmax())]) == " Berlin"
     assert top in (" the", " a", " Paris")
+
+
+def test_app_and_studies_run_a_suite_task_on_tiny_gemma(tiny):
+    """The app's task list and circuit page, the ICL-vector study and ICL vs GD accept fv: tasks
+    on a Gemma 3 model (text tasks: the tiny model's own BPE tokenizer)."""
+    from experiments import app_logic, vectors_study
+    from experiments.gd import GDConfig
+    from experiments.icl_vs_gd import compare_icl_gd
+    from experiments.tasks import task_batch
+
+    bridge, _ = tiny
+    names = app_logic.available_tasks(bridge)
+    assert "fv:present-past" in names and "language:sentiment" in names
+    assert "fv:sentiment" in app_logic.circuit_tasks(bridge)
+    df = app_logic.circuit_run(bridge, "tiny-gemma", "fv:present-past", 2, 6, window=(0.0, 0.7))
+    assert (df["task"] == "fv:present-past").all() and df["value"].notna().any()
+    out = vectors_study.run_study(bridge, "tiny-gemma", "fv:present-past", k=2, n_prompts=6,
+                                  methods=("task_vector", "function_vector"), layers=[1], n_heads=2,
+                                  n_aie_prompts=2)
+    assert set(out["summary"]["method"]) == {"task_vector", "function_vector"}
+    batch = task_batch("fv:present-past", 2, 3, 0, tokenizer=bridge.tokenizer)
+    res = compare_icl_gd(bridge, batch, ks=[2], n_prompts=3, gd=GDConfig(epochs=1), n_perms=0)
+    assert {"acc_icl", "acc_gd", "topk_overlap"} <= set(res["metric"])
