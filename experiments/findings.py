@@ -65,6 +65,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def induction_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Per model: the top 5 induction heads, score vs null with interval, q (BH over the 5), verdict."""
     out = []
+    if df.empty:
+        return pd.DataFrame()
     scan = df[df["analysis"] == "head_scan"]
     for model in _models(scan):
         d = scan[scan["model"] == model]
@@ -99,6 +101,8 @@ def induction_rows(df: pd.DataFrame) -> pd.DataFrame:
 def circuit_rows(df: pd.DataFrame) -> pd.DataFrame:
     from circuits.icl_circuit import ablation_summary
 
+    if df.empty:
+        return pd.DataFrame()
     circ = df[(df["analysis"] == "circuit")]
     if circ.empty or "prompt" not in circ:
         return pd.DataFrame()
@@ -112,6 +116,8 @@ IVG_AGREEMENT = ("topk_overlap", "kl_icl_gd", "tv_icl_gd", "rec2ftp")
 
 def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
     ivg = df[(df["analysis"] == "icl_vs_gd")]
+    if ivg.empty:
+        return pd.DataFrame()
     out = []
     for (model, task, k), d in ivg.groupby(["model", "task", "k"], sort=False):
         val = {m: d[(d.metric == m) & (d.get("layer", -1) == -1)] for m in
@@ -147,6 +153,8 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- 4. vectors
 def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
     vec = df[(df["analysis"] == "vectors") & (df["metric"] == "summary")]
+    if vec.empty or not {"method", "condition"} <= set(vec.columns):
+        return pd.DataFrame()
     out = []
     for (model, task, method), d in vec.groupby(["model", "task", "method"], sort=False):
         acc = {c: float(d[d.condition == c]["value"].iloc[0]) for c in d["condition"].unique()}
