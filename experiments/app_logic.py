@@ -639,6 +639,17 @@ def results_csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
 
 
+def task_file(path: str) -> str:
+    """``file:PATH`` for a user's JSONL/CSV task file, or an AppInputError naming the line and
+    problem (``experiments.tasks.taskfile``)."""
+    reg = _tasks_registry()
+    name = path if path.startswith("file:") else f"file:{path}"
+    why = reg.task_problem(name) if reg is not None else "the task registry is missing"
+    if why:
+        raise AppInputError(why)
+    return name
+
+
 # ============================================================================ circuit
 def task_batch(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int = 0) -> PromptBatch:
     """``n_prompts`` prompts of ``task`` at ``k`` for ``model`` (the explorer's prompt is row 0)."""

@@ -141,3 +141,21 @@ def test_malformed_task_files_name_the_line_and_problem(tmp_path, name, text, ma
     with pytest.raises(taskfile.TaskFileError, match=match):
         taskfile.load(p)
     assert tasks.task_problem(f"file:{p}") is not None  # sweep configs and the app refuse it early
+
+
+def test_app_takes_a_task_file(tmp_path, tok):
+    from experiments import app_logic as al
+
+    good = taskfile.save(L.get_dataset("antonyms"), tmp_path / "ant.jsonl")
+    name = al.task_file(str(good))
+    assert name == f"file:{good}"
+
+    class M:
+        tokenizer = tok
+        cfg = type("cfg", (), {"d_vocab": 49152})()
+    b = al.task_batch(M(), name, 2, 3, 0)
+    assert torch.equal(b.tokens, tasks.task_batch("language:antonyms", 2, 3, 0, tokenizer=tok).tokens)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("input,output\ncat,dog,x\n")
+    with pytest.raises(al.AppInputError, match="line 2: 3 fields"):
+        al.task_file(str(bad))
