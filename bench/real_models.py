@@ -3,15 +3,15 @@
     python bench/real_models.py [--models smollm2-135m gemma3-270m] [--n-patch 4] [--n-circuit 16]
                                 [--n-bf16 32] [--parts patching circuit bf16]
 
-(a) **patching**: every head's ``hook_z`` (all positions) patched from a source run (same prompts,
-    other query and demonstration words: fv:antonym at k = 4 against fv:country-capital's layout is
-    not the same, so the source is the target with its text tokens resampled from real answer
-    tokens) with ``circuits.patching.activation_patching`` (batched ``sweep``) against
+(a) **patching**: every head's ``hook_z`` (all positions) patched from a source run (the same
+    fv:present-past prompts at k = 4 with their demonstration and query words shuffled among
+    themselves, so positions line up) with ``circuits.patching.activation_patching`` (batched ``sweep``) against
     TransformerLens's ``patching.get_act_patch_attn_head_out_all_pos`` (one forward per head) on
-    the same prompts; both give the change of the correct answer's log-prob at the read-out.
+    the same prompts; both give the change of the mean log-prob of the correct answer (over the
+    whole vocabulary) at the read-out.
     Speed-up = TL time / ours; the results must agree within 1e-4.
 (b) **circuit**: ``circuits.icl_circuit.run_circuit`` (all steps, default window) on
-    fv:antonym at k = 4 against the bare forward passes it cannot avoid: the unablated batch, its
+    fv:present-past at k = 4 against the bare forward passes it cannot avoid: the unablated batch, its
     zero-shot and wrong-label versions, and one forward of the batch per intervention (5 knockouts
     + 5 controls), timed as plain ``model(tokens)`` calls. Ratio = circuit / bare (target <= 1.3).
 (c) **bf16**: the same circuit in float32 and in bfloat16 (the sweep's ``precision = "bfloat16"``)
@@ -38,7 +38,12 @@ from scipy.stats import spearmanr
 from circuits import patching as P
 from probes.prompt import PromptBatch
 
-TASK = "fv:antonym"
+TASK = "fv:present-past"
+
+
+def answer_logprob(logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
+    """Mean log-probability of the correct answer's token over the whole vocabulary."""
+    return logits.float().log_softmax(-1).gather(1, batch.target[:, None].to(logits.device))[:, 0].mean()
 
 
 def timed(fn, repeat: int = 1):
@@ -76,13 +81,13 @@ def patching_part(name: str, model, n: int) -> tuple[float, float]:
     rows = torch.arange(tgt.batch_size)
 
     def ours():
-        return P.activation_patching(model, tgt, P.target_logprob, source=src, mode="patch")
+        return P.activation_patching(model, tgt, answer_logprob, source=src, mode="patch")
 
     def tl():
         _, cache = model.run_with_cache(src.tokens, names_filter=lambda x: x.endswith("attn.hook_z"))
-        base = P.target_logprob(model(tgt.tokens)[rows, tgt.readout], tgt)
+        base = answer_logprob(model(tgt.tokens)[rows, tgt.readout], tgt)
         out = patching.get_act_patch_attn_head_out_all_pos(
-            model, tgt.tokens, cache, lambda logits: P.target_logprob(logits[rows, tgt.readout], tgt))
+            model, tgt.tokens, cache, lambda logits: answer_logprob(logits[rows, tgt.readout], tgt))
         return out - base
 
     with torch.no_grad():
