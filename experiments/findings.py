@@ -137,10 +137,30 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
                 r[f"{m}_ci"] = (e.ci_low, e.ci_high)
         for m in IVG_AGREEMENT:
             r[m] = mean(m)
-        if n and all(np.isfinite(r.get(m, math.nan)) for m in ("acc_icl", "acc_gd")):
+        paired_done = False
+        if "prompt" in d and (d["prompt"] >= 0).any():  # per-prompt rows: paired (McNemar)
+            from experiments.icl_vs_gd import icl_vs_gd_stats
+
+            try:
+                st = icl_vs_gd_stats(d.drop(columns=["analysis"]))
+                est = st.estimates.set_index("metric")
+                for m in ("acc_zs", "acc_icl", "acc_gd"):
+                    if m in est.index:
+                        e = est.loc[m] if est.loc[m].ndim == 1 else est.loc[m].iloc[0]
+                        r[m], r[f"{m}_ci"] = float(e.value), (float(e.ci_low), float(e.ci_high))
+                c = st.comparisons
+                c = c[(c.condition == "acc_icl") & (c.control == "acc_gd")]
+                if len(c):
+                    c = c.iloc[0]  # reported as GD - ICL
+                    r.update(gd_minus_icl=-c.effect, gd_minus_icl_ci=(-c.effect_ci_high, -c.effect_ci_low),
+                             p_value=c.p_value, test="McNemar (paired)")
+                    paired_done = True
+            except stats.StatsError:
+                pass
+        if not paired_done and n and all(np.isfinite(r.get(m, math.nan)) for m in ("acc_icl", "acc_gd")):
             c = stats.unpaired(_binary(r["acc_gd"], n), _binary(r["acc_icl"], n))
             r.update(gd_minus_icl=c.effect, gd_minus_icl_ci=(c.effect_ci_low, c.effect_ci_high),
-                     p_value=c.p_value)
+                     p_value=c.p_value, test="unpaired (no per-prompt rows stored)")
         lr = d["gd_lr"].dropna() if "gd_lr" in d else pd.Series(dtype=float)
         r["gd_lr"] = float(lr.iloc[0]) if len(lr) else math.nan
         out.append(r)
@@ -153,6 +173,7 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------- 4. vectors
 def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
     vec = df[(df["analysis"] == "vectors") & (df["metric"] == "summary")]
+    per_prompt = df[(df["analysis"] == "vectors") & (df["metric"] == "correct")]
     if vec.empty or not {"method", "condition"} <= set(vec.columns):
         return pd.DataFrame()
     out = []
@@ -168,7 +189,12 @@ def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
         if {"with vector", "with random vector", "zero-shot", "ICL"} <= set(acc):
             gap = acc["ICL"] - acc["zero-shot"]
             r["recovery"] = (acc["with vector"] - acc["zero-shot"]) / gap if gap > 0 else math.nan
-            c = stats.unpaired(_binary(acc["with vector"], n), _binary(acc["with random vector"], n))
+            c = _paired_vector(per_prompt, model, task, method)
+            if c is None:
+                c = stats.unpaired(_binary(acc["with vector"], n), _binary(acc["with random vector"], n))
+                r["test"] = "unpaired (no per-prompt rows stored)"
+            else:
+                r["test"] = "McNemar (paired)"
             r.update(effect=c.effect, effect_ci_low=c.effect_ci_low, effect_ci_high=c.effect_ci_high,
                      p_value=c.p_value)
         out.append(r)
@@ -176,6 +202,19 @@ def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
     if len(res) and "p_value" in res:
         res = stats.add_q_and_verdicts(res)
     return res
+
+
+def _paired_vector(per_prompt: pd.DataFrame, model: str, task: str, method: str) -> Any:
+    """The vector vs random-vector comparison of ``vectors_study.vectors_stats`` (paired on the
+    eval prompts), or None when the unit stored no per-prompt outcomes."""
+    d = per_prompt[(per_prompt.model == model) & (per_prompt.task == task) & (per_prompt.method == method)]
+    if d.empty:
+        return None
+    from experiments.vectors_study import vectors_stats
+
+    c = vectors_stats(d.drop(columns=["analysis", "metric"])).comparisons
+    c = c[(c.condition == "with vector") & (c.control == "with random vector")]
+    return None if c.empty else c.iloc[0]
 
 
 # ------------------------------------------------------------------------------- the page

@@ -103,7 +103,7 @@ def estimate(units: Sequence[Any], store: Any = None) -> Estimate:
 def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, workers: int = 1,
              analyses: Sequence[str] = (), findings: str | Path | None = ROOT / "docs" / "findings.md",
              dry_run: bool = False, progress: bool = True, out: Any = None,
-             models: Sequence[str] = (), tasks: Sequence[str] = ()) -> int:
+             models: Sequence[str] = (), tasks: Sequence[str] = (), ks: Sequence[int] = ()) -> int:
     """Estimate, run and publish the study (see the module doc). Returns an exit status."""
     from experiments.sweep.config import load_config
     from experiments.sweep.executors import run_sweep
@@ -125,6 +125,8 @@ def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, 
         units = [u for u in units if u.model in set(models)]
     if tasks:
         units = [u for u in units if u.task in set(tasks) or not u.task]
+    if ks:
+        units = [u for u in units if u.k in set(ks) or not u.k]
     root = Path(store or cfg.store or ROOT / "results" / cfg.name)
     rs = ResultsStore(root)
     est = estimate(units, rs)
@@ -156,6 +158,7 @@ def register(sub: Any) -> None:
     f.add_argument("--analyses", default="", help="comma-separated subset of the config's analyses")
     f.add_argument("--models", default="", help="comma-separated subset of the config's models")
     f.add_argument("--tasks", default="", help="comma-separated subset of the config's tasks")
+    f.add_argument("--ks", default="", help="comma-separated subset of the config's k")
     f.add_argument("--findings", default=str(ROOT / "docs" / "findings.md"),
                    help="where to write the findings page ('' to skip)")
     f.add_argument("--dry-run", action="store_true", help="only print the expected run time")
@@ -163,7 +166,7 @@ def register(sub: Any) -> None:
     f.set_defaults(func=lambda a: run_full(
         a.config, a.store, a.workers, [s for s in a.analyses.split(",") if s],
         a.findings or None, a.dry_run, not a.quiet, models=[s for s in a.models.split(",") if s],
-        tasks=[s for s in a.tasks.split(",") if s]))
+        tasks=[s for s in a.tasks.split(",") if s], ks=[int(s) for s in a.ks.split(",") if s]))
     g = sp.add_parser("findings", help="write the findings page from a results store")
     g.add_argument("--store", required=True)
     g.add_argument("--out", default=str(ROOT / "docs" / "findings.md"))

@@ -566,6 +566,10 @@ def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, An
                 part = summ[["method", "layer", "lam", "n_prompts", cond]].rename(columns={cond: "value"})
                 part["condition"], part["metric"], part["split"] = cond, "summary", "eval"
                 parts.append(part)
+    if "per_prompt" in out:  # 0/1 outcome per prompt: vectors_study.vectors_stats pairs them
+        pp = out["per_prompt"].copy()
+        pp["metric"] = "correct"
+        parts.append(pp)
     if "aie" in out:
         aie = out["aie"].rename(columns={"aie": "value"})
         aie["metric"] = "aie"
