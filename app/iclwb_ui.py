@@ -56,6 +56,30 @@ def model_picker(key: str, default: str = "induction-2l", label: str = "Model") 
     return choice
 
 
+TASK_FILE = "Your own task file (file:PATH)…"
+
+
+def task_picker(container: Any, tasks: list[str], key: str, text_model: bool) -> str | None:
+    """A select box of ``tasks`` plus, for text models, a field for a JSONL/CSV task file
+    (``file:PATH``). Returns the task name, or None after showing why the file cannot be used."""
+    options = tasks + ([TASK_FILE] if text_model else [])
+    choice = container.selectbox("Task", options, key=key)
+    if choice != TASK_FILE:
+        return choice
+    path = st.text_input("Task file (.jsonl or .csv)", key=f"{key}_file",
+                         placeholder="/path/to/my_task.jsonl",
+                         help="JSONL lines {\"input\": ..., \"output\": ...} or a CSV with columns "
+                              "input,output (or input,class); see experiments/tasks/taskfile.py").strip()
+    if not path:
+        st.info("Type the path of a .jsonl or .csv task file.")
+        return None
+    try:
+        return al.task_file(path)
+    except ValueError as err:
+        show_error(err, "task file")
+        return None
+
+
 def load_or_error(name: str) -> Any | None:
     """The cached model, or None after showing why it could not load."""
     if not name:

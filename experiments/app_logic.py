@@ -154,7 +154,11 @@ def _own_task_first(model: torch.nn.Module, names: list[str]) -> list[str]:
 
 
 def language_task_names() -> list[str]:
-    """Sub-tasks of ``experiments.tasks.language`` (sentiment, capitals, ...), if it exists."""
+    """Text tasks for a model with a tokenizer: ``language:DATASET`` (sentiment, capitals, ...)
+    then the standard suite ``fv:NAME`` (task files are typed in as ``file:PATH``)."""
+    reg = _tasks_registry()
+    if reg is not None and hasattr(reg, "catalog"):
+        return [t for t in reg.catalog() if reg.is_text_task(t)]
     mod = _task_module("language")
     if mod is None:
         return []
@@ -770,6 +774,17 @@ def results_csv(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
 
 
+def task_file(path: str) -> str:
+    """``file:PATH`` for a user's JSONL/CSV task file, or an AppInputError naming the line and
+    problem (``experiments.tasks.taskfile``)."""
+    reg = _tasks_registry()
+    name = path if path.startswith("file:") else f"file:{path}"
+    why = reg.task_problem(name) if reg is not None else "the task registry is missing"
+    if why:
+        raise AppInputError(why)
+    return name
+
+
 # ============================================================================ circuit
 def task_batch(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: int = 0) -> PromptBatch:
     """``n_prompts`` prompts of ``task`` at ``k`` for ``model`` (the explorer's prompt is row 0)."""
@@ -782,24 +797,37 @@ def task_batch(model: torch.nn.Module, task: str, k: int, n_prompts: int, seed: 
         batch = PromptBatch.concat(rows)
         batch.meta.update(task="kv-recall", k=k, seed=seed)
         return batch
-    if task.startswith("language"):
-        mod = _task_module("language")
-        if mod is None or getattr(model, "tokenizer", None) is None:
-            raise AppInputError("language tasks need experiments.tasks.language and a model with "
-                                "a tokenizer (e.g. smollm2-135m)")
-        dataset = task.split(":", 1)[1] if ":" in task else "sentiment"
-        return mod.make_prompts(model.tokenizer, dataset=dataset, k=k, n_prompts=n_prompts, seed=seed)
     reg = _tasks_registry()
-    if reg is None or task not in getattr(reg, "TOKEN_TASKS", ()):
+    if reg is None:
+        raise AppInputError("the task registry (experiments.tasks) is missing")
+    if task == "language":
+        task = "language:sentiment"
+    if reg.is_text_task(task):
+        if getattr(model, "tokenizer", None) is None:
+            raise AppInputError(f"task {task!r} is text: it needs a model with a tokenizer "
+                                f"(smollm2-135m, gemma3-270m)")
+    elif task not in getattr(reg, "TOKEN_TASKS", ()):
         raise AppInputError(f"unknown task {task!r}; available for this model: "
                             f"{', '.join(available_tasks(model))}")
-    return reg.make_prompts(task, k, n_prompts, seed)
+    try:
+        return reg.task_batch(task, k, n_prompts, seed, tokenizer=getattr(model, "tokenizer", None))
+    except reg.TaskError as err:
+        raise AppInputError(str(err)) from None
 
 
 def circuit_tasks(model: torch.nn.Module) -> list[str]:
     """Tasks with a label set (candidates), which the summarize-merge-retrieve circuit needs."""
     out = []
+    reg = _tasks_registry()
     for task in available_tasks(model):
+        if reg is not None and reg.is_text_task(task):  # decided by the dataset, no tokenizing
+            try:
+                if _task_module("language").get_dataset(task if ":" in task and not task.startswith(
+                        "language:") else task.split(":", 1)[-1]).is_classification:
+                    out.append(task)
+            except Exception:
+                pass
+            continue
         try:
             b = task_batch(model, task, 1, 1, 0)
         except Exception:  # a task that cannot build a 1-shot prompt for this model is not offered

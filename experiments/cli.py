@@ -147,6 +147,9 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
         out.append(app_register)
     except ImportError:
         pass
+    from experiments.study import register as study_register
+
+    out.append(study_register)
     return out
 
 

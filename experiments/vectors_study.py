@@ -97,14 +97,21 @@ def make_task_prompts(model: torch.nn.Module, task: str, k: int, n_prompts: int,
         from experiments.tasks import classify
 
         return classify.make_prompts(k, n_prompts, seed, **opts)
-    if task in LANGUAGE_TASKS:
+    from experiments import tasks as registry
+    from experiments.tasks import language
+
+    if task in LANGUAGE_TASKS or task in language.DATASETS:
+        task = f"language:{task}"
+    if registry.is_text_task(task):
         tok = getattr(model, "tokenizer", None)
         if tok is None:
             raise StudyError(f"task {task!r} needs a model with a tokenizer (a pretrained model such as smollm2-135m)")
-        from experiments.tasks import language
-
-        return language.make_prompts(tok, task, k, n_prompts, seed, **opts)
-    raise StudyError(f"unknown task {task!r}; use 'toy', 'classify' or one of {LANGUAGE_TASKS}")
+        try:
+            return registry.task_batch(task, k, n_prompts, seed, tokenizer=tok, **opts)
+        except registry.TaskError as err:
+            raise StudyError(str(err)) from None
+    raise StudyError(f"unknown task {task!r}; use 'toy', 'classify', one of {LANGUAGE_TASKS}, "
+                     f"language:DATASET, fv:NAME or file:PATH")
 
 
 @dataclass
@@ -467,7 +474,9 @@ def tasks_for(model: torch.nn.Module) -> list[str]:
     """The tasks this study can run on ``model``: word tasks for a model with a tokenizer,
     ``classify`` for a model whose vocabulary covers it (the icl-classify zoo model), else ``toy``."""
     if getattr(model, "tokenizer", None) is not None:
-        return list(LANGUAGE_TASKS)
+        from experiments.tasks import suite
+
+        return list(LANGUAGE_TASKS) + suite.task_names()
     out = []
     card = getattr(model, "zoo_card", None) or {}
     task_name = str((card.get("task") or {}).get("name", "")) if isinstance(card.get("task"), dict) else ""

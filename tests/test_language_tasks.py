@@ -102,8 +102,14 @@ def test_arbitrary_labels_are_foo_bar(tok):
 
 
 def test_multi_token_label_is_a_prompt_error(tok):
+    """Labels are scored by their first token: two labels starting alike are refused; under the
+    single-token rule ("drop") a label of two tokens is refused."""
+    with pytest.raises(PromptError, match="same first token"):
+        L.make_prompts(tok, "sentiment", 2, 4, seed=0, label_set=("so good", "so bad"))
     with pytest.raises(PromptError, match="single tokens"):
-        L.make_prompts(tok, "sentiment", 2, 4, seed=0, label_set=("so good", "bad"))
+        L.make_prompts(tok, "sentiment", 2, 4, seed=0, label_set=("so good", "bad"), multi_token="drop")
+    b = L.make_prompts(tok, "sentiment", 2, 4, seed=0, label_set=("so good", "bad"))
+    assert [_dec(tok, [c]) for c in b.candidates[0]] == [" so", " bad"]
 
 
 def test_multi_token_answers_dropped_or_rejected():
@@ -117,9 +123,38 @@ def test_multi_token_answers_dropped_or_rejected():
         vocab_size=280, special_tokens=["<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     small = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
     with pytest.raises(PromptError, match="0 usable items"):
-        L.make_prompts(small, "capitals", 1, 2, seed=0)
+        L.make_prompts(small, "capitals", 1, 2, seed=0, multi_token="drop")
     with pytest.raises(PromptError, match="capitals answer ' Paris'|capitals answer"):
         L.make_prompts(small, "capitals", 1, 2, seed=0, multi_token="error")
+
+
+def test_first_token_rule_on_multi_token_answers(tok):
+    """fv:english-french under SmolLM2: most answers are several tokens. An item is kept exactly
+    when no other answer starts with the same token; demonstrations show the whole answer."""
+    from experiments.tasks import suite
+
+    ds = suite.get_dataset("fv:english-french")
+    owners: dict[int, set[str]] = {}
+    for _, y in ds.items:
+        owners.setdefault(tok.encode(" " + y, add_special_tokens=False)[0], set()).add(y)
+    expect = sum(1 for _, y in ds.items if len(owners[tok.encode(" " + y, add_special_tokens=False)[0]]) == 1)
+    table = L.answer_table(tok, ds)
+    assert table["kept_first"] == expect and 0 < expect < table["n_items"]
+    assert table["kept_first"] + table["ambiguous_first"] == table["n_items"]
+    assert table["multi_token"] > table["single_token"]  # the rule matters here
+    batch = L.make_prompts(tok, "fv:english-french", 3, 6, seed=1)
+    assert batch.meta["n_items"] == expect and batch.meta["dropped"] == table["n_items"] - expect
+    answers = {y for _, y in ds.items}
+    for b in range(batch.batch_size):
+        for i in range(3):
+            lab = int(batch.label[b, i])
+            end = lab
+            while _dec(tok, [batch.tokens[b, end + 1]]) != "\n":
+                end += 1
+            shown = _dec(tok, batch.tokens[b, lab:end + 1])
+            assert shown.startswith(" ") and shown[1:] in answers
+            assert tok.encode(shown, add_special_tokens=False)[0] == int(batch.tokens[b, lab])
+        assert int(batch.target[b]) in batch.meta["answer_tokens"]
 
 
 def test_same_seed_same_prompts_and_registry_form(tok):
@@ -149,7 +184,7 @@ def test_custom_template_positions(tok):
     (dict(dataset="sentiment", label_set="weird"), TaskError, "natural"),
     (dict(dataset="sentiment", template="Word: {x}\n"), TaskError, "{y}"),
     (dict(dataset="sentiment", template="{x}{y}"), TaskError, "between"),
-    (dict(dataset="sentiment", label_set=("good", "good")), PromptError, "same token"),
+    (dict(dataset="sentiment", label_set=("good", "good")), PromptError, "same first token"),
     (dict(dataset="en-fr", k=60), PromptError, "smaller k"),
 ])
 def test_bad_options_have_clear_errors(tok, kwargs, exc, words):

@@ -56,7 +56,9 @@ source = st.radio("Prompt", src_options, horizontal=True, key="ex_source")
 task, k, seed, text = "", 0, 0, ""
 if source == "Task":
     t1, t2, t3 = st.columns(3)
-    task = t1.selectbox("Task", tasks, key="ex_task")
+    task = ui.task_picker(t1, tasks, "ex_task", info["kind"] == "text")
+    if task is None:
+        st.stop()
     k = int(t2.number_input("k (demonstrations)", min_value=0, max_value=256, value=2, step=1, key="ex_k"))
     seed = int(t3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="ex_seed"))
 else:

@@ -119,7 +119,9 @@ if not tasks:
     st.error("No task with a label set fits this model; the circuit needs candidate labels.")
     st.stop()
 t1, t2, t3, t4 = st.columns(4)
-task = t1.selectbox("Task", tasks, key="circ_task")
+task = ui.task_picker(t1, tasks, "circ_task", getattr(model, "tokenizer", None) is not None)
+if task is None:
+    st.stop()
 k = int(t2.number_input("k", min_value=1, max_value=64, value=4, key="circ_k"))
 n_prompts = int(t3.number_input("Prompts per seed", min_value=4, max_value=512, value=32, key="circ_n"))
 n_seeds = int(t4.number_input("Seeds", min_value=1, max_value=10, value=3, key="circ_seeds"))

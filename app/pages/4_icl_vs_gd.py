@@ -167,7 +167,9 @@ if not tasks:
     st.error("No task fits this model.")
     st.stop()
 t1, t2, t3, t4 = st.columns(4)
-task = t1.selectbox("Task", al.circuit_tasks(model) or tasks, key="gd_task")
+task = ui.task_picker(t1, al.circuit_tasks(model) or tasks, "gd_task", getattr(model, "tokenizer", None) is not None)
+if task is None:
+    st.stop()
 ks = t2.multiselect("k", KS, default=[1, 2, 4], key="gd_ks_lm")
 n_prompts = int(t3.number_input("Prompts", min_value=2, max_value=256, value=8, key="gd_n"))
 n_seeds = int(t4.number_input("Seeds", min_value=1, max_value=5, value=1, key="gd_seeds_lm"))

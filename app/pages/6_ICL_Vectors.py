@@ -69,7 +69,9 @@ if not tasks:
     st.error(f"No task fits {model_name!r} (its vocabulary has {model.cfg.d_vocab} tokens). "
              "Pick icl-classify or a pretrained model.")
     st.stop()
-task = c2.selectbox("Task", tasks, key="vec_task")
+task = ui.task_picker(c2, tasks, "vec_task", getattr(model, "tokenizer", None) is not None)
+if task is None:
+    st.stop()
 k = int(c3.number_input("k (demos)", min_value=1, max_value=64, value=4, step=1, key="vec_k"))
 n_prompts = int(c4.number_input("Prompts", min_value=4, max_value=512, value=32, step=4, key="vec_n"))
 seed = int(c5.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="vec_seed"))

@@ -100,6 +100,8 @@ class AnalysisSpec:
                     kind = f"a list of {type(default[0]).__name__}"
                 raise ValueError(f"parameter {key!r} must be {kind} "
                                  f"(like its default {default!r}), got {type(val).__name__} {val!r}")
+            if key == "precision" and val not in PRECISIONS:
+                raise ValueError(f"parameter 'precision' must be one of {', '.join(PRECISIONS)}, got {val!r}")
             out[key] = val
         return out
 
@@ -197,12 +199,34 @@ def get_analysis(name: str) -> AnalysisSpec:
 
 
 # ------------------------------------------------------------------------------------ model cache
+PRECISIONS = ("float32", "bfloat16")
+"""``precision`` parameter of the analyses: float32 (default) or bfloat16 (about 3x faster on CPUs
+with AVX-512 BF16; trust it only where a pilot in both precisions agrees: ``bench/real_models.py``).
+Every stored row carries the precision that produced it."""
+
+
+def get_model(name: str, precision: str = "float32"):
+    """The model, loaded once per process (two most recent kept), in ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return _get_model(name, precision)
+
+
 @functools.lru_cache(maxsize=2)
-def get_model(name: str):
-    """The model, loaded once per process (two most recent kept)."""
+def _get_model(name: str, precision: str):
+    import torch
+
     from experiments.models import load_model
 
-    return load_model(name)
+    model = load_model(name)
+    if precision != "float32":
+        model.to(getattr(torch, precision))
+    return model
+
+
+def _with_precision(result: AnalysisResult, precision: str) -> AnalysisResult:
+    result.table["precision"] = precision
+    return result
 
 
 def is_token_model(name: str) -> bool:
@@ -231,7 +255,8 @@ def task_prompt_len(model: str, task: str, k: int) -> int | None:
     from experiments import tasks
 
     base = split_task(task)[0]
-    if base not in getattr(tasks, "TOKEN_TASKS", ()) and (base != "language" or _cached_tokenizer(model) is None):
+    if base not in getattr(tasks, "TOKEN_TASKS", ()) and (
+            not tasks.is_text_task(task) or _cached_tokenizer(model) is None):
         return None  # vector tasks have no tokens; never load a whole model to validate a config
     batch = make_task_batch(model, task, k, seed=0, n_prompts=16)
     if batch is None:
@@ -241,44 +266,32 @@ def task_prompt_len(model: str, task: str, k: int) -> int | None:
 
 def split_task(task: str) -> tuple[str, str]:
     """``"language:sentiment"`` -> ("language", "sentiment"); ``"classify"`` -> ("classify", "")."""
-    base, _, option = task.partition(":")
-    return base, option
+    from experiments import tasks
+
+    return tasks.split(task)
 
 
 def task_problem(task: str) -> str | None:
-    """None when ``task`` names a registered task (``NAME`` or ``language:DATASET``), else why not."""
+    """None when ``task`` names a registered task (``NAME``, ``language:DATASET``, ``fv:NAME``,
+    ``file:PATH``), else why not."""
     from experiments import tasks
 
-    base, option = split_task(task)
-    allowed = ", ".join(tasks.names()) + " (language as language:DATASET)"
-    if base not in tasks.names():
-        return f"unknown task {task!r}; allowed: {allowed}"
-    if base == "language":
-        from experiments.tasks import language
-
-        if option not in language.DATASETS:
-            return (f"the language task needs a dataset: language:DATASET with DATASET one of "
-                    f"{', '.join(sorted(language.DATASETS))}")
-    elif option:
-        return f"task {base!r} takes no ':{option}' option; allowed: {allowed}"
-    return None
+    return tasks.task_problem(task)
 
 
 def make_task_batch(model: str, task: str, k: int, seed: int, n_prompts: int, **options: Any):
-    """A PromptBatch of ``task`` at ``k`` for ``model`` (None for vector tasks such as linreg)."""
+    """A PromptBatch of ``task`` at ``k`` for ``model`` (None for vector tasks such as linreg),
+    through ``experiments.tasks.task_batch``."""
     from experiments import tasks
 
-    base, option = split_task(task)
-    if base == "linreg":
+    if split_task(task)[0] == "linreg":
         return None
-    if base == "language":
+    tok = None
+    if tasks.is_text_task(task):
         tok = tokenizer_of(model)
         if tok is None:
             return None
-        batch = tasks.get_task("language").make_prompts(tok, option or "sentiment", k=k,
-                                                        n_prompts=n_prompts, seed=seed, **options)
-    else:
-        batch = tasks.make_prompts(base, k, n_prompts, seed, **options)
+    batch = tasks.task_batch(task, k, n_prompts, seed, tokenizer=tok, **options)
     batch.meta.setdefault("model", model)
     return batch
 
@@ -288,7 +301,9 @@ def _cached_tokenizer(model: str):
     """The tokenizer from a local folder (no model weights loaded), or None."""
     from pathlib import Path
 
-    if model == "smollm2-135m":
+    from experiments.models import PRETRAINED_ALIASES
+
+    if model in PRETRAINED_ALIASES:
         try:
             from experiments import pretrained
 
@@ -315,7 +330,7 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
     from experiments.scan import head_scan, scan_stats
     from probes.heads import attention_patterns
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     kwargs: dict[str, Any] = {"seed": seed}
     if params.get("seg_len"):
         kwargs["seg_len"] = params["seg_len"]
@@ -335,13 +350,50 @@ def _head_scan(model_name: str, task: str, k: int, seed: int, params: dict[str, 
             tensors[f"null_per_prompt/{score_name}"] = hs.null.per_prompt.float().contiguous()
         if example is None and getattr(hs, "tokens", None) is not None and hs.tokens.ndim == 2:
             example = hs.tokens[:1]
+    per_prompt: list[dict[str, Any]] = []
+    if params["induction_prompts"] and "induction" in scan:
+        per_prompt = _induction_per_prompt(model, scan["induction"], params["induction_prompts"], seed,
+                                      int(scan["induction"].info.get("seg_len", 20)))
     if example is not None and params.get("save_attention", True):
         with torch.no_grad():
             pat = attention_patterns(model, example)  # [L, 1, H, q, k]
         tensors["attention/example0"] = pat[:, 0].float().contiguous()
         tensors["attention/example0_tokens"] = example[0].contiguous()
     table = scan_stats(scan).assign(prompt=-1)  # per-head interval, null, p, q, verdict
-    return AnalysisResult(table, tensors)
+    if per_prompt:
+        table = pd.concat([table, pd.DataFrame(per_prompt)], ignore_index=True)
+    return _with_precision(AnalysisResult(table, tensors), params["precision"])
+
+
+def _induction_per_prompt(model: Any, scores: Any, n: int, seed: int, seg_len: int,
+                          top: int = 5) -> list[dict[str, Any]]:
+    """Per-prompt induction scores of the ``top`` heads of the scan, on fresh repeated random
+    sequences (metric ``induction:prompt``) and on a null where the second half is a new random
+    segment, so the induction target carries no signal (``induction_null:prompt``). One row per
+    (prompt, head): what ``probes.stats.unpaired`` needs for an interval and a test."""
+    import torch
+
+    from probes.heads import repeated_random_tokens
+
+    vocab = int(model.cfg.d_vocab)
+    toks = repeated_random_tokens(n, seg_len, vocab, seed=seed + 7001)
+    null = toks.clone()
+    null[:, seg_len:] = torch.randint(0, vocab, (n, seg_len), generator=torch.Generator().manual_seed(seed + 7002))
+    T = toks.shape[1]
+    mask = torch.zeros(T, T)
+    q = torch.arange(seg_len, 2 * seg_len)
+    mask[q, q - seg_len + 1] = 1.0
+    heads = [(l, h) for l, h, _ in scores.top(top)]
+    rows: list[dict[str, Any]] = []
+    for metric, t in (("induction:prompt", toks), ("induction_null:prompt", null)):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(t, names_filter=lambda name: name.endswith("hook_pattern"))
+        for l, h in heads:
+            pat = cache[f"blocks.{l}.attn.hook_pattern"][:, h].float()  # [b, q, k]
+            per = (pat * mask).sum((-1, -2)) / len(q)
+            rows += [{"metric": metric, "layer": l, "head": h, "prompt": b, "value": float(per[b])}
+                     for b in range(n)]
+    return rows
 
 
 def _check_head_scan(model: str, task: str, k: int, params: dict[str, Any]) -> str | None:
@@ -360,7 +412,8 @@ def _check_head_scan(model: str, task: str, k: int, params: dict[str, Any]) -> s
 
 register(AnalysisSpec(
     name="head_scan", fn=_head_scan,
-    params={"seg_len": 0, "n_prompts": 0, "save_attention": True},
+    params={"seg_len": 0, "n_prompts": 0, "save_attention": True, "induction_prompts": 32,
+            "precision": "float32"},
     uses_task=False, uses_k=False,
     description="layer x head scores (previous-token, induction, ...) from experiments.scan.head_scan, each "
                 "with its interval over prompts and its test against a null (experiments.scan.scan_stats)",
@@ -376,8 +429,11 @@ def _token_task_only(model: str, task: str) -> str | None:
         return "it reads vectors, not tokens; use a token model"
     if split_task(task)[0] == "linreg":
         return "linreg prompts are vectors; use a token task (classify, icll, induction, language:...)"
-    if split_task(task)[0] == "language" and model in _zoo_names():
-        return "zoo models have their own synthetic vocabularies; use the language task with a pretrained model"
+    from experiments import tasks
+
+    if tasks.is_text_task(task) and model in _zoo_names():
+        return ("zoo models have their own synthetic vocabularies; text tasks (language:, fv:, "
+                "file:) need a pretrained model")
     return None
 
 
@@ -432,7 +488,7 @@ register(AnalysisSpec(
 def _circuit(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
     from circuits.icl_circuit import run_circuit
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     batch = make_task_batch(model_name, task, k, seed, params["n_prompts"])
     kwargs: dict[str, Any] = {"seed": seed, "window": tuple(params["window"])}
     if params["layers"]:
@@ -441,7 +497,9 @@ def _circuit(model_name: str, task: str, k: int, seed: int, params: dict[str, An
         kwargs["steps"] = tuple(params["steps"])
     df = run_circuit(model, batch, **kwargs)
     df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
-    return AnalysisResult(df.reset_index(drop=True), head_tables(df, model.cfg.n_layers, model.cfg.n_heads))
+    return _with_precision(AnalysisResult(df.reset_index(drop=True),
+                                          head_tables(df, model.cfg.n_layers, model.cfg.n_heads)),
+                           params["precision"])
 
 
 def head_tables(df: pd.DataFrame, n_layers: int, n_heads: int) -> dict[str, Any]:
@@ -502,7 +560,7 @@ def _check_circuit(model: str, task: str, k: int, params: dict[str, Any]) -> str
 
 register(AnalysisSpec(
     name="circuit", fn=_circuit,
-    params={"n_prompts": 32, "window": [0.0, 0.25], "layers": [], "steps": []},
+    params={"n_prompts": 32, "window": [0.0, 0.25], "layers": [], "steps": [], "precision": "float32"},
     uses_task=True, uses_k=True,
     description="summarize-merge-retrieve circuit with ablations and random controls (circuits.icl_circuit)",
     requires=("circuits.icl_circuit",),
@@ -515,7 +573,7 @@ register(AnalysisSpec(
 def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
     from experiments import icl_vs_gd as ivg
 
-    model = get_model(model_name)
+    model = get_model(model_name, params["precision"])
     if not is_token_model(model_name):
         wide = ivg.compare_linreg(model, ks=[k], n_tasks=params["n_tasks"], seed=seed,
                                   gd_steps=params["gd_steps"], name=model_name)
@@ -536,13 +594,27 @@ def _icl_vs_gd(model_name: str, task: str, k: int, seed: int, params: dict[str, 
     else:
         from experiments.gd import GDConfig
 
+        from dataclasses import replace
+
+        from experiments.gd import best_finetune_lr
+
         batch = make_task_batch(model_name, task, k, seed, params["n_prompts"])
-        gd = GDConfig(subset=params["subset"], lr=params["lr"], epochs=params["epochs"])
+        gd = GDConfig(subset=params["subset"], lr=params["lr"], epochs=params["epochs"],
+                      optimizer=params["optimizer"])
+        search: dict[float, float] = {}
+        if params["lr_grid"]:  # searched on held-out prompts (another seed), never the compared ones
+            held = make_task_batch(model_name, task, k, seed + 10_000, params["lr_search_prompts"])
+            best, search = best_finetune_lr(model, held, [float(x) for x in params["lr_grid"]], gd)
+            gd = replace(gd, lr=best)
         df = _call(ivg.compare_icl_gd, model=model, prompts=batch, ks=[k], seeds=[seed], gd=gd,
                    n_prompts=params["n_prompts"], n_perms=params["order_perms"],
                    n_order_prompts=params["order_prompts"], model_name=model_name, task_name=task)
+        if search:
+            extra = [{"metric": "lr_search_query_ce", "value": ce, "layer": -1, "lr_candidate": lr}
+                     for lr, ce in search.items()]
+            df = pd.concat([df, pd.DataFrame(extra)], ignore_index=True)
     df = df.drop(columns=[c for c in ("model", "task", "k", "seed") if c in df.columns])
-    return AnalysisResult(df.reset_index(drop=True))
+    return _with_precision(AnalysisResult(df.reset_index(drop=True)), params["precision"])
 
 
 def _ivg_applies(model: str, task: str) -> str | None:
@@ -571,7 +643,8 @@ def _check_icl_vs_gd(model: str, task: str, k: int, params: dict[str, Any]) -> s
 register(AnalysisSpec(
     name="icl_vs_gd", fn=_icl_vs_gd,
     params={"n_prompts": 16, "n_tasks": 256, "gd_steps": 1, "subset": "attn_kv", "lr": 1e-2,
-            "epochs": 5, "order_perms": 4, "order_prompts": 4},
+            "epochs": 5, "order_perms": 4, "order_prompts": 4, "optimizer": "sgd", "lr_grid": [],
+            "lr_search_prompts": 4, "precision": "float32"},
     uses_task=True, uses_k=True,
     description="ICL against gradient descent on the same demonstrations (experiments.icl_vs_gd); "
                 "per-prompt (per-task) rows for experiments.icl_vs_gd.icl_vs_gd_stats",
@@ -579,4 +652,65 @@ register(AnalysisSpec(
     applies=_ivg_applies,
     version=2,
     check_params=_check_icl_vs_gd,
+))
+
+
+# ------------------------------------------------------------------------------------ vectors
+def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, Any]) -> AnalysisResult:
+    """Task / function / in-context vectors (``experiments.vectors_study.run_study``): the long
+    accuracy table (metric ``accuracy``: every method x condition x layer/lambda x split), the
+    summary at the layer/lambda chosen on dev (metric ``summary``, one row per method and
+    condition, on the eval prompts) and the function-vector head AIE (metric ``aie``)."""
+    from experiments import vectors_study as vs
+
+    model = get_model(model_name, params["precision"])
+    kwargs: dict[str, Any] = {"methods": tuple(params["methods"]), "n_heads": params["n_heads"],
+                              "n_aie_prompts": params["n_aie_prompts"]}
+    if params["layers"]:
+        kwargs["layers"] = list(params["layers"])
+    if params["n_dev"]:
+        kwargs["n_dev"] = params["n_dev"]
+    if params["n_exact"]:
+        kwargs["n_exact"] = params["n_exact"]
+    out = vs.run_study(model, model_name, task, k=k, n_prompts=params["n_prompts"], seed=seed, **kwargs)
+    drop = ("model", "task", "k", "seed")
+    parts = []
+    if "accuracy" in out:
+        acc = out["accuracy"].rename(columns={"accuracy": "value"})
+        acc["metric"] = "accuracy"
+        parts.append(acc)
+    if "summary" in out:
+        summ = out["summary"]
+        for cond in vs.CONDITIONS:
+            if cond in summ.columns:
+                part = summ[["method", "layer", "lam", "n_prompts", cond]].rename(columns={cond: "value"})
+                part["condition"], part["metric"], part["split"] = cond, "summary", "eval"
+                parts.append(part)
+    if "per_prompt" in out:  # 0/1 outcome per prompt: vectors_study.vectors_stats pairs them
+        pp = out["per_prompt"].copy()
+        pp["metric"] = "correct"
+        parts.append(pp)
+    if "aie" in out:
+        aie = out["aie"].rename(columns={"aie": "value"})
+        aie["metric"] = "aie"
+        parts.append(aie)
+    df = pd.concat(parts, ignore_index=True)
+    df = df.drop(columns=[c for c in drop if c in df.columns])
+    for col in ("layer", "lam"):
+        if col in df.columns:
+            df[col] = df[col].astype(float)
+    return _with_precision(AnalysisResult(df.reset_index(drop=True)), params["precision"])
+
+
+register(AnalysisSpec(
+    name="vectors", fn=_vectors,
+    params={"n_prompts": 32, "n_dev": 0, "methods": ["task_vector", "function_vector"],
+            "n_heads": 10, "n_aie_prompts": 16, "n_exact": 0, "layers": [], "precision": "float32"},
+    uses_task=True, uses_k=True,
+    description="task / function / in-context vectors against zero-shot, ICL and a random vector "
+                "(experiments.vectors_study)",
+    requires=("experiments.vectors_study",),
+    applies=lambda m, t: _token_task_only(m, t) or (
+        None if split_task(t)[0] in ("classify", "language", "fv", "file")
+        else "the vectors study runs on classify and text tasks (language:, fv:, file:)"),
 ))

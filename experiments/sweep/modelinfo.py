@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 SMOLLM2_N_CTX = 8192
+PRETRAINED_N_CTX = {"smollm2-135m": SMOLLM2_N_CTX, "gemma3-270m": 32768}
 
 
 def _zoo():
@@ -53,7 +54,8 @@ def check_model_name(name: str) -> None:
                      f"a local Hugging Face checkpoint directory, or a hub name 'org/name'")
 
 
-def _config_int(name: str, zoo_keys: tuple[str, ...], hf_keys: tuple[str, ...], smollm2: int) -> int | None:
+def _config_int(name: str, zoo_keys: tuple[str, ...], hf_keys: tuple[str, ...],
+                pretrained: dict[str, int]) -> int | None:
     """The first of ``zoo_keys`` in a zoo card's config, or of ``hf_keys`` in a checkpoint folder's
     config.json, without loading the model (None when unknown)."""
     zoo = _zoo()
@@ -63,8 +65,8 @@ def _config_int(name: str, zoo_keys: tuple[str, ...], hf_keys: tuple[str, ...], 
         except FileNotFoundError:
             return None
         keys = zoo_keys
-    elif name == "smollm2-135m":
-        return smollm2
+    elif name in pretrained:
+        return pretrained[name]
     else:
         p = Path(name).expanduser() / "config.json"
         try:
@@ -81,16 +83,16 @@ def _config_int(name: str, zoo_keys: tuple[str, ...], hf_keys: tuple[str, ...], 
 @functools.lru_cache(maxsize=None)
 def n_ctx(name: str) -> int | None:
     return _config_int(name, ("n_ctx", "max_points", "n_positions"),
-                       ("n_ctx", "max_position_embeddings", "n_positions"), SMOLLM2_N_CTX)
+                       ("n_ctx", "max_position_embeddings", "n_positions"), PRETRAINED_N_CTX)
 
 
-SMOLLM2_N_LAYERS = 30
+PRETRAINED_N_LAYERS = {"smollm2-135m": 30, "gemma3-270m": 18}
 
 
 @functools.lru_cache(maxsize=None)
 def n_layers(name: str) -> int | None:
     """Number of layers of ``name`` read from its card or config.json (None when unknown)."""
-    return _config_int(name, ("n_layers",), ("num_hidden_layers", "n_layer", "n_layers"), SMOLLM2_N_LAYERS)
+    return _config_int(name, ("n_layers",), ("num_hidden_layers", "n_layer", "n_layers"), PRETRAINED_N_LAYERS)
 
 
 def task_names() -> list[str]:
@@ -169,7 +171,7 @@ def weight_files(name: str) -> list[Path]:
     zoo = _zoo()
     if name in zoo.ZOO_MODULES:
         return [zoo.checkpoint_path(name) / "model.safetensors"]
-    if name == "smollm2-135m":  # the weights load_model would load: hub snapshot or GGUF
+    if name in PRETRAINED_N_CTX:  # the weights load_model would load: hub snapshot or GGUF
         from experiments import pretrained
 
         try:

@@ -34,7 +34,15 @@ Tasks
 - ``classify``: few-shot classification with an arbitrary class-to-label mapping per prompt
   (Chan et al. 2022; Reddy 2023), with flipped-label and no-demonstration variants;
 - ``linreg``: in-context linear regression (Garg et al. 2022; von Oswald et al. 2023);
-- ``language``: natural-language tasks for pretrained models.
+- ``language``: natural-language tasks for pretrained models (``language:DATASET``);
+- ``fv:NAME``: the standard suite, the 39 datasets of Todd et al. (2024) (``experiments.tasks.suite``;
+  same prompt machinery and role tags as ``language``);
+- ``file:PATH``: your own task, a JSONL or CSV file (``experiments.tasks.taskfile``).
+
+``catalog()`` lists every concrete task name (``induction``, ``language:sentiment``,
+``fv:antonym``, ...); ``task_batch(task, k, n_prompts, seed, tokenizer=...)`` is the one function
+that turns any of them into a PromptBatch (the sweep, the app, the ICL-vector study and the
+notebooks all call it).
 """
 
 from __future__ import annotations
@@ -95,15 +103,107 @@ def get_task(name: str) -> ModuleType:
     return importlib.import_module(TASKS[name])
 
 
+TEXT_FAMILIES: tuple[str, ...] = ("language", "fv", "file")
+"""Task families whose prompts are text, built with the model's tokenizer (``FAMILY:NAME``)."""
+
+
+def split(task: str) -> tuple[str, str]:
+    """``"language:sentiment"`` -> ("language", "sentiment"); ``"classify"`` -> ("classify", "")."""
+    base, _, option = task.partition(":")
+    return base, option
+
+
+def is_text_task(task: str) -> bool:
+    """True for tasks whose prompts need a tokenizer (language, fv and file tasks)."""
+    return split(task)[0] in TEXT_FAMILIES
+
+
+def catalog(include_language: bool = True) -> list[str]:
+    """Every concrete task name: the token tasks, ``linreg``, ``language:DATASET`` and ``fv:NAME``
+    (task files are named by their path, ``file:PATH``)."""
+    from experiments.tasks import suite
+
+    out = list(TOKEN_TASKS) + ["linreg"]
+    if include_language:
+        from experiments.tasks import language
+
+        out += [f"language:{d}" for d in language.DATASETS]
+    return out + suite.task_names()
+
+
+def task_problem(task: str) -> str | None:
+    """None when ``task`` names a task (without building prompts), else what is wrong with it."""
+    base, option = split(task)
+    allowed = (", ".join(names()) + " (language:DATASET, fv:NAME for the standard suite, "
+               "file:PATH for your own JSONL/CSV file)")
+    if base == "fv":
+        from experiments.tasks import suite
+
+        if option not in suite.names():
+            return f"unknown suite task {task!r}; fv:NAME with NAME one of {', '.join(suite.names())}"
+        return None
+    if base == "file":
+        from experiments.tasks import taskfile
+
+        try:
+            taskfile.load(option)
+        except TaskError as err:
+            return str(err)
+        return None
+    if base not in TASKS:
+        return f"unknown task {task!r}; allowed: {allowed}"
+    if base == "language":
+        from experiments.tasks import language
+
+        if option not in language.DATASETS:
+            return (f"the language task needs a dataset: language:DATASET with DATASET one of "
+                    f"{', '.join(sorted(language.DATASETS))}")
+    elif option:
+        return f"task {base!r} takes no ':{option}' option; allowed: {allowed}"
+    return None
+
+
+def task_batch(task: str, k: int, n_prompts: int, seed: int = 0, tokenizer: Any = None,
+               **options: Any):
+    """The one path from a task name to prompts: a PromptBatch of ``task`` with ``k``
+    demonstrations, ``n_prompts`` rows, deterministic in ``seed``.
+
+    ``task``: a token task (``induction``, ``icll``, ``classify``: ``options`` go to its
+    ``make_prompts``), ``language:DATASET``, ``fv:NAME`` or ``file:PATH`` (text tasks: need the
+    model's ``tokenizer``; ``options`` are ``language.make_prompts``'s: label_set, template,
+    multi_token, ...), or ``linreg`` (its own LinRegBatch). ``batch.meta["task_name"]`` is
+    ``task``.
+    """
+    why = task_problem(task)
+    if why:
+        raise TaskError(why)
+    base, option = split(task)
+    if base in TEXT_FAMILIES:
+        if tokenizer is None:
+            raise TaskError(f"task {task!r} is text: it needs the model's tokenizer (a pretrained "
+                            f"model such as smollm2-135m or gemma3-270m)")
+        dataset = option if base == "language" else task
+        batch = get_task("language").make_prompts(tokenizer, dataset=dataset, k=k,
+                                                  n_prompts=n_prompts, seed=seed, **options)
+    else:
+        batch = get_task(base).make_prompts(k, n_prompts, seed, **options)
+    meta = getattr(batch, "meta", None)
+    if isinstance(meta, dict):
+        meta["task_name"] = task
+    return batch
+
+
 def make_prompts(name: str, k: int, n_prompts: int, seed: int, *args: Any, **options: Any):
     """Build prompts of task ``name``: ``get_task(name).make_prompts(k, n_prompts, seed, ...)``.
 
-    The language task needs a tokenizer first: call
-    ``get_task("language").make_prompts(tokenizer, k, n_prompts, seed, ...)`` directly.
+    Text tasks (``language:DATASET``, ``fv:NAME``, ``file:PATH``) need the model's tokenizer:
+    pass ``tokenizer=`` (this then calls ``task_batch``).
     """
-    if name == "language":
-        raise TaskError(
-            "the language task needs the model's tokenizer: call "
-            "get_task('language').make_prompts(tokenizer, k, n_prompts, seed, ...)"
-        )
+    if is_text_task(name) or "tokenizer" in options:
+        if args:
+            raise TaskError("pass the options of a text task by keyword (tokenizer=..., label_set=...)")
+        if name == "language":
+            raise TaskError("the language task needs a dataset: language:DATASET, e.g. "
+                            "language:sentiment (and tokenizer=the model's tokenizer)")
+        return task_batch(name, k, n_prompts, seed, **options)
     return get_task(name).make_prompts(k, n_prompts, seed, *args, **options)

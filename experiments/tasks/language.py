@@ -9,9 +9,24 @@ Datasets (``DATASETS``; ``datasets`` lists their names):
 - ``uppercase``: lowercase word -> the same word in capitals (57 words);
 - ``en-fr``: English word -> French word (41 pairs, none spelled the same in both languages).
 
-The open-vocabulary answers were chosen so that each is one token (with its leading space) under
-SmolLM2's tokenizer; under another tokenizer, items whose answer is several tokens are dropped
-(``multi_token="drop"``, the count is in ``batch.meta["dropped"]``) or raise (``"error"``).
+plus every task of the standard suite (``fv:NAME``: the 39 datasets of Todd et al. 2024, see
+``experiments.tasks.suite``) and your own task files (``file:PATH``: JSONL or CSV, see
+``experiments.tasks.taskfile``); ``make_prompts`` also takes a ``Dataset`` object.
+
+**Multi-token answers: the first-token rule** (``multi_token="first"``, the default). An answer
+is scored by its *first* token (with its leading space): the read-out's target is that token and
+accuracy is top-1 (open vocabulary) or the argmax among the candidates. In demonstrations the
+whole answer is written out (the label role ``y_i`` is its first token; the rest follows as plain
+text), so prompts read naturally. An item is kept unless another answer of the dataset with a
+different text starts with the same token (first-token accuracy could not tell them apart); the
+count of such items is ``batch.meta["dropped"]`` and ``suite.item_report`` reports it per task and
+tokenizer. ``multi_token="drop"`` keeps only single-token answers (the earlier rule),
+``"error"`` raises on the first multi-token answer. Labels of a classification label set must
+have distinct first tokens (and be single tokens under ``"drop"``/``"error"``).
+If most answers of an open dataset would begin with a bare-space token (numbers under
+Llama-style tokenizers: ``" 5"`` is ``" " "5"``), the space moves into the label prefix (it ends
+with ``": "`` and the answer is written without a leading space). The built-in open datasets
+were written so that each answer is one token under SmolLM2.
 
 Prompt layout (template ``"Word: {x}\\nLabel: {y}\\n"``, the default of the sentiment datasets;
 the open-vocabulary datasets default to ``"{x}: {y}\\n"``, see ``OPEN_TEMPLATE``)::
@@ -203,9 +218,21 @@ def names() -> list[str]:
     return list(DATASETS)
 
 
-def get_dataset(name: str) -> Dataset:
+def get_dataset(name: "str | Dataset") -> Dataset:
+    """A built-in dataset, a suite task (``fv:NAME``), a task file (``file:PATH``) or a Dataset."""
+    if isinstance(name, Dataset):
+        return name
+    if name.startswith("fv:"):
+        from experiments.tasks import suite
+
+        return suite.get_dataset(name)
+    if name.startswith("file:"):
+        from experiments.tasks import taskfile
+
+        return taskfile.load(name[len("file:"):])
     if name not in DATASETS:
-        raise TaskError(f"unknown language dataset {name!r}; use one of {', '.join(DATASETS)}")
+        raise TaskError(f"unknown language dataset {name!r}; use one of {', '.join(DATASETS)}, "
+                        f"fv:NAME (the standard suite) or file:PATH (your own JSONL/CSV file)")
     return DATASETS[name]
 
 
@@ -251,16 +278,80 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 # ---------------------------------------------------------------------- prompts
+MultiToken = Literal["first", "drop", "error"]
+
+
+def _answer_ids(tokenizer: Any, y_space: str, pairs: Sequence[tuple[str, str]],
+                multi_token: MultiToken, what: str) -> tuple[list[list[int] | None], dict[str, int]]:
+    """The token ids of each answer under the multi-token rule (None where the item is dropped),
+    and counts: ``single`` (one-token answers), ``ambiguous`` (dropped by the first-token rule),
+    ``multi`` (answers of several tokens)."""
+    enc = {y: _encode(tokenizer, y_space + y) for y in {y for _, y in pairs}}
+    first_owner: dict[int, set[str]] = {}
+    for y, ids in enc.items():
+        if ids:
+            first_owner.setdefault(ids[0], set()).add(y)
+    out: list[list[int] | None] = []
+    counts = {"single": 0, "ambiguous": 0, "multi": 0}
+    for x, y in pairs:
+        ids = enc[y]
+        if len(ids) == 1:
+            counts["single"] += 1
+        elif ids:
+            counts["multi"] += 1
+        if len(ids) != 1 and multi_token == "error":
+            single_token_id(tokenizer, y_space + y, what=f"{what} answer")  # raises with the pieces
+        if not ids or (multi_token == "drop" and len(ids) != 1):
+            out.append(None)
+        elif multi_token == "first" and len(first_owner[ids[0]]) > 1:
+            counts["ambiguous"] += 1
+            out.append(None)
+        else:
+            out.append(ids)
+    return out, counts
+
+
+def _space_rule(tokenizer: Any, tpl: Template, answers: Sequence[str]) -> Template:
+    """The template with the space before ``{y}`` moved into the label prefix when most answers
+    would start with a bare-space token (numbers under Llama-style tokenizers: ``" 5"`` is
+    ``" " "5"``); otherwise every such answer would share that first token and be dropped."""
+    if tpl.y_space != " " or not answers:
+        return tpl
+    sample = sorted(set(answers))[:200]
+    bare = sum(1 for y in sample if (ids := _encode(tokenizer, " " + y))
+               and not tokenizer.decode([ids[0]]).strip())
+    if bare * 2 <= len(sample):
+        return tpl
+    return Template(tpl.prefix, tpl.x_space, tpl.middle + " ", "", tpl.suffix)
+
+
+def answer_table(tokenizer: Any, dataset: "str | Dataset", template: str | None = None) -> dict[str, int]:
+    """How many items of ``dataset`` each multi-token rule keeps under ``tokenizer``:
+    ``n_items``, ``single_token`` (answers of one token: what ``"drop"`` keeps), ``multi_token``,
+    ``kept_first`` (what the default first-token rule keeps), ``ambiguous_first`` (dropped by it)."""
+    ds = get_dataset(dataset)
+    tpl = Template.parse(ds.template if template is None else template)
+    if ds.is_classification:
+        assert ds.classes is not None
+        pairs = [(x, ds.classes[c]) for x, c in ds.items]
+    else:
+        pairs = [(x, str(y)) for x, y in ds.items]
+        tpl = _space_rule(tokenizer, tpl, [y for _, y in pairs])
+    ids, counts = _answer_ids(tokenizer, tpl.y_space, pairs, "first", ds.name)
+    return {"n_items": len(pairs), "single_token": counts["single"], "multi_token": counts["multi"],
+            "kept_first": sum(i is not None for i in ids), "ambiguous_first": counts["ambiguous"]}
+
+
 def make_prompts(
     tokenizer: Any,
-    dataset: str | int = "sentiment",
+    dataset: "str | int | Dataset" = "sentiment",
     k: int | None = None,
     n_prompts: int | None = None,
     seed: int = 0,
     label_set: str | Sequence[str] = "natural",
     template: str | None = None,
     bos: bool | None = None,
-    multi_token: Literal["drop", "error"] = "drop",
+    multi_token: MultiToken = "first",
     task: str | None = None,
 ) -> PromptBatch:
     """``n_prompts`` prompts of ``dataset`` with ``k`` demonstrations each (see the module doc).
@@ -268,8 +359,9 @@ def make_prompts(
     ``template``: default the dataset's own (``DATASETS[name].template``). ``label_set``:
     "natural", "flipped", "arbitrary" or a tuple of label words, one per class
     (classification datasets only). ``bos``: start with the tokenizer's BOS token (default: if it
-    has one). ``multi_token``: what to do with open-vocabulary items whose answer is not a single
-    token ("drop" them or raise "error"); a label set's labels must always be single tokens.
+    has one). ``multi_token``: the rule for answers of several tokens (module doc): "first"
+    (default: score the first token, drop items whose first token another answer shares), "drop"
+    (keep single-token answers only) or "error".
 
     Also accepts the task registry's calling form ``make_prompts(tokenizer, k, n_prompts, seed,
     dataset=... or task=...)``: an integer second argument is read as ``k``.
@@ -284,37 +376,47 @@ def make_prompts(
     if k < 0:
         raise TaskError(f"k (number of demonstrations) must be >= 0, got {k}")
     check_n_prompts(n_prompts, 32 * (k + 1), "language")
-    ds = get_dataset(str(dataset))
+    if multi_token not in ("first", "drop", "error"):
+        raise TaskError(f"multi_token must be 'first', 'drop' or 'error', got {multi_token!r}")
+    ds = get_dataset(dataset if isinstance(dataset, Dataset) else str(dataset))
     template = ds.template if template is None else template
     tpl = Template.parse(template)
     label_words = _label_words(ds, label_set)
+    if label_words is None and multi_token == "first":
+        tpl = _space_rule(tokenizer, tpl, [str(y) for _, y in ds.items])
 
     # Tokenize every piece once.
     prefix, middle, suffix = (_encode(tokenizer, s) for s in (tpl.prefix, tpl.middle, tpl.suffix))
     if not middle:
         raise TaskError(f"the label prefix {tpl.middle!r} encodes to no tokens")
     if label_words is not None:
-        label_ids = [single_token_id(tokenizer, tpl.y_space + w, what=f"label of class {c}")
-                     for c, w in enumerate(label_words)]
+        if multi_token == "first":
+            label_seqs = [_encode(tokenizer, tpl.y_space + w) for w in label_words]
+            if any(not ids for ids in label_seqs):
+                raise PromptError(f"label set {label_words} has a label that encodes to no tokens")
+            label_ids = [ids[0] for ids in label_seqs]
+        else:
+            label_ids = [single_token_id(tokenizer, tpl.y_space + w, what=f"label of class {c}")
+                         for c, w in enumerate(label_words)]
+            label_seqs = [[i] for i in label_ids]
         if len(set(label_ids)) != len(label_ids):
-            raise PromptError(f"label set {label_words} maps two classes to the same token")
-        items = [(_encode(tokenizer, tpl.x_space + x), label_ids[c], c) for x, c in ds.items]
+            raise PromptError(
+                f"label set {label_words} maps two classes to the same first token "
+                f"{[tokenizer.decode([i]) for i in label_ids]}; labels must start with distinct "
+                f"tokens: pick other label words")
+        items = [(_encode(tokenizer, tpl.x_space + x), label_seqs[c], c) for x, c in ds.items]
         dropped = 0
     else:
-        items, dropped = [], 0
-        for x, y in ds.items:
-            try:
-                y_id = single_token_id(tokenizer, tpl.y_space + y, what=f"{ds.name} answer")
-            except PromptError:
-                if multi_token == "error":
-                    raise
-                dropped += 1
-                continue
-            items.append((_encode(tokenizer, tpl.x_space + x), y_id, -1))
+        pairs = [(x, str(y)) for x, y in ds.items]
+        answer_ids, _ = _answer_ids(tokenizer, tpl.y_space, pairs, multi_token, ds.name)
+        items = [(_encode(tokenizer, tpl.x_space + x), ids, -1)
+                 for (x, _), ids in zip(pairs, answer_ids) if ids is not None]
+        dropped = len(pairs) - len(items)
     if len(items) < k + 1:
         raise PromptError(
             f"dataset {ds.name!r} has {len(items)} usable items under this tokenizer "
-            f"({dropped} answers are not single tokens) but k={k} needs {k + 1}; use a smaller k"
+            f"({dropped} dropped by the multi_token={multi_token!r} rule) but k={k} needs {k + 1}; "
+            f"use a smaller k or another multi_token rule"
         )
     bos_id = getattr(tokenizer, "bos_token_id", None)
     use_bos = (bos_id is not None) if bos is None else bos
@@ -339,15 +441,16 @@ def make_prompts(
         if use_bos:
             pb.add([bos_id])
         for i in demos:
-            x_ids, y_id, c = items[i]
-            pb.add(prefix).demo(x_ids, middle, y_id, cls=c).add(suffix)
-        x_ids, y_id, c = items[q]
+            x_ids, y_ids, c = items[i]
+            pb.add(prefix).demo(x_ids, middle, y_ids[0], cls=c).add(y_ids[1:]).add(suffix)
+        x_ids, y_ids, c = items[q]
         pb.add(prefix).query(x_ids, middle)
-        rows.append(pb.build(target=y_id, candidates=candidates, query_class=c, pad_id=pad_id))
+        rows.append(pb.build(target=y_ids[0], candidates=candidates, query_class=c, pad_id=pad_id))
     batch = PromptBatch.concat(rows)
     batch.meta = {
         "task": "language",
         "dataset": ds.name,
+        "task_name": ds.name if ":" in ds.name else f"language:{ds.name}",
         "k": k,
         "seed": seed,
         "label_set": label_set if isinstance(label_set, str) else list(label_set),
@@ -356,7 +459,8 @@ def make_prompts(
         "bos": use_bos,
         "n_items": len(items),
         "dropped": dropped,
-        "answer_tokens": sorted({it[1] for it in items}),
+        "multi_token": multi_token,
+        "answer_tokens": sorted({it[1][0] for it in items}),
         "chance": None if label_words is None else 1.0 / len(label_words),
     }
     return batch
@@ -411,6 +515,6 @@ def accuracy_table(model: Any, dataset: str, ks: Sequence[int], label_sets: Sequ
 
 
 __all__ = [
-    "DATASETS", "DEFAULT_TEMPLATE", "Dataset", "LABEL_SETS", "Template", "accuracy_table",
+    "DATASETS", "DEFAULT_TEMPLATE", "Dataset", "LABEL_SETS", "Template", "accuracy_table", "answer_table",
     "classification_datasets", "datasets", "get_dataset", "make_prompts", "names",
 ]
