@@ -285,7 +285,15 @@ def test_app_page_runs_and_its_heatmap_follows_the_step_slider():
     no_exception(at)
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     fig = next(f for f in specs if f["layout"].get("title", {}).get("text") == "induction @ step 204")
-    z = np.array(fig["data"][0]["z"], dtype=float)
+    z = fig["data"][0]["z"]
+    if isinstance(z, dict):  # plotly's typed-array encoding
+        import base64
+
+        z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(z.get("shape", "2, 4").split(", ")
+                                                                                  if isinstance(z.get("shape"), str)
+                                                                                  else z.get("shape", (2, 4)))
+        z = z.reshape(2, 4)
+    z = np.asarray(z, dtype=float)
     want = table[table.metric == "induction"].sort_values(["layer", "head"])["value"].to_numpy().reshape(2, 4)
     np.testing.assert_allclose(z, want, atol=1e-6)
     assert any("rises fastest between steps" in t.value for t in at.text)
