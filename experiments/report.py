@@ -282,7 +282,7 @@ def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
             if len(c):
                 sig = c[c["above_null"].astype(bool)].drop_duplicates(["layer", "head"])
                 top = c[(c["layer"] == l) & (c["head"] == h)].iloc[0]
-                test = (f"; {len(sig)} of {int(per_head.size)} heads above the null ({top['null']}) at q<0.05;"
+                test = (f"; {len(sig)} of {int(per_head.size)} heads above their null at q<0.05;"
                         f" top head vs null: {_cmp_text(top)}")
             elif metric.startswith("ngram"):
                 test = "; no null for n-gram scores: interval only"

@@ -32,7 +32,10 @@ def test_stored_head_scan_carries_intervals_nulls_and_verdicts(tmp_path):
         save_attention = false
         """)
     df = store.frame(analysis="head_scan")
-    assert (df["prompt"] == -1).all() and {"ci_low", "null_value", "q_value", "verdict"} <= set(df.columns)
+    # the per-head statistics rows are unit-level (prompt -1); per-prompt rows are only the
+    # findings page's induction rows (metric "induction:prompt", "induction_null:prompt")
+    assert (df.loc[~df["metric"].str.endswith(":prompt"), "prompt"] == -1).all()
+    assert {"ci_low", "null_value", "q_value", "verdict"} <= set(df.columns)
     st = head_scan_stats(df[df.seed == 0])
     cmp = st.comparisons.set_index(["metric", "layer", "head"])
     # induction-2l: L0H2 is the previous-token head, every L1 head an induction head

@@ -135,7 +135,7 @@ def test_report_findings_on_hand_made_store(tmp_path):
     store = _hand_made_store(tmp_path)
     rep = build_report(store)
     texts = "\n".join(f.text for f in rep.findings)
-    assert "m: top induction head L1H2 = 0.750" in texts and "1 of 6 heads above the null" in texts
+    assert "m: top induction head L1H2 = 0.750" in texts and "1 of 6 heads above their null" in texts
     by = {f.filters.get("metric"): f for f in rep.findings if f.section == "circuit"}
     assert by["acc:yi_to_sq"].verdict == "significant" and "accuracy 0.500 vs 0.880" in by["acc:yi_to_sq"].text
     assert by["acc:si_to_yi"].verdict != "significant"

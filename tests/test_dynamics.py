@@ -286,13 +286,11 @@ def test_app_page_runs_and_its_heatmap_follows_the_step_slider():
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     fig = next(f for f in specs if f["layout"].get("title", {}).get("text") == "induction @ step 204")
     z = fig["data"][0]["z"]
-    if isinstance(z, dict):  # plotly's typed-array encoding
+    if isinstance(z, dict):  # plotly's typed-array encoding: base64 data, dtype, shape "2, 4"
         import base64
 
-        z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(z.get("shape", "2, 4").split(", ")
-                                                                                  if isinstance(z.get("shape"), str)
-                                                                                  else z.get("shape", (2, 4)))
-        z = z.reshape(2, 4)
+        shape = tuple(int(x) for x in str(z.get("shape", "2, 4")).replace(" ", "").split(","))
+        z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape)
     z = np.asarray(z, dtype=float)
     want = table[table.metric == "induction"].sort_values(["layer", "head"])["value"].to_numpy().reshape(2, 4)
     np.testing.assert_allclose(z, want, atol=1e-6)

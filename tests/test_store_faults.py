@@ -485,3 +485,21 @@ def test_concurrent_writers_compute_each_unit_once(tmp_path, writers):
     assert frame_of(store).equals(frame_of(ref)) and not store.damaged()
     assert store.frame().drop_duplicates("unit_key")["run_id"].nunique() == sum(c > 0 for c in computed)
     assert not list((store_dir / "locks").iterdir()) and not list((store_dir / "tmp").iterdir())
+
+
+def test_a_flip_inside_the_checksum_mark_is_damage_not_an_old_format(clean, tmp_path):
+    """Found by flipping every byte of a unit: a flip inside the ``iclwb-sha256:`` mark hid the
+    checksum, and the file then passed for an unchecked format-1 unit."""
+    from experiments.sweep.store import CHECKSUM_MARK
+
+    cfg, store, _ = fresh_copy(clean, tmp_path)
+    key = cfg.units()[0].key
+    path = store.unit_path(key)
+    good = path.read_bytes()
+    start = good.rfind(CHECKSUM_MARK)
+    for offset in range(start, start + len(CHECKSUM_MARK) + 64):
+        path.write_bytes(good)
+        flip_byte(path, offset)
+        assert store.problem(key) is not None, f"flip at byte {offset} (checksum mark) went unnoticed"
+    path.write_bytes(good)
+    assert store.problem(key) is None

@@ -313,6 +313,10 @@ class ResultsStore:
         except Exception as err:  # noqa: BLE001 - any reading error is damage
             msg = str(err).replace(f"'{path}'", "").replace(str(path), "").strip().split(". ")[0]
             return f"unreadable: {' '.join(msg.split())[:100]}"
+        if stored is None and (b"iclwb.checksum" in meta or "code_hash" in prov or "analysis_version" in prov):
+            # written by this store format, which always seals a checksum: a flip in the mark
+            # itself must not make the file pass for an older, unchecked one
+            return "checksum missing (the file changed after it was written)"
         if stored_key != key:
             return f"holds unit {stored_key}, not {key}"
         want = prov.get("artefact_sha256")
