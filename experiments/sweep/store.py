@@ -83,6 +83,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 
 from experiments.sweep.config import SweepConfig, Unit, canonical_json
+from experiments.zoo import file_sha256
 from probes.errors import WorkbenchError
 
 try:
@@ -208,7 +209,7 @@ def _artefact_sha256(path: Path) -> str:
     sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     hit = _ARTEFACT_SHA.get(str(path))
     if hit is None or hit[0] != sig:
-        hit = (sig, _file_sha256(path))
+        hit = (sig, file_sha256(path))
         _ARTEFACT_SHA[str(path)] = hit
     return hit[1]
 
@@ -227,14 +228,6 @@ def sealed_checksum(data: bytes) -> tuple[str | None, str]:
     j = i + len(CHECKSUM_MARK)
     stored = data[j:j + 64].decode("ascii", errors="replace")
     return stored, hashlib.sha256(data[:j] + b"0" * 64 + data[j + 64:]).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class ResultsStore:
@@ -666,7 +659,7 @@ class ResultsStore:
             clean = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
             save_file(clean, str(tmp), metadata={"iclwb.unit": canonical_json(unit.as_dict()),
                                                  "unit_key": key})
-            prov["artefact_sha256"] = _file_sha256(tmp)
+            prov["artefact_sha256"] = file_sha256(tmp)
             os.replace(tmp, self.artefact_path(key))
         else:
             self.artefact_path(key).unlink(missing_ok=True)  # an earlier computation's tensors

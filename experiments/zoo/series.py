@@ -21,7 +21,6 @@ weights as ``model.safetensors``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -30,6 +29,8 @@ from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from experiments.zoo import file_sha256
 
 SERIES_DIR = "series"
 INDEX = "index.json"
@@ -50,14 +51,6 @@ def log_steps(total: int, n: int) -> list[int]:
         hi = total - (n - 1 - i)  # leave room for the later ones
         out.append(min(max(round(x), lo), hi))
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Recorder:
@@ -104,7 +97,7 @@ class Recorder:
         save_file(state, str(self.dir / fname))
         self.index["checkpoints"].append({
             "step": step, "loss": loss, "train_loss": round(float(train_loss), 5), "file": fname,
-            "sha256": _sha256(self.dir / fname)})
+            "sha256": file_sha256(self.dir / fname)})
         self._write_index()
 
     def _write_index(self) -> None:
@@ -146,7 +139,7 @@ def read_index(name: str, root: Path | None = None) -> dict[str, Any]:
                                 f"(an interrupted run); retrain with `iclwb zoo train {name} --checkpoints N`")
     final = path.parent.parent / "model.safetensors"
     last = index["checkpoints"][-1]
-    if final.exists() and _sha256(final) != last["sha256"]:
+    if final.exists() and file_sha256(final) != last["sha256"]:
         raise FileNotFoundError(
             f"the checkpoint series of {name!r} is from another training run than its model "
             f"(its last checkpoint differs from {final}); retrain with "
@@ -172,7 +165,7 @@ def load_series_model(name: str, step: int, root: Path | None = None) -> torch.n
         steps = [c["step"] for c in index["checkpoints"]]
         raise KeyError(f"{name!r} has no checkpoint at step {step}; its steps: {steps}")
     path = series_dir(name, root) / entry["file"]
-    if entry.get("sha256") and _sha256(path) != entry["sha256"]:
+    if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
         raise RuntimeError(f"checkpoint {path} does not match the sha256 in its index (a changed or "
                            f"damaged file); retrain with `iclwb zoo train {name} --checkpoints N`")
     card = read_card(name, root)
