@@ -1,7 +1,7 @@
 """ICL Workbench: the Streamlit app's entry point (``iclwb app [--results DIR]``).
 
 Pages live in ``app/pages``; this file only reads the command line after ``--``, sets shared
-session defaults, and builds the navigation. All numbers come from ``experiments.app_logic`` and
+session defaults, and builds the navigation. All numbers come from the ``iclwb_app`` package and
 the layers below.
 """
 

@@ -106,8 +106,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     torch.manual_seed(0)
-    from experiments.models import load_model
-    from experiments.zoo import build_model, checkpoint_path
+    from experiments.models.loading import load_model
+    from experiments.models.zoo import build_model, checkpoint_path
 
     zoo_name = "icl-classify" if (checkpoint_path("icl-classify") / "card.json").exists() else "induction-2l"
     zoo = load_model(zoo_name)

@@ -5,7 +5,7 @@ explorer page, or a head-button click) to the finished script run, i.e. the serv
 paint of the plotly figures comes on top. The model is loaded once beforehand (st.cache_resource),
 as in a running app. Each render uses a new prompt seed, so the attention patterns are computed
 rather than served from st.cache_data. Baseline in the same run: the library call that computes
-what the page shows (experiments.app_logic.task_prompt + prompt_view), so the ratio is the cost
+what the page shows (iclwb_app.prompting.task_prompt + attention_view.prompt_view), so the ratio is the cost
 of the UI around it.
 
     python bench/app_latency.py [--model induction-2l] [--repeats 5]
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from experiments import app_logic as al
+    from iclwb_app import attention_view, model_info, prompting
 
     at = AppTest.from_file(str(MAIN), default_timeout=300)
     at.session_state["explorer_model_goto"] = args.model
@@ -40,7 +40,7 @@ def main() -> None:
     model = __import__("sys").modules["iclwb_ui"].get_model(args.model)
     task = at.selectbox(key="ex_task").value
     k = int(at.number_input(key="ex_k").value)
-    L, H = al.model_summary(model)["n_layers"], al.model_summary(model)["n_heads"]
+    L, H = model_info.model_summary(model)["n_layers"], model_info.model_summary(model)["n_heads"]
 
     render, head, compute = [], [], []
     for r in range(args.repeats):
@@ -60,7 +60,7 @@ def main() -> None:
         head.append(time.perf_counter() - t)
         assert (at.session_state["ex_layer"], at.session_state["ex_head"]) == (l, h)
         t = time.perf_counter()
-        al.prompt_view(model, al.task_prompt(model, task, k, 1000 + r))
+        attention_view.prompt_view(model, prompting.task_prompt(model, task, k, 1000 + r))
         compute.append(time.perf_counter() - t)
 
     med = statistics.median

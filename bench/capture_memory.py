@@ -95,7 +95,7 @@ def child(mode: str, n_prompts: int, shots: int, capture_batch: int) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    from experiments.zoo import build_model
+    from experiments.models.zoo import build_model
     from probes.capture import capture
 
     model = build_model("bridge-native", CONFIG)

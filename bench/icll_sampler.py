@@ -41,7 +41,7 @@ def main() -> None:
     fast = timed(lambda i: icll.sample_sequences(32, seed=i), args.reps)
     slow = timed(lambda i: icll.sample_sequences_loop(32, seed=i), args.reps)
 
-    from experiments.zoo import build_model, icll_dfa
+    from experiments.models.zoo import build_model, icll_dfa
 
     model = build_model("bridge-native", icll_dfa.CONFIG)
     opt = torch.optim.AdamW(model.parameters())

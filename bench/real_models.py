@@ -102,12 +102,16 @@ def patching_part(name: str, model, n: int) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------ (b) circuit
 def circuit_part(name: str, model, n: int) -> float:
-    from circuits.icl_circuit import ABLATIONS, run_circuit, wrong_label_batch, zero_shot_batch
+    from circuits.icl_circuit import (
+        ABLATIONS,
+        run_circuit,
+        wrong_label_batch,
+    )
 
     batch = prompts(model, n, seed=2)
     with torch.no_grad():
         _, t_circ = timed(lambda: run_circuit(model, batch, seed=0))
-        zs, wrong = zero_shot_batch(batch).trim(), wrong_label_batch(batch, 0).trim()
+        zs, wrong = batch.zero_shot().trim(), wrong_label_batch(batch, 0).trim()
         _, t_one = timed(lambda: model(batch.tokens), 2)
         _, t_zs = timed(lambda: model(zs.tokens), 2)
         _, t_wrong = timed(lambda: model(wrong.tokens), 2)
@@ -122,7 +126,7 @@ def circuit_part(name: str, model, n: int) -> float:
 # ------------------------------------------------------------------------------ (c) bfloat16
 def bf16_part(name: str, n: int) -> dict[str, float | str]:
     from circuits.icl_circuit import run_circuit
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
     from probes import stats
     from probes.heads import induction_scores
 
@@ -137,7 +141,6 @@ def bf16_part(name: str, n: int) -> dict[str, float | str]:
         with torch.no_grad():
             res[prec], times[prec] = timed(lambda: run_circuit(model, batch, seed=0, steps=("ablation",)))
             ind[prec] = induction_scores(model, seg_len=20, batch=8, seed=0).scores.float().flatten()
-        del model
     f, b = res["float32"], res["bfloat16"]
 
     def per_prompt(df, metric):
@@ -172,7 +175,7 @@ def main() -> None:
     ap.add_argument("--n-bf16", type=int, default=32, help="prompts of the bf16 agreement pilot")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
 
     lines: list[str] = []
     for name in args.models:

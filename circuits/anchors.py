@@ -23,13 +23,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from probes.hooked import HookedModel
 from probes.prompt import PromptBatch, PromptError
 from probes.readout import check_fits
 
 FLOWS: tuple[str, ...] = ("S_wp", "S_pq", "S_ww")
 
 
-def attention_saliency(model: torch.nn.Module, batch: PromptBatch,
+def attention_saliency(model: HookedModel, batch: PromptBatch,
                        layers: Sequence[int] | None = None) -> Float[Tensor, "layer batch q k"]:
     """``|sum_h A * dL/dA|`` per layer and prompt, diagonal zeroed (see the module docstring).
 
@@ -104,6 +105,6 @@ def batch_flows(saliency: Float[Tensor, "layer batch q k"], batch: PromptBatch) 
     return torch.stack(out, 1)
 
 
-def anchor_flows(model: torch.nn.Module, batch: PromptBatch) -> Float[Tensor, "layer batch 3"]:
+def anchor_flows(model: HookedModel, batch: PromptBatch) -> Float[Tensor, "layer batch 3"]:
     """Saliency then flows, for every layer and prompt."""
     return batch_flows(attention_saliency(model, batch), batch.trim())

@@ -37,11 +37,18 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.interventions import (
-    Intervention, InterventionError, knockout, layer_window, random_control, readout_forward, sweep,
+    Intervention,
+    InterventionError,
+    knockout,
+    layer_window,
+    random_control,
+    readout_forward,
+    sweep,
 )
 from circuits.patching import correct_metric
 from probes import stats
-from probes.prompt import PromptBatch, PromptBuilder
+from probes.prompt import PromptBatch
+from probes.representation import CentroidProbe
 
 COLUMNS = ["step", "layer", "head", "metric", "value", "prompt", "sd", "window", "model", "task", "k", "seed",
            "n_prompts"]
@@ -132,7 +139,6 @@ def centroid_correct(x: Float[Tensor, "n d"], y: Tensor, folds: int = 2, seed: i
     """Per-prompt 0/1 outcome of Cho et al.'s centroid classifier (``probes.representation``'s
     nearest class mean), cross-validated over stratified folds: each fold is scored by the class
     means of the others. A class absent from a training fold cannot be predicted there."""
-    from probes.representation import CentroidProbe
 
     fold = stratified_folds(y, folds, seed)
     out = torch.zeros(len(y))
@@ -281,23 +287,6 @@ def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
 
 
 # ---------------------------------------------------------------------- step 4
-def zero_shot_batch(batch: PromptBatch) -> PromptBatch:
-    """Each prompt with its demonstrations removed: the tokens before demo 0, then x_q and s_q."""
-    rows = []
-    for b in range(batch.batch_size):
-        pb = PromptBuilder()
-        first = int(batch.demo_text[b, 0, 0]) if batch.n_demos and batch.demo_text[b, 0, 0] >= 0 else int(batch.query_text[b, 0])
-        pb.add(batch.tokens[b, :first].tolist())
-        qs, qe = batch.query_text[b].tolist()
-        L = int(batch.lengths[b])
-        pb.query(batch.tokens[b, qs:qe].tolist(), batch.tokens[b, qe:L].tolist())
-        cands = None if batch.candidates is None else [int(c) for c in batch.candidates[b]]
-        rows.append(pb.build(target=int(batch.target[b]), candidates=cands,
-                             query_class=-1 if batch.query_class is None else int(batch.query_class[b]),
-                             pad_id=batch.pad_id))
-    return PromptBatch.concat(rows)
-
-
 def ablation_interventions(layers: Sequence[int], seed: int = 0,
                            names: Sequence[str] = tuple(ABLATIONS)) -> list[Intervention]:
     """Each named knockout on ``layers`` (all heads), followed by its random control."""
@@ -316,7 +305,7 @@ def ablation_rows(model: Any, batch: PromptBatch, layers: Sequence[int], seed: i
     with torch.no_grad():
         outcomes = sweep(model, batch, ivs, correct_metric, max_rows=256)  # [n_iv, B]
         base = correct_metric(readout_forward(model, batch.trim().tokens, batch.readout), batch)
-        zs = zero_shot if zero_shot is not None else zero_shot_batch(batch)
+        zs = zero_shot if zero_shot is not None else batch.zero_shot()
         zacc = correct_metric(readout_forward(model, zs.trim().tokens, zs.readout), zs)
     row = dict(step="ablation", layer=-1, head=-1)
     rows = _prompt_rows(dict(row, metric="acc:unablated"), base) + _prompt_rows(dict(row, metric="acc:zero_shot"), zacc)

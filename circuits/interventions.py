@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import warnings
 import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -462,7 +463,6 @@ def _seed_of(ivs: Sequence[Intervention]) -> int:
 @contextlib.contextmanager
 def _strict_hooks() -> Iterator[None]:
     """Turn TransformerLens's 'edit is discarded' warning into an error: an edit must take effect."""
-    import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*edit is discarded.*")

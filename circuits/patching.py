@@ -19,8 +19,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.interventions import (
-    InterventionError, Metric, ablate, patch, readout_forward, role_positions, source_values,
-    compile_edits, sweep,
+    InterventionError,
+    Metric,
+    ablate,
+    compile_edits,
+    patch,
+    readout_forward,
+    role_positions,
+    source_values,
+    sweep,
 )
 from probes.prompt import PromptBatch
 from probes.readout import candidate_logits, predictions

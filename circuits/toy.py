@@ -17,17 +17,18 @@ demonstration label is the target (balanced targets, so chance is exactly 0.5).
 from __future__ import annotations
 
 import torch
+from transformer_lens.config import TransformerBridgeConfig
+from transformer_lens.model_bridge import TransformerBridge
 
+from probes.hooked import HookedModel
 from probes.prompt import PromptBatch, PromptBuilder
 
 PAD, BOS, COLON, LABEL_A, LABEL_B, SEP = 0, 1, 2, 3, 4, 5
 WORDS = tuple(range(6, 12))
 
 
-def label_copy_model(n_ctx: int = 64) -> torch.nn.Module:
+def label_copy_model(n_ctx: int = 64) -> HookedModel:
     """The hand-set 1-layer model described in the module docstring (eval mode)."""
-    from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge import TransformerBridge
 
     d, V, H, dh = 16, 12, 2, 8
     model = TransformerBridge.boot_native(TransformerBridgeConfig(

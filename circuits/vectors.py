@@ -13,7 +13,7 @@ Function vectors (Todd et al. 2023)
     ``mean_head_outputs``: the mean ``hook_z`` of every head at s_q over ICL prompts.
     ``head_aie``: each head's average indirect effect: the gain in P(target) (softmax over the full
     vocabulary at s_q) when that head's z at s_q is replaced by its mean, on prompts whose labels
-    were shuffled (``shuffle_labels``). Heads are patched batched along the batch axis.
+    were shuffled (``PromptBatch.shuffle_labels``). Heads are patched batched along the batch axis.
     ``head_aie_attribution``: its first-order estimate for all heads from one backward pass (to
     pick candidates on big models). ``function_vector``: sum over the chosen heads of
     ``W_O[l, h] @ mean z[l, h]``; ``readout_hooks(..., mode="add")`` adds it to
@@ -31,13 +31,12 @@ In-context vectors (Liu et al. 2023)
     MLP) when the model has MLPs, else on ``blocks.{l}.hook_resid_post``.
 
 Controls: ``random_like`` draws a random direction with the same norm (per row for [layer, d]).
-Zero-shot prompts for evaluation come from ``strip_demos`` (same queries, no demonstrations).
+Zero-shot prompts for evaluation come from ``PromptBatch.zero_shot`` (same queries, no demonstrations).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
@@ -46,6 +45,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from probes.errors import WorkbenchError
+from probes.hooked import HookedModel
 from probes.prompt import PromptBatch, PromptError
 from probes.readout import check_fits
 
@@ -66,18 +66,18 @@ def hook_name(layer: int, site: str = "resid_post") -> str:
     return f"blocks.{layer}.hook_{site}"
 
 
-def _check_layer(model: torch.nn.Module, layer: int) -> None:
+def _check_layer(model: HookedModel, layer: int) -> None:
     n = model.cfg.n_layers
     if not 0 <= int(layer) < n:
         raise VectorError(f"layer {layer} is out of range: this model has layers 0..{n - 1}")
 
 
-def has_mlp(model: torch.nn.Module) -> bool:
+def has_mlp(model: HookedModel) -> bool:
     return not bool(getattr(model.cfg, "attn_only", False))
 
 
 @contextmanager
-def injected(model: torch.nn.Module, hooks: Sequence[FwdHook]) -> Iterator[torch.nn.Module]:
+def injected(model: HookedModel, hooks: Sequence[FwdHook]) -> Iterator[torch.nn.Module]:
     """``with injected(model, hooks): model(...)``; hooks removed on exit, exceptions included."""
     with model.hooks(fwd_hooks=list(hooks)):
         yield model
@@ -92,52 +92,8 @@ def random_like(vector: Tensor, seed: int = 0) -> Tensor:
 
 
 # ---------------------------------------------------------------------- prompt transforms
-def strip_demos(batch: PromptBatch) -> PromptBatch:
-    """The zero-shot version of ``batch``: the tokens before the first demonstration (BOS,
-    instruction), then the query ``x_q s_q``; the same targets and candidates."""
-    if batch.n_demos == 0:
-        return batch
-    rows: list[list[int]] = []
-    spans: list[tuple[int, int]] = []
-    for b in range(batch.batch_size):
-        toks = batch.tokens[b].tolist()
-        first = int(batch.demo_text[b, 0, 0]) if batch.forerunner[b, 0] >= 0 else int(batch.query_text[b, 0])
-        prefix = toks[:first]
-        qs, qe = batch.query_text[b].tolist()
-        ro = int(batch.readout[b])
-        rows.append(prefix + toks[qs : ro + 1])
-        spans.append((len(prefix), len(prefix) + qe - qs))
-    T = max(len(r) for r in rows)
-    B = batch.batch_size
-    tokens = torch.full((B, T), batch.pad_id, dtype=torch.long)
-    for b, r in enumerate(rows):
-        tokens[b, : len(r)] = torch.tensor(r)
-    lengths = torch.tensor([len(r) for r in rows])
-    empty = torch.zeros(B, 0, dtype=torch.long)
-    return replace(
-        batch, tokens=tokens, lengths=lengths, demo_text=torch.zeros(B, 0, 2, dtype=torch.long),
-        forerunner=empty, label=empty.clone(), query_text=torch.tensor(spans, dtype=torch.long),
-        readout=lengths - 1, demo_class=None if batch.demo_class is None else empty.clone(),
-        meta={**batch.meta, "k": 0, "zero_shot_of": batch.meta.get("task", "")},
-    )
-
-
-def shuffle_labels(batch: PromptBatch, seed: int = 0) -> PromptBatch:
-    """The same prompts with each row's demonstration labels randomly permuted among its
-    demonstrations (Todd et al.'s corrupted prompts: the input->label mapping is broken)."""
-    g = torch.Generator().manual_seed(seed)
-    tokens = batch.tokens.clone()
-    for b in range(batch.batch_size):
-        pos = batch.label[b][batch.demo_mask[b]]
-        if len(pos) < 2:
-            continue
-        perm = torch.randperm(len(pos), generator=g)
-        tokens[b, pos] = batch.tokens[b, pos[perm]]
-    return replace(batch, tokens=tokens, meta={**batch.meta, "shuffled_labels": seed})
-
-
 # ---------------------------------------------------------------------- capture
-def capture(model: torch.nn.Module, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
+def capture(model: HookedModel, tokens: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
     """Detached copies of the activations at ``names`` (hooks removed afterwards)."""
     out: dict[str, Tensor] = {}
 
@@ -151,7 +107,7 @@ def capture(model: torch.nn.Module, tokens: Tensor, names: Sequence[str]) -> dic
     return out
 
 
-def readout_residuals(model: torch.nn.Module, batch: PromptBatch, layers: Sequence[int] | None = None,
+def readout_residuals(model: HookedModel, batch: PromptBatch, layers: Sequence[int] | None = None,
                       site: str = "resid_post") -> Float[Tensor, "layer batch d_model"]:
     """The residual stream at each row's read-out position, at ``hook_{site}`` of each layer."""
     check_fits(model, batch)
@@ -165,7 +121,7 @@ def readout_residuals(model: torch.nn.Module, batch: PromptBatch, layers: Sequen
 
 
 # ---------------------------------------------------------------------- task vectors
-def task_vector(model: torch.nn.Module, batch: PromptBatch, layers: Sequence[int] | None = None,
+def task_vector(model: HookedModel, batch: PromptBatch, layers: Sequence[int] | None = None,
                 site: str = "resid_post") -> Float[Tensor, "layer d_model"]:
     """Hendel et al.'s task vector: the read-out residual at each layer, averaged over prompts."""
     return readout_residuals(model, batch, layers, site).mean(1)
@@ -200,12 +156,12 @@ def readout_hooks(batch: PromptBatch, layer: int, vector: Float[Tensor, " d_mode
 
 
 # ---------------------------------------------------------------------- function vectors
-def mean_head_outputs(model: torch.nn.Module, batch: PromptBatch) -> Float[Tensor, "layer head d_head"]:
+def mean_head_outputs(model: HookedModel, batch: PromptBatch) -> Float[Tensor, "layer head d_head"]:
     """Mean ``hook_z`` of every head at the read-out position over the prompts of ``batch``."""
     return readout_head_z(model, batch).mean(1)
 
 
-def readout_head_z(model: torch.nn.Module, batch: PromptBatch) -> Float[Tensor, "layer batch head d_head"]:
+def readout_head_z(model: HookedModel, batch: PromptBatch) -> Float[Tensor, "layer batch head d_head"]:
     check_fits(model, batch)
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
     acts = capture(model, batch.trim().tokens, names)
@@ -220,12 +176,12 @@ def target_prob(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Flo
     return logits.float().softmax(-1).gather(1, batch.target[:, None]).squeeze(1)
 
 
-def _readout_logits(model: torch.nn.Module, tokens: Tensor, readout: Tensor) -> Tensor:
+def _readout_logits(model: HookedModel, tokens: Tensor, readout: Tensor) -> Tensor:
     logits = model(tokens)
     return logits[torch.arange(tokens.shape[0]), readout]
 
 
-def head_aie(model: torch.nn.Module, batch: PromptBatch, mean_z: Float[Tensor, "layer head d_head"],
+def head_aie(model: HookedModel, batch: PromptBatch, mean_z: Float[Tensor, "layer head d_head"],
              heads: Sequence[tuple[int, int]] | None = None, chunk: int = 256) -> Float[Tensor, "layer head"]:
     """Average indirect effect of each head: mean over rows of P(target | z[l,h] at s_q set to
     ``mean_z[l,h]``) - P(target | unpatched), on ``batch`` (typically label-shuffled prompts).
@@ -271,7 +227,7 @@ def head_aie(model: torch.nn.Module, batch: PromptBatch, mean_z: Float[Tensor, "
     return out
 
 
-def head_aie_attribution(model: torch.nn.Module, batch: PromptBatch,
+def head_aie_attribution(model: HookedModel, batch: PromptBatch,
                          mean_z: Float[Tensor, "layer head d_head"]) -> Float[Tensor, "layer head"]:
     """First-order estimate of ``head_aie`` for every head from one forward and one backward:
     mean over rows of (mean_z - z) . dP(target)/dz at s_q."""
@@ -307,7 +263,7 @@ def top_heads(scores: Float[Tensor, "layer head"], n: int = 10) -> list[tuple[in
     return [(int(i) // H, int(i) % H) for i in idx if torch.isfinite(flat[i])]
 
 
-def function_vector(model: torch.nn.Module, mean_z: Float[Tensor, "layer head d_head"],
+def function_vector(model: HookedModel, mean_z: Float[Tensor, "layer head d_head"],
                     heads: Sequence[tuple[int, int]]) -> Float[Tensor, " d_model"]:
     """Todd et al.'s function vector: sum over ``heads`` of ``W_O[l, h] @ mean_z[l, h]``."""
     if not heads:
@@ -349,7 +305,7 @@ def _demo_sequences(batch: PromptBatch) -> tuple[Int[Tensor, "n pos"], Int[Tenso
     return tokens, torch.tensor(xs), torch.tensor(ys)
 
 
-def demo_pair_states(model: torch.nn.Module, batch: PromptBatch, site: str = "resid_post",
+def demo_pair_states(model: HookedModel, batch: PromptBatch, site: str = "resid_post",
                      chunk: int = 64) -> tuple[Float[Tensor, "n layer d_model"], Float[Tensor, "n layer d_model"]]:
     """Hidden states (``hook_{site}`` of every layer) at s_i and at y_i of every demonstration,
     each demonstration run alone (see the module docstring)."""
@@ -396,7 +352,7 @@ def icv_update(x: Float[Tensor, "... d"], v: Float[Tensor, " d"], lam: float) ->
     return (y / y.norm(dim=-1, keepdim=True).clamp_min(1e-12) * x_norm).to(x.dtype)
 
 
-def icv_hooks(model: torch.nn.Module, icv: Float[Tensor, "layer d_model"], lam: float,
+def icv_hooks(model: HookedModel, icv: Float[Tensor, "layer d_model"], lam: float,
               site: str | None = None, layers: Sequence[int] | None = None) -> list[FwdHook]:
     """Hooks applying ``icv_update`` with ``icv[l]`` at every position of ``hook_{site}`` of every
     layer (default site: ``mlp_out`` when the model has MLPs, else ``resid_post``)."""

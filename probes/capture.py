@@ -42,12 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import plotly.graph_objects as go
 import torch
 from jaxtyping import Bool, Float, Int
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens.hook_points import HookPoint
 
 from probes.errors import WorkbenchError
+from probes.hooked import HookedModel
 from probes.prompt import PromptBatch
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -174,7 +178,6 @@ class Capture:
         maps every ``act/<n>`` to its site, layer, head, role, shape and dtype, and carries
         ``key_role`` and ``meta``.
         """
-        from safetensors.torch import save_file
 
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,6 @@ class Capture:
     @classmethod
     def load(cls, path: str | Path) -> "Capture":
         """Read a capture written by ``save``."""
-        from safetensors.torch import load_file
 
         p = Path(path)
         if not (p / "index.json").exists():
@@ -420,9 +422,8 @@ def _gather(s: _Site, act: Tensor, idx: Int[Tensor, "b n"], kidx: Tensor | None,
     yield CaptureKey(s.site, s.layer, None, role), g
 
 
-def hooks_left(model: torch.nn.Module) -> int:
+def hooks_left(model: HookedModel) -> int:
     """Number of forward/backward hooks attached to the model's HookPoints (0 when clean)."""
-    from transformer_lens.hook_points import HookPoint
 
     return sum(len(m._forward_hooks) + len(m._backward_hooks)
                + len(getattr(m, "_forward_pre_hooks", {}))
@@ -433,7 +434,6 @@ def hooks_left(model: torch.nn.Module) -> int:
 def attention_figure(pattern: Float[Tensor, "q k"], q_labels: Sequence[str] | None = None,
                      k_labels: Sequence[str] | None = None, title: str = "attention"):
     """Heatmap of an attention pattern (rows: queries, columns: keys) with token labels."""
-    import plotly.graph_objects as go
 
     pat = pattern.detach().float().cpu()
     if pat.dim() != 2:

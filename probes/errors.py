@@ -8,6 +8,8 @@ instead of a traceback. It is a ``ValueError`` so that code catching ``ValueErro
 
 from __future__ import annotations
 
+import os
+
 
 class WorkbenchError(ValueError):
     """A problem the user can fix; the message says what is wrong and how to fix it."""
@@ -20,7 +22,6 @@ class ResourceLimitError(WorkbenchError):
 def memory_limit_bytes(env: str = "ICLWB_MAX_MEMORY_GB", share: float = 0.5) -> int:
     """Bytes one request may use: ``$ICLWB_MAX_MEMORY_GB`` GiB if set, else ``share`` of the
     machine's physical memory."""
-    import os
 
     if os.environ.get(env):
         try:

@@ -28,11 +28,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import plotly.graph_objects as go
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from probes.errors import WorkbenchError
+from probes.hooked import HookedModel
 
 
 class HeadScoreError(WorkbenchError):
@@ -146,7 +148,7 @@ def ngram_mask(tokens: Int[Tensor, "batch pos"], n: int) -> Bool[Tensor, "batch 
 
 
 # ---------------------------------------------------------------------- the general score
-def attention_patterns(model: torch.nn.Module, tokens: Tensor,
+def attention_patterns(model: HookedModel, tokens: Tensor,
                        cache: Mapping[str, Tensor] | None = None) -> Float[Tensor, "layer batch head q k"]:
     """All layers' attention patterns on ``tokens`` (a copy; only hook_pattern is kept).
 
@@ -170,7 +172,7 @@ def attention_patterns(model: torch.nn.Module, tokens: Tensor,
 
 
 def attention_mass_scores(
-    model: torch.nn.Module,
+    model: HookedModel,
     tokens: Tensor | Sequence[Sequence[int]],
     mask_fn: Callable[[Tensor], Tensor] | Tensor,
     name: str,
@@ -238,7 +240,7 @@ def _mass(pattern: Float[Tensor, "b h q k"], mask: Bool[Tensor, "b q k"],
 
 
 # ---------------------------------------------------------------------- attention scores
-def previous_token_scores(model: torch.nn.Module, tokens: Tensor,
+def previous_token_scores(model: HookedModel, tokens: Tensor,
                           cache: Mapping[str, Tensor] | None = None, with_null: bool = False,
                           seed: int = 0) -> HeadScores:
     """Mean attention A[i, i-1] over positions i >= 1 (A3). ``with_null``: also each prompt's
@@ -249,7 +251,7 @@ def previous_token_scores(model: torch.nn.Module, tokens: Tensor,
     return hs
 
 
-def duplicate_token_scores(model: torch.nn.Module, tokens: Tensor | None = None, seg_len: int = 20,
+def duplicate_token_scores(model: HookedModel, tokens: Tensor | None = None, seg_len: int = 20,
                            batch: int = 16, seed: int = 0,
                            cache: Mapping[str, Tensor] | None = None, with_null: bool = False) -> HeadScores:
     """Attention mass on earlier copies of the current token (default: repeated random tokens).
@@ -263,7 +265,7 @@ def duplicate_token_scores(model: torch.nn.Module, tokens: Tensor | None = None,
     return hs
 
 
-def induction_scores(model: torch.nn.Module, seg_len: int = 20, batch: int = 16, seed: int = 0,
+def induction_scores(model: HookedModel, seg_len: int = 20, batch: int = 16, seed: int = 0,
                      vocab: int | None = None, bos: int | None = None, with_null: bool = False) -> HeadScores:
     """Attention from position t in the repeat to t - L + 1 (the token after t's earlier copy, A1).
 
@@ -282,7 +284,7 @@ def induction_scores(model: torch.nn.Module, seg_len: int = 20, batch: int = 16,
     return hs
 
 
-def ngram_scores(model: torch.nn.Module, tokens: Tensor | Sequence[Sequence[int]], n: int,
+def ngram_scores(model: HookedModel, tokens: Tensor | Sequence[Sequence[int]], n: int,
                  lengths: Tensor | None = None, cache: Mapping[str, Tensor] | None = None,
                  batch_size: int = 32, pad_id: int = 0) -> HeadScores:
     """n-gram head score (B4): mean attention mass on S_i over queries with non-empty S_i.
@@ -295,14 +297,14 @@ def ngram_scores(model: torch.nn.Module, tokens: Tensor | Sequence[Sequence[int]
                                  info={"n": n}, pad_id=pad_id)
 
 
-def ngram_head_scores(model: torch.nn.Module, tokens: Tensor | Sequence[Sequence[int]],
+def ngram_head_scores(model: HookedModel, tokens: Tensor | Sequence[Sequence[int]],
                       ns: Sequence[int] = (2, 3, 4), lengths: Tensor | None = None,
                       batch_size: int = 32) -> dict[int, HeadScores]:
     """``ngram_scores`` for every n in ``ns``."""
     return {n: ngram_scores(model, tokens, n, lengths=lengths, batch_size=batch_size) for n in ns}
 
 
-def prefix_matching_scores(model: torch.nn.Module, n_tokens: int = 25, repeats: int = 4,
+def prefix_matching_scores(model: HookedModel, n_tokens: int = 25, repeats: int = 4,
                            batch: int = 10, seed: int = 0, bos: int | None = None,
                            low: int | None = None, high: int | None = None, with_null: bool = False) -> HeadScores:
     """Olsson's prefix-matching score (A2): [BOS] r r r r with r = 25 distinct random tokens.
@@ -386,7 +388,7 @@ def random_other_key_mask(tokens: Int[Tensor, "batch pos"], seed: int = 0) -> Bo
     return mask
 
 
-def null_scores(model: torch.nn.Module, hs: HeadScores, mask: Bool[Tensor, "batch q k"] | None = None,
+def null_scores(model: HookedModel, hs: HeadScores, mask: Bool[Tensor, "batch q k"] | None = None,
                 seed: int = 0) -> HeadScores:
     """``hs``'s null (``NULLS``), with per-prompt values; also stored as ``hs.info["null"]``.
 
@@ -415,7 +417,7 @@ def null_scores(model: torch.nn.Module, hs: HeadScores, mask: Bool[Tensor, "batc
     return null
 
 
-def _attach_null(model: torch.nn.Module, hs: HeadScores, mask: Tensor | None, seed: int) -> None:
+def _attach_null(model: HookedModel, hs: HeadScores, mask: Tensor | None, seed: int) -> None:
     """``null_scores``, or the reason it cannot be built in ``hs.info["null_error"]`` (e.g. a
     vocabulary too small for a sequence without repeats): the score itself stands either way."""
     try:
@@ -442,7 +444,7 @@ def _copy_from_small(M: Float[Tensor, "dh dh"]) -> Tensor:
     return eig.real.sum() / denom if denom > 0 else torch.tensor(0.0)
 
 
-def effective_embedding(model: torch.nn.Module) -> Float[Tensor, "vocab d"]:
+def effective_embedding(model: HookedModel) -> Float[Tensor, "vocab d"]:
     """W_E + MLP0(LN2(W_E)): the token embedding as layer-0 MLP leaves it (for GPT-2-like models)."""
     if getattr(model.cfg, "attn_only", False):
         raise HeadScoreError("effective_embedding needs block 0's MLP, but the model is "
@@ -455,7 +457,7 @@ def effective_embedding(model: torch.nn.Module) -> Float[Tensor, "vocab d"]:
         return (x + block.mlp(h))[0]
 
 
-def copying_scores(model: torch.nn.Module, effective: bool = False) -> HeadScores:
+def copying_scores(model: HookedModel, effective: bool = False) -> HeadScores:
     """OV copying score of every head (A4b); ``effective`` uses W_E + MLP0(W_E)."""
     W_E = effective_embedding(model) if effective else model.W_E.detach()
     W_U = model.W_U.detach()
@@ -472,7 +474,7 @@ def copying_scores(model: torch.nn.Module, effective: bool = False) -> HeadScore
                       {"effective_embedding": effective})
 
 
-def _factors(model: torch.nn.Module, kind: str) -> tuple[Tensor, Tensor]:
+def _factors(model: HookedModel, kind: str) -> tuple[Tensor, Tensor]:
     """Left/right factors [L, H, d, r], [L, H, r, d] of W_OV (= W_V W_O) or W_QK (= W_Q W_K^T)."""
     if kind == "ov":
         return model.W_V.detach().float(), model.W_O.detach().float()
@@ -509,7 +511,7 @@ def composition_baseline(d_model: int, d_head: int, n: int = 300, seed: int = 0)
     return total / n
 
 
-def composition_scores(model: torch.nn.Module, kind: str = "k", subtract_baseline: bool = True,
+def composition_scores(model: HookedModel, kind: str = "k", subtract_baseline: bool = True,
                        n_random: int = 300, seed: int = 0) -> Float[Tensor, "l1 h1 l2 h2"]:
     """Composition of earlier head (l1, h1) into later head (l2, h2) (A6); NaN where l1 >= l2.
 
@@ -534,7 +536,7 @@ def composition_scores(model: torch.nn.Module, kind: str = "k", subtract_baselin
     return torch.where(later[:, None, :, None].expand(L, H, L, H), comp, torch.nan)
 
 
-def k_composition_scores(model: torch.nn.Module, **kw: Any) -> Float[Tensor, "l1 h1 l2 h2"]:
+def k_composition_scores(model: HookedModel, **kw: Any) -> Float[Tensor, "l1 h1 l2 h2"]:
     """K-composition (``composition_scores(kind="k")``): how much head (l2, h2)'s keys read
     head (l1, h1)'s output; the previous-token -> induction link."""
     return composition_scores(model, kind="k", **kw)
@@ -564,7 +566,7 @@ class ICLScore:
     tokens: Int[Tensor, "batch pos"] = field(repr=False)
 
 
-def icl_score(model: torch.nn.Module, tokens: Tensor, early: int | None = None,
+def icl_score(model: HookedModel, tokens: Tensor, early: int | None = None,
               late: int | None = None) -> ICLScore:
     """Olsson's in-context learning score on equal-length prompts ``tokens``.
 
@@ -591,7 +593,6 @@ def icl_score(model: torch.nn.Module, tokens: Tensor, early: int | None = None,
 def head_scores_figure(hs: HeadScores, title: str | None = None, zmin: float | None = None,
                        zmax: float | None = None, colorscale: str = "RdBu"):
     """Layer x head heatmap of a HeadScores (layer 0 at the top)."""
-    import plotly.graph_objects as go
 
     s = hs.scores.detach().float().cpu()
     L, H = s.shape

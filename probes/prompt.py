@@ -27,14 +27,10 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from probes.errors import WorkbenchError
+from probes.prompt_checks import PromptError, check_layout
 
 Role = Literal["demo_text", "forerunner", "label", "query_text", "readout", "pad"]
 ROLES: tuple[str, ...] = ("demo_text", "forerunner", "label", "query_text", "readout", "pad")
-
-
-class PromptError(WorkbenchError):
-    """A prompt or batch that violates the role layout; the message names the fix."""
 
 
 @dataclass
@@ -224,6 +220,66 @@ class PromptBatch:
             kw["candidates"] = torch.cat([pad(c, 1, C, -1) for c in cands])
         return PromptBatch(pad_id=pad_id, meta=dict(batches[0].meta), **kw)
 
+    # ------------------------------------------------------------------ edits
+    def zero_shot(self) -> "PromptBatch":
+        """Every row with its demonstrations removed: the tokens before the first demonstration
+        (BOS, an instruction), then ``x_q s_q``; the same target, candidates and query class."""
+        out = self._reorder_demos([[] for _ in range(self.batch_size)])
+        out.meta.update(k=0, zero_shot_of=self.meta.get("task", ""))
+        return out
+
+    def permute_demos(self, perms: Sequence[Sequence[int]] | None = None, seed: int = 0) -> "PromptBatch":
+        """Every row with its demonstrations (each with the separator after it) in a new order:
+        ``perms[b]`` for row b, or a random order per row drawn from ``seed``."""
+        ks = [int(m.sum()) for m in self.demo_mask]
+        if perms is None:
+            g = torch.Generator().manual_seed(seed)
+            perms = [torch.randperm(k, generator=g).tolist() for k in ks]
+        if len(perms) != self.batch_size:
+            raise PromptError(f"permute_demos needs one order per row ({self.batch_size}), got {len(perms)}")
+        for b, (perm, k) in enumerate(zip(perms, ks)):
+            if sorted(int(i) for i in perm) != list(range(k)):
+                raise PromptError(f"row {b}: the order must be a permutation of 0..{k - 1}, got {list(perm)}")
+        return self._reorder_demos([[int(i) for i in perm] for perm in perms])
+
+    def shuffle_labels(self, seed: int = 0) -> "PromptBatch":
+        """The same prompts with each row's demonstration labels permuted among its
+        demonstrations (Todd et al.'s corrupted prompts: the input -> label mapping is broken)."""
+        g = torch.Generator().manual_seed(seed)
+        tokens = self.tokens.clone()
+        for b in range(self.batch_size):
+            pos = self.label[b][self.demo_mask[b]]
+            if len(pos) >= 2:
+                tokens[b, pos] = self.tokens[b, pos[torch.randperm(len(pos), generator=g)]]
+        return replace(self, tokens=tokens, meta={**self.meta, "shuffled_labels": seed})
+
+    def _reorder_demos(self, orders: list[list[int]]) -> "PromptBatch":
+        """Rows rebuilt as header + the demonstrations ``orders[b]`` + the query (positions moved)."""
+        K = max((len(o) for o in orders), default=0)
+        B = self.batch_size
+        rows, dt, fr, lab = [], torch.full((B, K, 2), -1), torch.full((B, K), -1), torch.full((B, K), -1)
+        cls = None if self.demo_class is None else torch.full((B, K), -1)
+        qt, ro = self.query_text.clone(), self.readout.clone()
+        for b, order in enumerate(orders):
+            toks, qs = self.tokens[b, : int(self.lengths[b])].tolist(), int(self.query_text[b, 0])
+            starts = [int(self.demo_text[b, i, 0]) for i in range(int(self.demo_mask[b].sum()))] + [qs]
+            row = toks[: starts[0]]
+            for j, i in enumerate(order):
+                shift = len(row) - starts[i]
+                row += toks[starts[i]: starts[i + 1]]
+                dt[b, j], fr[b, j], lab[b, j] = self.demo_text[b, i] + shift, self.forerunner[b, i] + shift, self.label[b, i] + shift
+                if cls is not None:
+                    cls[b, j] = self.demo_class[b, i]
+            shift = len(row) - qs
+            rows.append(row + toks[qs:])
+            qt[b], ro[b] = self.query_text[b] + shift, self.readout[b] + shift
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        tokens = torch.full((B, int(lengths.max()) if B else 0), self.pad_id, dtype=torch.long)
+        for b, r in enumerate(rows):
+            tokens[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return replace(self, tokens=tokens, lengths=lengths, demo_text=dt.long(), forerunner=fr.long(),
+                       label=lab.long(), query_text=qt, readout=ro, demo_class=cls, meta=dict(self.meta))
+
     # ------------------------------------------------------------------ validation
     def require_rows(self, what: str) -> "PromptBatch":
         """This batch, or a PromptError when it has no prompts (``what`` names the consumer)."""
@@ -242,71 +298,13 @@ class PromptBatch:
 
     def validate(self, n_ctx: int | None = None) -> None:
         """Check the layout; with ``n_ctx``, also that every prompt fits the model's context."""
-        B, T = self.tokens.shape
-        K = self.n_demos
-        _expect(self.lengths.shape == (B,), "lengths must have shape [batch]")
-        _expect(self.demo_text.shape == (B, K, 2), f"demo_text must be [batch, k, 2], got {tuple(self.demo_text.shape)}")
-        _expect(self.label.shape == (B, K), "label must have shape [batch, k] like forerunner")
-        _expect(self.query_text.shape == (B, 2), "query_text must be [batch, 2] (start, end)")
-        _expect(self.readout.shape == (B,), "readout must have shape [batch]")
-        if (self.lengths > T).any() or (self.lengths < 1).any():
-            raise PromptError("lengths must lie in 1..seq_len")
-        if n_ctx is not None and int(self.lengths.max()) > n_ctx:
-            worst = int(self.lengths.argmax())
-            raise PromptError(
-                f"prompt {worst} has {int(self.lengths[worst])} tokens but the model's context "
-                f"(n_ctx) is {n_ctx}; use fewer demonstrations or shorter inputs"
-            )
-        for b in range(B):
-            L = int(self.lengths[b])
-            claimed: dict[int, str] = {}
-
-            def claim(p: int, what: str) -> None:
-                if not 0 <= p < L:
-                    raise PromptError(
-                        f"prompt {b}: {what} at position {p} falls outside the prompt "
-                        f"(length {L})"
-                    )
-                if p in claimed:
-                    raise PromptError(
-                        f"prompt {b}: roles overlap at position {p}: {claimed[p]} and {what}"
-                    )
-                claimed[p] = what
-
-            for i in range(K):
-                if self.forerunner[b, i] < 0:
-                    if self.label[b, i] >= 0 or self.demo_text[b, i, 0] >= 0:
-                        raise PromptError(
-                            f"prompt {b}: demonstration {i} has a label or text but no forerunner"
-                        )
-                    continue
-                s, e = self.demo_text[b, i].tolist()
-                if e < s:
-                    raise PromptError(f"prompt {b}: demo_text[{i}] span ends before it starts")
-                for p in range(s, e):
-                    claim(p, f"demo_text[{i}]")
-                claim(int(self.forerunner[b, i]), f"forerunner[{i}]")
-                claim(int(self.label[b, i]), f"label[{i}]")
-            s, e = self.query_text[b].tolist()
-            for p in range(s, e):
-                claim(p, "query_text")
-            claim(int(self.readout[b]), "readout")
-            if int(self.readout[b]) != L - 1:
-                raise PromptError(
-                    f"prompt {b}: readout must be the last real token ({L - 1}), "
-                    f"got {int(self.readout[b])}"
-                )
+        check_layout(self, n_ctx)
 
 
 TENSOR_FIELDS = (
     "tokens", "lengths", "demo_text", "forerunner", "label", "query_text", "readout",
     "target", "candidates", "demo_class", "query_class",
 )
-
-
-def _expect(cond: bool, msg: str) -> None:
-    if not cond:
-        raise PromptError(msg)
 
 
 # ---------------------------------------------------------------------- building prompts

@@ -12,12 +12,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from probes.hooked import HookedModel
 from probes.prompt import PromptBatch, PromptError
 
 FwdHook = tuple[str | Callable[[str], bool], Callable[..., Any]]
 
 
-def check_fits(model: torch.nn.Module, batch: PromptBatch, what: str = "the read-out") -> None:
+def check_fits(model: HookedModel, batch: PromptBatch, what: str = "the read-out") -> None:
     """Raise PromptError if the batch is empty, a prompt is longer than the model's context, or a
     token lies outside its vocabulary."""
     batch.require_rows(what)
@@ -30,7 +31,7 @@ def check_fits(model: torch.nn.Module, batch: PromptBatch, what: str = "the read
         batch.check_vocab(int(d_vocab))
 
 
-def forward_logits(model: torch.nn.Module, batch: PromptBatch,
+def forward_logits(model: HookedModel, batch: PromptBatch,
                    fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "batch pos vocab"]:
     """Full logits of a forward pass (hooks applied and always removed)."""
     check_fits(model, batch)
@@ -40,7 +41,7 @@ def forward_logits(model: torch.nn.Module, batch: PromptBatch,
     return model(batch.tokens)
 
 
-def readout_logits(model: torch.nn.Module, batch: PromptBatch,
+def readout_logits(model: HookedModel, batch: PromptBatch,
                    fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "batch vocab"]:
     """Logits at each row's read-out position s_q."""
     logits = forward_logits(model, batch, fwd_hooks)
@@ -76,7 +77,7 @@ def label_distribution(logits: Float[Tensor, "batch vocab"], batch: PromptBatch)
     return candidate_logits(logits, batch).softmax(-1)
 
 
-def model_accuracy(model: torch.nn.Module, batch: PromptBatch, fwd_hooks: Sequence[FwdHook] = (),
+def model_accuracy(model: HookedModel, batch: PromptBatch, fwd_hooks: Sequence[FwdHook] = (),
                    batch_size: int = 64) -> float:
     """Accuracy of ``model`` on ``batch`` (in chunks), with optional hooks."""
     check_fits(model, batch, "model_accuracy")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import plotly.graph_objects as go
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -219,7 +220,6 @@ def kernel_alignment_by_layer(states: Float[Tensor, "layer n d"],
 def probe_figure(curves: dict[str, Sequence[float] | Tensor], title: str = "probe accuracy by layer",
                  chance: float | None = None, y_title: str = "accuracy"):
     """Line plot of per-layer curves (e.g. {"centroid": acc, "logistic": acc})."""
-    import plotly.graph_objects as go
 
     fig = go.Figure()
     for name, ys in curves.items():

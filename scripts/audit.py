@@ -112,7 +112,7 @@ class Ctx:
 def cli(*argv: str) -> tuple[int, str, str]:
     """Run ``iclwb ARGV`` in this process: (exit status, stdout, stderr). Uncaught exceptions
     propagate (the harness counts them as tracebacks)."""
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -213,9 +213,9 @@ def _damaged_rerun(ctx: Ctx):
 def _stale(ctx: Ctx):
     import dataclasses
 
-    from experiments.sweep import analyses
-    from experiments.sweep.config import load_config
-    from experiments.sweep.executors import run_sweep
+    from experiments.runs import analyses
+    from experiments.runs.config import load_config
+    from experiments.runs.executors import run_sweep
 
     s = ctx.store_copy()
     spec = analyses.get_analysis("head_scan")
@@ -238,9 +238,9 @@ def _stale(ctx: Ctx):
 
 @case(3, "demo --fresh keeps files the study does not own", expect="ok")
 def _fresh(ctx: Ctx):
-    import experiments.sweep as sweep_pkg
-    import experiments.sweep.executors as executors
-    from experiments.demo import run_demo
+    import experiments.runs as sweep_pkg
+    import experiments.runs.executors as executors
+    from experiments.runs.demo import run_demo
 
     out = ctx.store_copy("demo-out")
     (out / "NOTES.md").write_text("my notes\n")
@@ -306,8 +306,8 @@ def _quote(ctx: Ctx):
 
 # ============================================================================ item 6
 def _seg_len_config(ctx: Ctx, seg: int) -> str:
-    from experiments.sweep.config import load_config
-    from experiments.sweep.executors import run_sweep
+    from experiments.runs.config import load_config
+    from experiments.runs.executors import run_sweep
 
     cfg = ctx.write("seg.toml", f'models = ["induction-2l"]\nanalyses = ["head_scan"]\n'
                                 f'[params.head_scan]\nseg_len = {seg}\n')
@@ -332,8 +332,8 @@ def _seg_neg(ctx: Ctx):
 
 @case(6, "head_scan(model, seg_len=1000) through the API")
 def _seg_api(ctx: Ctx):
-    from experiments.models import load_model
-    from experiments.scan import head_scan
+    from experiments.models.loading import load_model
+    from experiments.studies.scan import head_scan
 
     scan = head_scan(load_model("induction-2l"), seg_len=1000)
     return "silent_wrong" if "previous_token" not in scan else "ok"
@@ -351,11 +351,11 @@ def _resample(ctx: Ctx):
     import torch
 
     from circuits.interventions import ablate, intervene
-    from experiments.models import load_model
-    from experiments.tasks import make_prompts
+    from experiments.models.loading import load_model
+    from experiments.tasks import task_batch
 
     model = load_model("induction-2l")
-    batch = make_prompts("induction", 1, 1, 0, vocab=64, seg_len=8)
+    batch = task_batch("induction", 1, 1, 0, vocab=64, seg_len=8)
     with torch.no_grad():
         clean = model(batch.tokens)
         with intervene(model, ablate(layers=[0, 1], mode="resample"), batch):
@@ -364,7 +364,7 @@ def _resample(ctx: Ctx):
 
 
 def _zoo_copy(ctx: Ctx, name: str) -> Path:
-    from experiments import zoo
+    from experiments.models import zoo
 
     shutil.copytree(zoo.checkpoint_path(name), ctx.work / "zoo" / name)
     return ctx.work / "zoo"
@@ -374,7 +374,7 @@ def _zoo_copy(ctx: Ctx, name: str) -> Path:
 def _nan_zoo(ctx: Ctx):
     import torch
 
-    from experiments import zoo
+    from experiments.models import zoo
 
     root = _zoo_copy(ctx, "induction-2l")
     path = root / "induction-2l" / "model.safetensors"
@@ -480,7 +480,7 @@ def _label_multi(ctx: Ctx):
 
 @case(9, "PromptBuilder with an out-of-vocabulary label, then read-out")
 def _label_oov(ctx: Ctx):
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
     from probes.prompt import PromptBuilder
     from probes.readout import readout_logits
 
@@ -490,10 +490,10 @@ def _label_oov(ctx: Ctx):
 
 
 def _empty_batch():
-    from experiments.models import load_model
-    from experiments.tasks import make_prompts
+    from experiments.models.loading import load_model
+    from experiments.tasks import task_batch
 
-    return load_model("induction-2l"), make_prompts("induction", 1, 4, 0, vocab=64, seg_len=8).select([])
+    return load_model("induction-2l"), task_batch("induction", 1, 4, 0, vocab=64, seg_len=8).select([])
 
 
 @case(9, "an empty batch given to the read-out")
@@ -531,16 +531,16 @@ def _empty_accuracy(ctx: Ctx):
 
 @case(9, "n_prompts = 0")
 def _n0(ctx: Ctx):
-    from experiments.tasks import make_prompts
+    from experiments.tasks import task_batch
 
-    make_prompts("classify", 2, 0, 0)
+    task_batch("classify", 2, 0, 0)
     return "silent_wrong"
 
 
 @case(9, "head_scan on a vector model through the API")
 def _scan_vector_api(ctx: Ctx):
-    from experiments.models import load_model
-    from experiments.scan import head_scan
+    from experiments.models.loading import load_model
+    from experiments.studies.scan import head_scan
 
     head_scan(load_model("linreg-lsa-1l"))
     return "silent_wrong"
@@ -548,7 +548,7 @@ def _scan_vector_api(ctx: Ctx):
 
 @case(9, "load_model on a garbage string")
 def _garbage(ctx: Ctx):
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
 
     load_model("\x00garbage")
     return "silent_wrong"
@@ -556,8 +556,8 @@ def _garbage(ctx: Ctx):
 
 @case(9, "load_model on a truncated file")
 def _truncated_file(ctx: Ctx):
-    from experiments import zoo
-    from experiments.models import load_model
+    from experiments.models import zoo
+    from experiments.models.loading import load_model
 
     f = ctx.work / "model.safetensors"
     f.write_bytes((zoo.checkpoint_path("induction-2l") / "model.safetensors").read_bytes()[:500])
@@ -568,25 +568,26 @@ def _truncated_file(ctx: Ctx):
 # ============================================================================ item 10
 @case(10, "n_prompts = 100000000", timeout=30)
 def _huge(ctx: Ctx):
-    from experiments.tasks import make_prompts
+    from experiments.tasks import task_batch
 
-    make_prompts("classify", 4, 100_000_000, 0)
+    task_batch("classify", 4, 100_000_000, 0)
     return "ok"
 
 
 @case(10, "a 19.7k-character typed prompt in the explorer (30 x 9 heads, memory capped)", timeout=60)
 def _long_prompt(ctx: Ctx):
-    from experiments import app_logic as al
-    from experiments.zoo import build_model
+    from iclwb_app import attention_view, prompting
+
+    from experiments.models.zoo import build_model
 
     # SmolLM2's attention geometry (30 layers x 9 heads) in a tiny random model with a long context
     model = build_model("bridge-native", dict(
         d_model=36, n_layers=30, n_heads=9, d_head=4, n_ctx=8192, d_vocab=64, attn_only=True,
         act_fn="gelu", normalization_type="LN", seed=0))
     text = " ".join(str(i % 64) for i in range(7400))[:19_700]
-    batch = al.parse_prompt(model, text)
+    batch = prompting.parse_prompt(model, text)
     _cap_memory(3 * 2**30)  # the audit machine had more; the maps alone need ~25 GB
-    al.prompt_view(model, batch)
+    attention_view.prompt_view(model, batch)
     return "ok"
 
 
@@ -597,7 +598,7 @@ def _cap_memory(extra: int) -> None:
 
 # ============================================================================ item 11
 def _config_case(ctx: Ctx, text: str) -> str:
-    from experiments.sweep.config import load_config
+    from experiments.runs.config import load_config
 
     load_config(ctx.write("c.toml", text))
     return "silent_wrong"  # accepted: the mistake would surface only when a unit runs
@@ -608,7 +609,7 @@ CIRCUIT = 'models = ["icl-classify"]\ntasks = ["classify"]\nk = [{k}]\nanalyses 
 
 @case(11, "the example in sweep/config.py's docstring", expect="ok")
 def _docstring(ctx: Ctx):
-    import experiments.sweep.config as config
+    import experiments.runs.config as config
 
     doc = config.__doc__
     example = textwrap.dedent(doc[doc.index("::") + 2: doc.index("A *unit*")])
@@ -646,11 +647,11 @@ def _k0_circuit(ctx: Ctx):
 def _load_results(folder, root):
     import inspect
 
-    from experiments import app_logic as al
+    from iclwb_app import results_view
 
-    if "root" in inspect.signature(al.load_results).parameters:
-        return al.load_results(folder, root=root)
-    return al.load_results(folder)  # what the page did: read whatever was typed
+    if "root" in inspect.signature(results_view.load_results).parameters:
+        return results_view.load_results(folder, root=root)
+    return results_view.load_results(folder)  # what the page did: read whatever was typed
 
 
 def _page_outcome(fn: Callable[[], object], ok: Callable[[object], bool]) -> str:
@@ -698,10 +699,10 @@ def _page_results(ctx: Ctx):
 
 @case(14, "Circuit page (stored sweep) on a store with a truncated unit file", expect="ok")
 def _page_circuit(ctx: Ctx):
-    from experiments import app_logic as al
+    from iclwb_app import circuit_view
 
     s = _damaged_store(ctx)
-    return _page_outcome(lambda: al.circuit_rows(_load_results(s, s)), lambda df: df is not None)
+    return _page_outcome(lambda: circuit_view.circuit_rows(_load_results(s, s)), lambda df: df is not None)
 
 
 @case(14, "ICL vs GD page (stored sweep) on a folder of junk .parquet files")
@@ -733,7 +734,7 @@ def _sigterm(ctx: Ctx):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "experiments.cli", "app", "--results", str(ctx.work), "--port", str(port)],
+        [sys.executable, "-m", "experiments.cli.main", "app", "--results", str(ctx.work), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ctx.work)
     server = None
     try:
@@ -761,8 +762,8 @@ def _sigterm(ctx: Ctx):
 # ============================================================================ item 16
 @case(16, "model_hash(smollm2-135m) when the hub weights load", expect="ok")
 def _hash(ctx: Ctx):
-    from experiments import pretrained
-    from experiments.sweep import modelinfo
+    from experiments.models import pretrained
+    from experiments.runs import modelinfo
 
     snap = ctx.work / "snapshot"
     snap.mkdir()
@@ -775,7 +776,7 @@ def _hash(ctx: Ctx):
 
 @case(16, "a card.json whose arch names another module")
 def _arch(ctx: Ctx):
-    from experiments import zoo
+    from experiments.models import zoo
 
     flag = ctx.work / "imported"
     (ctx.work / "audit_evil.py").write_text(
@@ -858,8 +859,8 @@ def build_reference_store(work: Path) -> tuple[Path, Path]:
     if pid == 0:
         code = 1
         try:
-            from experiments.sweep.config import load_config
-            from experiments.sweep.executors import run_sweep
+            from experiments.runs.config import load_config
+            from experiments.runs.executors import run_sweep
 
             rep = run_sweep(load_config(cfg), str(store), workers=1, progress=False)
             code = 0 if rep.ok and len(unit_files(store)) == 15 else 1
@@ -878,9 +879,10 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated item numbers")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each failure's message")
     args = ap.parse_args()
-    import experiments
-    import experiments.cli  # noqa: F401 - imported once here, shared by the forked cases
     import torch  # noqa: F401
+
+    import experiments
+    import experiments.cli.main  # noqa: F401 - imported once here, shared by the forked cases
 
     repo = Path(experiments.__file__).resolve().parents[1]
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],

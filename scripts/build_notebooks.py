@@ -50,8 +50,8 @@ import torch
 
 from circuits.interventions import ablate, intervene
 from circuits.plots import matrix_figure
-from experiments.models import load_model
-from experiments.scan import format_scan, head_scan
+from experiments.models.loading import load_model
+from experiments.studies.scan import format_scan, head_scan
 from experiments.tasks import induction
 from probes import heads
 
@@ -63,7 +63,7 @@ print(f"induction-2l: {L} layers x {H} heads, d_model {model.cfg.d_model}, n_ctx
     ("md", """\
 ## 1. Head scan
 
-`experiments.scan.head_scan` runs every head score that applies to the model (definitions in
+`experiments.studies.scan.head_scan` runs every head score that applies to the model (definitions in
 `probes/heads.py`, after research notes A1–A7). Attention scores are the mean attention mass a head puts on
 the keys a head of that kind should attend to:
 
@@ -280,8 +280,8 @@ import plotly.graph_objects as go
 import torch
 
 from circuits.interventions import ablate, intervene
-from experiments.models import load_model
-from experiments.scan import format_scan, head_scan
+from experiments.models.loading import load_model
+from experiments.studies.scan import format_scan, head_scan
 from experiments.tasks import icll
 from probes.prompt import PromptBatch, PromptBuilder
 
@@ -345,7 +345,7 @@ else:
 ## 2. n-gram head scores by layer
 
 For each head and n ∈ {2, 3, 4}: the mean attention mass on S_i (keys whose preceding n−1 tokens match the
-current last n−1 tokens), over the queries with a non-empty S_i, from `experiments.scan.head_scan` (which uses
+current last n−1 tokens), over the queries with a non-empty S_i, from `experiments.studies.scan.head_scan` (which uses
 held-out ICLL sequences for a model trained on ICLL). A head that attends only inside S_i scores 1; the sets
 shrink as n grows, so scores fall with n for any head. Layer 0 cannot know the token before a key (nothing has
 mixed positions yet), so n-gram heads are expected in layer 1 and above."""),
@@ -461,10 +461,10 @@ the same layers. An edge matters when its knockout costs more accuracy than its 
 Everything comes from `circuits.icl_circuit.circuit_table` (one tidy table: step, layer, head, metric, value,
 model, task, seed, ...) and the figures from `circuits.plots`.
 
-**Run it on another model.** Edit `MODEL_NAMES` in the next cell: any name `experiments.models.load_model`
+**Run it on another model.** Edit `MODEL_NAMES` in the next cell: any name `experiments.models.loading.load_model`
 accepts works (a zoo name such as `induction-2l`, `smollm2-135m`, a Hugging Face hub name such as `gpt2`
 where the hub or its cache is reachable, or a local checkpoint directory). The task is the model's own one
-with a label set (`experiments.app_logic.circuit_tasks`: the `classify` task for `icl-classify`, the sentiment
+with a label set (`iclwb_app.prompting.circuit_tasks`: the `classify` task for `icl-classify`, the sentiment
 words for a language model). Every cell below loops over `MODEL_NAMES`; nothing else names a model."""),
     ("code", """\
 # parameters
@@ -481,8 +481,8 @@ import torch
 
 from circuits import icl_circuit as C
 from circuits import plots
-from experiments import app_logic
-from experiments.models import load_model
+from iclwb_app import attention_view, prompting, training_view
+from experiments.models.loading import load_model
 
 torch.manual_seed(0)
 tables, chance, info, models, prompts = [], {}, {}, {}, {}
@@ -490,12 +490,12 @@ for name in MODEL_NAMES:
     t0 = time.perf_counter()
     model = load_model(name)
     model.eval()
-    task = app_logic.circuit_tasks(model)[0]
+    task = prompting.circuit_tasks(model)[0]
     large = int(model.cfg.d_model) >= 256
     n, seeds = (N_PROMPTS_LARGE, SEEDS_LARGE) if large else (N_PROMPTS_SMALL, SEEDS_SMALL)
-    batches = {s: app_logic.task_batch(model, task, K, n, s) for s in seeds}
+    batches = {s: prompting.task_batch(model, task, K, n, s) for s in seeds}
     for b in batches.values():
-        app_logic.check_prompt_fits(model, b)
+        prompting.check_prompt_fits(model, b)
     tables.append(C.circuit_table(model, batches, model_name=name, task=task, window=WINDOW))
     b0 = batches[seeds[0]]
     chance[name] = float((1.0 / (b0.candidates >= 0).sum(-1).float()).mean())
@@ -650,13 +650,13 @@ and a query x_q; the model must output wᵀx_q for a w it has never seen. One st
 w = 0 on the demonstrations gives ŷ = η · mean_i(y_i x_i)ᵀx_q, and a single linear self-attention (LSA) layer
 can compute exactly that. We compare, for each k:
 
-- the **hand-built GD layer** (`experiments.zoo.linreg.gd_lsa`): weights set by hand to one GD step;
+- the **hand-built GD layer** (`experiments.models.zoo.linreg.gd_lsa`): weights set by hand to one GD step;
 - the trained one-layer LSA model **`linreg-lsa-1l`**;
 - the small trained GPT **`linreg-gpt`** (softmax attention, MLPs);
 - a **random LSA layer** (the control that must *not* look like GD);
 - the baselines least squares, ridge, 1 and 5 GD steps, 3-NN and averaging.
 
-Agreement with GD (`experiments.icl_vs_gd.compare_linreg`): `preds_diff` = mean |ŷ_model − ŷ_GD|;
+Agreement with GD (`experiments.studies.linreg_gd.compare_linreg`): `preds_diff` = mean |ŷ_model − ŷ_GD|;
 `sens_cos` = mean cosine between ∂ŷ/∂x_q of the model and of GD (1 = the same linear function of the query);
 `gd_lr_fit` / `preds_diff_fit` = the GD learning rate that best explains the model's predictions and what is
 left after fitting it (a model that runs GD with its own fixed rate has `preds_diff_fit` ≈ 0);
@@ -664,19 +664,20 @@ left after fitting it (a model that runs GD with its own fixed rate has `preds_d
 
 **Language models** (Dai et al. 2023; Shen et al. 2023). On `icl-classify` (few-shot classification with a
 new class → label mapping in every prompt) we compare ICL with a fine-tuned copy of the model trained by GD on
-the same k demonstrations, then asked the query zero-shot (`experiments.icl_vs_gd.compare_icl_gd`)."""),
+the same k demonstrations, then asked the query zero-shot (`experiments.studies.icl_vs_gd.compare_icl_gd`)."""),
     ("code", """\
 from dataclasses import replace
 
 import pandas as pd
 import torch
 
-from experiments import icl_vs_gd as ivg
-from experiments.gd import GDConfig, best_finetune_lr
-from experiments.models import load_model
+from experiments.studies import icl_vs_gd as ivg
+from experiments.studies import linreg_gd
+from experiments.studies.gd import GDConfig, best_finetune_lr
+from experiments.models.loading import load_model
 from experiments.tasks import classify
 from experiments.tasks import linreg as lr_task
-from experiments.zoo.linreg import gd_lsa, random_lsa
+from experiments.models.zoo.linreg import gd_lsa, random_lsa
 
 torch.manual_seed(0)
 pd.set_option("display.float_format", lambda v: f"{v:.4g}")
@@ -698,14 +699,14 @@ compared with GD at its own η, so it must agree to rounding error)."""),
 cols = ["model", "k", "gd_lr", "preds_diff", "sens_cos", "gd_lr_fit", "preds_diff_fit", "ls_preds_diff",
         "ls_sens_cos", "err_model"]
 cmp = {
-    "hand-built GD": ivg.compare_linreg(hand, KS, n_tasks=N_TASKS, gd_lr=eta, name="hand-built GD"),
-    "linreg-lsa-1l": ivg.compare_linreg(lsa, KS, n_tasks=N_TASKS, name="linreg-lsa-1l"),
-    "random LSA": ivg.compare_linreg(random_lsa(d_lsa, seed=1), KS, n_tasks=N_TASKS, name="random LSA"),
-    "linreg-gpt": ivg.compare_linreg(gpt, KS, n_tasks=N_TASKS, name="linreg-gpt"),
+    "hand-built GD": linreg_gd.compare_linreg(hand, KS, n_tasks=N_TASKS, gd_lr=eta, name="hand-built GD"),
+    "linreg-lsa-1l": linreg_gd.compare_linreg(lsa, KS, n_tasks=N_TASKS, name="linreg-lsa-1l"),
+    "random LSA": linreg_gd.compare_linreg(random_lsa(d_lsa, seed=1), KS, n_tasks=N_TASKS, name="random LSA"),
+    "linreg-gpt": linreg_gd.compare_linreg(gpt, KS, n_tasks=N_TASKS, name="linreg-gpt"),
 }
 pd.concat(cmp.values())[cols]"""),
     ("code", """\
-ivg.fig_sensitivity(cmp, title="Agreement with one GD step: sensitivity cosine (solid), |y - y_GD| (dotted)")"""),
+linreg_gd.fig_sensitivity(cmp, title="Agreement with one GD step: sensitivity cosine (solid), |y - y_GD| (dotted)")"""),
     ("code", """\
 hd, ts, rd, gp = (cmp[n] for n in ("hand-built GD", "linreg-lsa-1l", "random LSA", "linreg-gpt"))
 # known answer: the hand-built layer IS one GD step
@@ -739,9 +740,9 @@ Squared error / d on fresh tasks (log scale), the model beside every baseline. L
 k ≥ d; one GD step cannot (it only averages y_i x_i); a model that beats one GD step at large k is doing more
 than one step."""),
     ("code", """\
-ivg.fig_error_vs_k(ts, title=f"linreg-lsa-1l (d = {d_lsa}): squared error / d vs k")"""),
+linreg_gd.fig_error_vs_k(ts, title=f"linreg-lsa-1l (d = {d_lsa}): squared error / d vs k")"""),
     ("code", """\
-ivg.fig_error_vs_k(gp, title=f"linreg-gpt (d = {d_gpt}): squared error / d vs k")"""),
+linreg_gd.fig_error_vs_k(gp, title=f"linreg-gpt (d = {d_gpt}): squared error / d vs k")"""),
     ("code", """\
 for name, df in (("linreg-lsa-1l", ts), ("linreg-gpt", gp)):
     last = df[df.k == df.k.max()].iloc[0]
@@ -758,8 +759,8 @@ model with positional information may. The numbers are the std of the prediction
 averaged over tasks (`linreg_order_sensitivity`)."""),
     ("code", """\
 order = pd.concat([
-    ivg.linreg_order_sensitivity(lsa, KS[1:], n_tasks=128, n_perms=6, name="linreg-lsa-1l"),
-    ivg.linreg_order_sensitivity(gpt, KS[1:], n_tasks=128, n_perms=6, name="linreg-gpt"),
+    linreg_gd.linreg_order_sensitivity(lsa, KS[1:], n_tasks=128, n_perms=6, name="linreg-lsa-1l"),
+    linreg_gd.linreg_order_sensitivity(gpt, KS[1:], n_tasks=128, n_perms=6, name="linreg-gpt"),
 ])
 ivg.fig_order_sensitivity(order[order.model == "linreg-gpt"], title="linreg-gpt: spread over demonstration orders")"""),
     ("code", """\
@@ -779,7 +780,7 @@ print(f"linreg-gpt: spread {gpt_rows['model'].mean():.3f} on average vs one-at-a
 
 For each prompt, three predictions at the query: **zero-shot** (demonstrations removed), **ICL** (the full
 prompt), and **GD**: a copy of the model fine-tuned with SGD on the prompt's k demonstrations (loss on each
-label token only; all parameters; learning rate chosen on held-out prompts by `experiments.gd.best_finetune_lr`),
+label token only; all parameters; learning rate chosen on held-out prompts by `experiments.studies.gd.best_finetune_lr`),
 then asked the query zero-shot. Metrics (Dai et al.; Shen et al.): accuracy of each; total variation between
 the ICL and GD read-out distributions (and between ICL and zero-shot, for scale); **Rec2FTP** (of the queries
 GD fixes, the share ICL also fixes); **SimAOU** per layer (cosine between the ICL and the GD change of each
@@ -836,7 +837,7 @@ NB06: list[Cell] = [
 
 The zoo ships a **checkpoint series** for `induction-2l` and `icl-classify`: 12 snapshots taken during
 training, evenly spaced in log step (`iclwb zoo train NAME --checkpoints 12`), each with the loss it had on a
-fixed probe batch when it was written. `experiments.dynamics.dynamics_table` scores every checkpoint the same
+fixed probe batch when it was written. `experiments.studies.dynamics.dynamics_table` scores every checkpoint the same
 way: the probe loss, the per-token loss on repeated random sequences, Olsson et al.'s ICL score (loss at 0.9T
 minus loss at 0.1T), every head score of the head scan, and in-context accuracy against k, with 95% intervals
 over prompts (`probes.stats`).
@@ -848,9 +849,9 @@ log step, and reports the previous-token head and the training loss around it as
     ("code", """\
 import pandas as pd
 
-from experiments import app_logic as al
-from experiments import dynamics
-from experiments.zoo import series
+from iclwb_app import attention_view, prompting, training_view
+from experiments.studies import dynamics
+from experiments.models.zoo import series
 
 NAME = "induction-2l"
 index = series.read_index(NAME)
@@ -875,10 +876,10 @@ assert p["after"] > p["before"] + 0.3, "the induction score should jump inside t
 assert p["head_after"][0] == 1, "the induction head is in layer 1"
 """),
     ("code", """\
-heads = al.dynamics_head_metrics(table)
-al.dynamics_curves_figure(table, ["previous_token", "induction", "prefix_matching"], window).show()
-al.training_loss_figure(curve, window).show()
-al.dynamics_scalar_figure(table, ["icl_score"], window, "ICL score", "nats").show()
+heads = training_view.dynamics_head_metrics(table)
+training_view.dynamics_curves_figure(table, ["previous_token", "induction", "prefix_matching"], window).show()
+training_view.training_loss_figure(curve, window).show()
+training_view.dynamics_scalar_figure(table, ["icl_score"], window, "ICL score", "nats").show()
 """),
     ("md", """\
 ## Head scores before, inside and after the window
@@ -888,8 +889,8 @@ of training; and the loss by token index, whose second half (the repeat) falls o
     ("code", """\
 steps = sorted(table.step.unique())
 for s in (p["start"], p["end"], steps[-1]):
-    al.layer_head_heatmap(al.dynamics_head_matrix(table, s, "induction"), f"induction @ step {s}").show()
-al.loss_by_position_figure(table, [steps[0], p["start"], p["end"], steps[-1]]).show()
+    attention_view.layer_head_heatmap(training_view.dynamics_head_matrix(table, s, "induction"), f"induction @ step {s}").show()
+training_view.loss_by_position_figure(table, [steps[0], p["start"], p["end"], steps[-1]]).show()
 acc = table[table.metric == "accuracy"].pivot(index="step", columns="k", values="value").round(3)
 print("In-context accuracy by k (rows: step):")
 print(acc.to_string())
@@ -904,13 +905,13 @@ the context (only in-weights learning helps; chance 1/8). Transience would show 
 falling while the second rises."""),
     ("code", """\
 if series.has_series("icl-transience"):
-    from experiments.zoo import transience
+    from experiments.models.zoo import transience
 
     rows = []
     for c in series.read_index("icl-transience")["checkpoints"]:
         rows += transience.dynamics_rows(series.load_series_model("icl-transience", c["step"]), c["step"], n=300)
     tr = pd.DataFrame(rows).assign(layer=-1, head=-1, k=-1, position=-1)
-    al.dynamics_scalar_figure(tr, ["icl_heldout_accuracy", "iwl_accuracy"], None,
+    training_view.dynamics_scalar_figure(tr, ["icl_heldout_accuracy", "iwl_accuracy"], None,
                               "ICL on held-out classes vs in-weights accuracy", "accuracy").show()
     wide = tr.pivot(index="step", columns="metric", values="value")
     peak = wide["icl_heldout_accuracy"].idxmax()

@@ -36,7 +36,7 @@ def batches_for(model_name: str, model, task: str, k: int, n: int, seeds: list[i
     b = {s: language.make_prompts(model.tokenizer, dataset=task, k=k, n_prompts=n, seed=s) for s in seeds}
     z = {s: language.make_prompts(model.tokenizer, dataset=task, k=0, n_prompts=n, seed=s) for s in seeds}
     # zero-shot prompts must ask the same queries; fall back to stripping the demonstrations
-    z = {s: (z[s] if torch.equal(z[s].target, b[s].target) else C.zero_shot_batch(b[s])) for s in seeds}
+    z = {s: (z[s] if torch.equal(z[s].target, b[s].target) else b[s].zero_shot()) for s in seeds}
     return b, z
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/circuit_report.csv")
     ap.add_argument("--markdown", action="store_true", help="print the two summary tables as markdown")
     args = ap.parse_args()
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
 
     plan = {"icl-classify": ["classify"], "smollm2-135m": ["sentiment", "capitals"]}
     tables = []

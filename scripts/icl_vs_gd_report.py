@@ -20,7 +20,6 @@ every table as CSV.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,10 +40,10 @@ def section(title: str) -> None:
 
 
 def linreg_part(n_tasks: int, out: Path | None) -> None:
-    from experiments import icl_vs_gd as ivg
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
+    from experiments.models.zoo.linreg import gd_lsa, random_lsa
+    from experiments.studies import linreg_gd
     from experiments.tasks.linreg import best_gd_lr
-    from experiments.zoo.linreg import gd_lsa, random_lsa
 
     models = {}
     for name in ("linreg-lsa-1l", "linreg-gpt"):
@@ -63,10 +62,10 @@ def linreg_part(n_tasks: int, out: Path | None) -> None:
     for name, model in models.items():
         t0 = time.perf_counter()
         kw = {"gd_lr": eta} if name.startswith("hand") else {}
-        cmp = ivg.compare_linreg(model, KS, n_tasks=n_tasks, name=name, **kw)
+        cmp = linreg_gd.compare_linreg(model, KS, n_tasks=n_tasks, name=name, **kw)
         section(f"linreg: {name} (d={model.cfg.d}) vs 1 step of GD from w=0")
         print(cmp[cols].to_string(index=False))
-        order = ivg.linreg_order_sensitivity(model, KS[1:], n_tasks=min(n_tasks, 256), n_perms=8,
+        order = linreg_gd.linreg_order_sensitivity(model, KS[1:], n_tasks=min(n_tasks, 256), n_perms=8,
                                              name=name)
         piv = order.pivot(index="k", columns="method", values="order_std")
         print("\norder sensitivity (mean std of y_hat over 8 demonstration orders):")
@@ -80,7 +79,7 @@ def linreg_part(n_tasks: int, out: Path | None) -> None:
 
 
 def lm_table(df: pd.DataFrame) -> pd.DataFrame:
-    from experiments.icl_vs_gd import summarize_lm
+    from experiments.studies.icl_vs_gd import summarize_lm
 
     s = summarize_lm(df)
     cols = ["k", "acc_zs", "acc_icl", "acc_gd", "topk_overlap", "kl_icl_gd", "kl_gd_icl",
@@ -93,8 +92,8 @@ def lm_part(name: str, model, make, gd_base, grid, n_prompts: int, n_perms: int,
             n_order_prompts: int, out: Path | None, gd_online: bool = True) -> None:
     from dataclasses import replace
 
-    from experiments import icl_vs_gd as ivg
-    from experiments.gd import best_finetune_lr
+    from experiments.studies import icl_vs_gd as ivg
+    from experiments.studies.gd import best_finetune_lr
 
     t0 = time.perf_counter()
     if len(grid) > 1:
@@ -120,8 +119,8 @@ def lm_part(name: str, model, make, gd_base, grid, n_prompts: int, n_perms: int,
 
 
 def classify_part(out: Path | None, n_prompts: int) -> None:
-    from experiments.gd import GDConfig
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
+    from experiments.studies.gd import GDConfig
     from experiments.tasks import classify
 
     section("icl-classify: ICL vs GD (fine-tuned copy) on few-shot classification")
@@ -138,15 +137,15 @@ def classify_part(out: Path | None, n_prompts: int) -> None:
 def smollm_part(out: Path | None, n_prompts: int, subset: str, epochs: int,
                 grid: tuple[float, ...], n_order_prompts: int, gd_online: bool,
                 optimizer: str = "sgd") -> None:
-    from experiments.gd import GDConfig
-    from experiments.models import load_model
+    from experiments.models.loading import load_model
+    from experiments.studies.gd import GDConfig
     from experiments.tasks import language
 
     section("smollm2-135m: ICL vs GD on sentiment words (natural labels)")
     model = load_model("smollm2-135m")
     tok = getattr(model, "tokenizer", None)
     if tok is None:
-        from experiments.pretrained import load_tokenizer
+        from experiments.models.pretrained import load_tokenizer
 
         tok = load_tokenizer("smollm2-135m")
     make = lambda k, seed: language.make_prompts(tok, "sentiment", k, n_prompts, seed)  # noqa: E731

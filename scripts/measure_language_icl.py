@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from experiments.models import load_model
+from experiments.models.loading import load_model
 from experiments.tasks import language
 
 PLAN: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {

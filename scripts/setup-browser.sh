@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium for the app's browser test (tests/test_app_browser.py): Debian's chromium
+# Headless Chromium for the app's browser test (tests/app/test_app_browser.py): Debian's chromium
 # package, driven through the playwright Python package with executable_path=/usr/bin/chromium.
 # Playwright's own browser downloads are never used.
 set -euo pipefail

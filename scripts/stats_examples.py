@@ -5,8 +5,8 @@ vectors and label-word anchors, each with n, intervals, p, BH q and verdicts.
         [--only head_scan,icl_vs_gd,vectors] [--scan-models induction-2l,smollm2-135m]
 
 Head scans and ICL vs GD run as sweep units into ``--store`` (resumable); the statistics are then
-computed from the stored rows by ``experiments.scan.head_scan_stats`` and
-``experiments.icl_vs_gd.icl_vs_gd_stats``. ICL vectors and anchors run ``run_study`` directly.
+computed from the stored rows by ``experiments.studies.scan.head_scan_stats`` and
+``experiments.studies.icl_vs_gd.icl_vs_gd_stats``. ICL vectors and anchors run ``run_study`` directly.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     only = set(args.only.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
-    from experiments.sweep import ResultsStore, loads_config, run_sweep
+    from experiments.runs import ResultsStore, loads_config, run_sweep
 
     store = ResultsStore(args.store)
     grids = []
@@ -59,7 +59,7 @@ def main() -> None:
         rep = run_sweep(cfg, store, progress=False)
         print(f"sweep: {len(rep.computed)} computed, {rep.already_done} already done, {time.time() - t:.0f} s")
     if "head_scan" in only:
-        from experiments.scan import head_scan_stats
+        from experiments.studies.scan import head_scan_stats
 
         st = head_scan_stats(store.frame(analysis="head_scan"))
         c = st.comparisons
@@ -73,7 +73,7 @@ def main() -> None:
                 above_null_by_0_3=("effect", lambda e: int(((e > 0.3) & g.loc[e.index, "above_null"]).sum())),
                 ).reset_index())
     if "icl_vs_gd" in only:
-        from experiments.icl_vs_gd import icl_vs_gd_stats
+        from experiments.studies.icl_vs_gd import icl_vs_gd_stats
 
         st = icl_vs_gd_stats(store.frame(analysis="icl_vs_gd"))
         e, c = st.estimates, st.comparisons
@@ -87,8 +87,8 @@ def main() -> None:
         show("linreg-lsa-1l estimates (sensitivity cosines)",
              e[(e.model == "linreg-lsa-1l") & e.metric.str.contains("sens_cos")].drop(columns=["task", "layer"]))
     if "vectors" in only:
-        from experiments import vectors_study as vs
-        from experiments.models import load_model
+        from experiments.models.loading import load_model
+        from experiments.studies import vectors_study as vs
 
         m = load_model("icl-classify")
         pers, flows = [], []
@@ -106,8 +106,8 @@ def main() -> None:
         show("label-word flows", an.estimates)
         show("label-word flow comparisons", an.comparisons[["layer", "condition", "control", *CMP]])
     if args.anchors:
-        from experiments import vectors_study as vs
-        from experiments.models import load_model
+        from experiments.models.loading import load_model
+        from experiments.studies import vectors_study as vs
 
         name, task = args.anchors.split(":")
         out = vs.run_study(load_model(name), name, task, k=args.k, n_prompts=args.n_prompts, seed=0,

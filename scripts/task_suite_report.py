@@ -16,7 +16,7 @@ import pandas as pd
 
 
 def report(models: list[str]) -> pd.DataFrame:
-    from experiments.pretrained import load_tokenizer
+    from experiments.models.pretrained import load_tokenizer
     from experiments.tasks import suite
 
     frames = [suite.item_report(load_tokenizer(m), tokenizer_name=m) for m in models]

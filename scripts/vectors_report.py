@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from experiments.models import load_model
-    from experiments.vectors_study import run_study
+    from experiments.models.loading import load_model
+    from experiments.studies.vectors_study import run_study
 
     t0 = time.perf_counter()
     model = load_model(args.model)

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
+from iclwb_app import attention_view, model_info, prompting, ui
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_view(model_name: str, source: str, task: str, k: int, seed: int, text: str) -> al.PromptView:
+def cached_view(model_name: str, source: str, task: str, k: int, seed: int, text: str) -> attention_view.PromptView:
     model = ui.get_model(model_name)
     if source == "task":
-        batch = al.task_prompt(model, task, k, seed)
+        batch = prompting.task_prompt(model, task, k, seed)
     else:
-        batch = al.parse_prompt(model, text)
-    return al.prompt_view(model, batch)
+        batch = prompting.parse_prompt(model, text)
+    return attention_view.prompt_view(model, batch)
 
 
 def set_head(layer: int, head: int) -> None:
@@ -41,7 +33,7 @@ with c1:
 model = ui.load_or_error(model_name)
 if model is None:
     st.stop()
-info = al.model_summary(model, model_name)
+info = model_info.model_summary(model, model_name)
 with c2:
     st.caption(f"{info['kind']} model · {info['n_layers']} layers × {info['n_heads']} heads · "
                f"context {info['n_ctx']} · vocabulary {info['d_vocab']}")
@@ -50,7 +42,7 @@ if info["kind"] == "vector":
             "See the ICL vs GD page for it.")
     st.stop()
 
-tasks = al.available_tasks(model)
+tasks = prompting.available_tasks(model)
 src_options = (["Task", "Typed prompt"] if tasks else ["Typed prompt"])
 source = st.radio("Prompt", src_options, horizontal=True, key="ex_source")
 task, k, seed, text = "", 0, 0, ""
@@ -83,10 +75,10 @@ except ui.EXPECTED_ERRORS as err:
     st.stop()
 
 st.subheader("Prompt")
-st.html(al.token_strip_html(view.labels, view.roles, highlight=view.readout))
+st.html(attention_view.token_strip_html(view.labels, view.roles, highlight=view.readout))
 if view.target >= 0:
     st.caption(f"{len(view.tokens)} tokens · read-out at position {view.readout} · "
-               f"target token: {al.token_labels(model, [view.target])[0]!r}")
+               f"target token: {model_info.token_labels(model, [view.target])[0]!r}")
 
 # ---------------------------------------------------------------- head picking
 L, H = view.n_layers, view.n_heads
@@ -101,14 +93,14 @@ st.session_state.setdefault("ex_head", 0)
 st.subheader("Heads")
 g1, g2 = st.columns([1, 2])
 with g1:
-    summary = st.selectbox("Colour heads by", list(al.HEAD_SUMMARIES), key="ex_summary")
+    summary = st.selectbox("Colour heads by", list(attention_view.HEAD_SUMMARIES), key="ex_summary")
     s1, s2 = st.columns(2)
     s1.selectbox("Layer", list(range(L)), key="ex_layer")
     s2.selectbox("Head", list(range(H)), key="ex_head")
 layer, head = int(st.session_state["ex_layer"]), int(st.session_state["ex_head"])
-values = al.HEAD_SUMMARIES[summary](view)
+values = attention_view.HEAD_SUMMARIES[summary](view)
 with g2:
-    st.plotly_chart(al.layer_head_heatmap(values, f"{summary} (layer × head)", (layer, head)),
+    st.plotly_chart(attention_view.layer_head_heatmap(values, f"{summary} (layer × head)", (layer, head)),
                     width="stretch", key="ex_grid_fig")
 if L * H <= 96:
     st.caption("Pick a head:")
@@ -122,11 +114,11 @@ if L * H <= 96:
 # ---------------------------------------------------------------- selected head
 st.subheader(f"Head L{layer}H{head}")
 m1, m2, m3 = st.columns(3)
-m1.metric("read-out → labels", f"{al.role_mass(view, 'label')[layer, head]:.4f}")
-m2.metric("read-out → forerunners", f"{al.role_mass(view, 'forerunner')[layer, head]:.4f}")
-m3.metric("previous-token (this prompt)", f"{al.previous_token_mass(view)[layer, head]:.4f}")
+m1.metric("read-out → labels", f"{attention_view.role_mass(view, 'label')[layer, head]:.4f}")
+m2.metric("read-out → forerunners", f"{attention_view.role_mass(view, 'forerunner')[layer, head]:.4f}")
+m3.metric("previous-token (this prompt)", f"{attention_view.previous_token_mass(view)[layer, head]:.4f}")
 f1, f2 = st.columns([3, 2])
 with f1:
-    st.plotly_chart(al.attention_heatmap(view, layer, head), width="stretch", key="ex_pattern_fig")
+    st.plotly_chart(attention_view.attention_heatmap(view, layer, head), width="stretch", key="ex_pattern_fig")
 with f2:
-    st.plotly_chart(al.readout_bar(view, layer, head), width="stretch", key="ex_readout_fig")
+    st.plotly_chart(attention_view.readout_bar(view, layer, head), width="stretch", key="ex_readout_fig")

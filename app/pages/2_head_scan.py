@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
+from iclwb_app import attention_view, model_info, scan_view, stats_view, ui
 
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
+from experiments.studies.scan import head_scan
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def cached_scan(model_name: str, seed: int):
-    from experiments.scan import head_scan
 
     scan = head_scan(ui.get_model(model_name), seed=seed)
-    return al.scan_frame(scan), al.head_scan_verdicts(scan)
+    return scan_view.scan_frame(scan), stats_view.head_scan_verdicts(scan)
 
 
 st.title("Head scan")
@@ -32,12 +25,12 @@ seed = int(c2.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, st
 model = ui.load_or_error(model_name)
 if model is None:
     st.stop()
-if al.model_kind(model) == "vector":
+if model_info.model_kind(model) == "vector":
     st.info("This model reads real vectors, not tokens: token head scores do not apply to it.")
     st.stop()
 
 key = (model_name, seed)
-small = al.model_summary(model)["n_layers"] * al.model_summary(model)["n_heads"] <= 64
+small = model_info.model_summary(model)["n_layers"] * model_info.model_summary(model)["n_heads"] <= 64
 ui.wait_for_run("scan_requested", key, not small, "Run head scan", "scan_run",
                 note="This model has many heads; the scan takes a while.")
 try:
@@ -54,7 +47,7 @@ st.subheader("Heatmaps")
 cols = st.columns(min(3, len(scores)))
 for i, score in enumerate(scores):
     with cols[i % len(cols)]:
-        st.plotly_chart(al.layer_head_heatmap(al.scan_matrix(df, score), score), width="stretch",
+        st.plotly_chart(attention_view.layer_head_heatmap(scan_view.scan_matrix(df, score), score), width="stretch",
                         key=f"scan_fig_{score}")
 
 st.subheader("Which heads pass their test")
@@ -66,14 +59,14 @@ else:
     st.markdown("\n".join(f"- **{r.metric} L{r.layer}H{r['head']}**: {r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] "
                           f"vs null {r.null_value:.3f}: {r.verdict} (q={r.q_value:.2g}, n={int(r.n)})"
                           for _, r in verdicts.iterrows()))
-    st.dataframe(al.stats_view(verdicts), hide_index=True, width="stretch", key="scan_verdicts")
+    st.dataframe(stats_view.stats_view(verdicts), hide_index=True, width="stretch", key="scan_verdicts")
 
 st.subheader("Top heads")
 t1, t2 = st.columns([1, 1])
 sort_by = t1.selectbox("Sort by", scores, key="scan_sort")
 n_top = int(t2.number_input("Rows", min_value=1, max_value=len(df) // max(1, len(scores)),
                             value=min(10, len(df) // max(1, len(scores))), key="scan_rows"))
-table = al.top_heads(df, sort_by, n_top)
+table = scan_view.top_heads(df, sort_by, n_top)
 event = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun",
                      selection_mode="single-row", key="scan_table",
                      column_config={s: st.column_config.NumberColumn(format="%.3f") for s in scores})
@@ -86,6 +79,6 @@ if st.session_state.get("scan_open_head") not in head_ids:
 o1, o2 = st.columns([1, 1])
 head_id = o1.selectbox("Head to explore (or click a table row)", head_ids, key="scan_open_head")
 if o2.button(f"Open {head_id} in the explorer", key="scan_open", type="primary"):
-    layer, head = al.parse_head_id(head_id)
+    layer, head = scan_view.parse_head_id(head_id)
     st.session_state["explorer_goto"] = {"model": model_name, "layer": layer, "head": head}
     st.switch_page("pages/1_explorer.py")

@@ -3,26 +3,25 @@ controls, from a live run or from a stored sweep."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
+from iclwb_app import (
+    attention_view,
+    circuit_view,
+    model_info,
+    prompting,
+    results_view,
+    stats_view,
+    ui,
+)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def cached_circuit(model_name: str, task: str, k: int, n_prompts: int, seed: int,
                    window: tuple[float, float]):
-    return al.circuit_run(ui.get_model(model_name), model_name, task, k, n_prompts, seed, window)
+    return circuit_view.circuit_run(ui.get_model(model_name), model_name, task, k, n_prompts, seed, window)
 
 
 def default_model() -> str:
-    from experiments import zoo
 
     return "icl-classify" if (zoo.checkpoint_path("icl-classify") / "card.json").exists() else "induction-2l"
 
@@ -31,27 +30,27 @@ def render(table) -> None:
     """The four steps of the circuit from one tidy table (any number of seeds)."""
     n_seeds = table["seed"].nunique() if "seed" in table.columns else 1
     n_prompts = int(table["n_prompts"].max()) if "n_prompts" in table.columns else 0
-    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts, pooled · {al.CI_CAPTION}")
+    st.caption(f"{n_seeds} seed(s) × {n_prompts} prompts, pooled · {results_view.CI_CAPTION}")
     st.subheader("1 · Summarize: centroid-probe accuracy by layer")
-    st.plotly_chart(al.circuit_layer_figure(table, "summarize", title="centroid accuracy at x_q and s_q"),
+    st.plotly_chart(circuit_view.circuit_layer_figure(table, "summarize", title="centroid accuracy at x_q and s_q"),
                     width="stretch", key="circ_summarize")
     st.subheader("2 · Semantics merge: y_i → s_i")
     m1, m2 = st.columns(2)
     with m1:
-        st.plotly_chart(al.circuit_layer_figure(table, "merge", ["n_heads:correct", "n_heads:wrong"],
+        st.plotly_chart(circuit_view.circuit_layer_figure(table, "merge", ["n_heads:correct", "n_heads:wrong"],
                                                 "heads with A[y_i→s_i] > 5/n"), width="stretch",
                         key="circ_merge_n")
     with m2:
-        st.plotly_chart(al.circuit_layer_figure(table, "merge", ["copy_magnitude:correct", "copy_magnitude:wrong"],
+        st.plotly_chart(circuit_view.circuit_layer_figure(table, "merge", ["copy_magnitude:correct", "copy_magnitude:wrong"],
                                                 "copy magnitude"), width="stretch", key="circ_merge_mag")
     st.subheader("3 · Retrieve and copy: s_q → y_i per head")
     r1, r2 = st.columns(2)
     for col, metric, title in ((r1, "M", "induction magnitude M"), (r2, "C", "correctness C")):
         with col:
             try:
-                st.plotly_chart(al.layer_head_heatmap(al.circuit_head_matrix(table, metric, "retrieve"), title),
+                st.plotly_chart(attention_view.layer_head_heatmap(circuit_view.circuit_head_matrix(table, metric, "retrieve"), title),
                                 width="stretch", key=f"circ_retrieve_{metric}")
-            except al.AppInputError as err:
+            except model_info.AppInputError as err:
                 st.info(str(err))
     best = table[(table["step"] == "retrieve") & table["metric"].isin(["best_head_p_target", "best_head_accuracy", "chance"])]
     if not best.empty:
@@ -60,19 +59,19 @@ def render(table) -> None:
         for c, (metric, value) in zip(cols, means.items()):
             c.metric(metric, f"{value:.3f}")
     st.subheader("4 · Ablations beside their random controls")
-    abl = al.ablation_table(table)
+    abl = circuit_view.ablation_table(table)
     if abl.empty:
         st.info("No ablation rows in this table.")
         return
     un = abl[abl["ablation"] == "unablated"]
     if not un.empty:
         st.metric("accuracy, unablated", f"{float(un['acc_mean'].iloc[0]):.4f}")
-    st.plotly_chart(al.ablation_figure(abl), width="stretch", key="circ_ablation")
-    st.markdown("\n".join(f"- {line}" for line in al.ablation_verdicts(abl)) or "No paired comparisons.")
+    st.plotly_chart(circuit_view.ablation_figure(abl), width="stretch", key="circ_ablation")
+    st.markdown("\n".join(f"- {line}" for line in stats_view.ablation_verdicts(abl)) or "No paired comparisons.")
     st.caption("Each knockout against its random control on the same prompts (McNemar), Benjamini-Hochberg "
                "q over the run's comparisons; significant: q < 0.05; no effect detected: the interval lies "
                "within the minimum detectable effect (MDE, 80% power); otherwise inconclusive.")
-    st.dataframe(al.stats_view(abl), hide_index=True, width="stretch", key="circ_ablation_table")
+    st.dataframe(stats_view.stats_view(abl), hide_index=True, width="stretch", key="circ_ablation_table")
 
 
 st.title("Circuit")
@@ -89,7 +88,7 @@ if source == "Stored sweep":
     stored = ui.load_results(folder)
     if stored is None:
         st.stop()
-    rows = ui.guarded(lambda: al.circuit_rows(stored), "cannot read circuit rows from these results")
+    rows = ui.guarded(lambda: circuit_view.circuit_rows(stored), "cannot read circuit rows from these results")
     if rows is None:
         st.stop()
     if rows.empty:
@@ -111,10 +110,10 @@ with c1:
 model = ui.load_or_error(model_name)
 if model is None:
     st.stop()
-if al.model_kind(model) == "vector":
+if model_info.model_kind(model) == "vector":
     st.info("This model reads real vectors: the circuit needs token prompts with labels.")
     st.stop()
-tasks = al.circuit_tasks(model)
+tasks = prompting.circuit_tasks(model)
 if not tasks:
     st.error("No task with a label set fits this model; the circuit needs candidate labels.")
     st.stop()
@@ -127,7 +126,7 @@ n_prompts = int(t3.number_input("Prompts per seed", min_value=4, max_value=512, 
 n_seeds = int(t4.number_input("Seeds", min_value=1, max_value=10, value=3, key="circ_seeds"))
 window = st.slider("Ablation window (fraction of layers)", 0.0, 1.0, (0.0, 0.25), step=0.05,
                    key="circ_window")
-small = al.model_summary(model)["n_layers"] * al.model_summary(model)["n_heads"] <= 64
+small = model_info.model_summary(model)["n_layers"] * model_info.model_summary(model)["n_heads"] <= 64
 run_key = (model_name, task, k, n_prompts, n_seeds, window)
 ui.wait_for_run("circ_done", run_key, not small, "Run the circuit", "circ_run")
 parts = []
@@ -143,5 +142,7 @@ except ui.EXPECTED_ERRORS as err:
 bar.empty()
 ui.mark_run("circ_done", run_key)
 import pandas as pd  # noqa: E402
+
+from experiments.models import zoo
 
 render(pd.concat(parts, ignore_index=True))

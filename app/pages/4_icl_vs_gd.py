@@ -4,17 +4,12 @@ against a fine-tuned copy (distribution metrics, Rec2FTP, SimAOU, order sensitiv
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
+from iclwb_app import icl_gd_view, model_info, prompting, stats_view, ui
 
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
+from experiments.models import zoo
+from experiments.studies import icl_vs_gd, linreg_gd
 
 ACC = ["acc_zs", "acc_icl", "acc_gd"]
 DIST = ["kl_icl_gd", "kl_gd_icl", "tv_icl_gd", "topk_overlap", "rec2ftp"]
@@ -25,18 +20,17 @@ KS = [1, 2, 4, 8, 16, 32]
 @st.cache_data(max_entries=32, show_spinner=False)
 def cached_linreg(model_name: str, ks: tuple[int, ...], n_tasks: int, seed: int, gd_steps: int):
     model = ui.get_model(model_name)
-    comp, order = al.linreg_comparison(model, model_name, list(ks), n_tasks, seed, gd_steps)
-    return comp, order, al.linreg_stats(model, model_name, list(ks), n_tasks, seed, gd_steps).comparisons
+    comp, order = icl_gd_view.linreg_comparison(model, model_name, list(ks), n_tasks, seed, gd_steps)
+    return comp, order, stats_view.linreg_stats(model, model_name, list(ks), n_tasks, seed, gd_steps).comparisons
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
 def cached_lm(model_name: str, task: str, k: int, seed: int, n_prompts: int, epochs: int, lr: float,
               subset: str):
-    return al.icl_gd_run(ui.get_model(model_name), model_name, task, k, seed, n_prompts, epochs, lr, subset)
+    return icl_gd_view.icl_gd_run(ui.get_model(model_name), model_name, task, k, seed, n_prompts, epochs, lr, subset)
 
 
 def default_model() -> str:
-    from experiments import zoo
 
     for name in ("linreg-lsa-1l", "icl-classify", "induction-2l"):
         if (zoo.checkpoint_path(name) / "card.json").exists():
@@ -45,7 +39,6 @@ def default_model() -> str:
 
 
 def render_lm(df: pd.DataFrame) -> None:
-    from experiments import icl_vs_gd
 
     s = icl_vs_gd.summarize_lm(df)
     cols = st.columns(3)
@@ -55,10 +48,10 @@ def render_lm(df: pd.DataFrame) -> None:
             c.metric(f"{m} (k={int(last['k'])})", f"{float(last[m]):.4f}")
     a1, a2 = st.columns(2)
     with a1:
-        st.plotly_chart(al.metrics_by_k_figure(df, ACC, "Accuracy: zero-shot, ICL, GD", "accuracy"),
+        st.plotly_chart(icl_gd_view.metrics_by_k_figure(df, ACC, "Accuracy: zero-shot, ICL, GD", "accuracy"),
                         width="stretch", key="gd_acc")
     with a2:
-        st.plotly_chart(al.metrics_by_k_figure(df, DIST, "ICL vs GD output distributions"),
+        st.plotly_chart(icl_gd_view.metrics_by_k_figure(df, DIST, "ICL vs GD output distributions"),
                         width="stretch", key="gd_dist")
     b1, b2 = st.columns(2)
     with b1:
@@ -69,21 +62,20 @@ def render_lm(df: pd.DataFrame) -> None:
             st.plotly_chart(icl_vs_gd.fig_simaou(df), width="stretch", key="gd_simaou")
     st.dataframe(s, hide_index=True, width="stretch", key="gd_summary")
     if "prompt" in df.columns and (df["prompt"] >= 0).any():
-        render_verdicts(al.lm_gd_stats(df).comparisons)
+        render_verdicts(stats_view.lm_gd_stats(df).comparisons)
 
 
 def render_verdicts(cmp: pd.DataFrame) -> None:
     """Each paired comparison (same prompts or tasks) with its verdict, effect, 95% CI and BH q."""
     st.subheader("Verdicts")
-    st.markdown("\n".join(f"- {line}" for line in al.verdict_lines(
+    st.markdown("\n".join(f"- {line}" for line in stats_view.verdict_lines(
         cmp, lambda r: f"k={int(r['k'])}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
     st.caption("Paired on the same prompts (McNemar for accuracies, permutation otherwise); Benjamini-Hochberg "
                "q over the run; significant: q < 0.05; no effect detected: the interval lies within the MDE.")
-    st.dataframe(al.stats_view(cmp), hide_index=True, width="stretch", key="gd_verdicts")
+    st.dataframe(stats_view.stats_view(cmp), hide_index=True, width="stretch", key="gd_verdicts")
 
 
 def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None, verdicts: pd.DataFrame | None = None) -> None:
-    from experiments import icl_vs_gd
 
     last = comp.sort_values("k").iloc[-1]
     c1, c2, c3 = st.columns(3)
@@ -92,9 +84,9 @@ def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None, verdicts: pd.D
     c3.metric(f"err_model (k={int(last['k'])})", f"{float(last['err_model']):.4f}")
     a1, a2 = st.columns(2)
     with a1:
-        st.plotly_chart(icl_vs_gd.fig_error_vs_k(comp), width="stretch", key="gd_err")
+        st.plotly_chart(linreg_gd.fig_error_vs_k(comp), width="stretch", key="gd_err")
     with a2:
-        st.plotly_chart(icl_vs_gd.fig_sensitivity(comp), width="stretch", key="gd_sens")
+        st.plotly_chart(linreg_gd.fig_sensitivity(comp), width="stretch", key="gd_sens")
     if order is not None and not order.empty:
         st.plotly_chart(icl_vs_gd.fig_order_sensitivity(order), width="stretch", key="gd_order")
     st.dataframe(comp, hide_index=True, width="stretch", key="gd_table")
@@ -105,8 +97,8 @@ def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None, verdicts: pd.D
 st.title("ICL vs GD")
 st.caption("Error and accuracy against k for ICL, gradient descent on the same demonstrations and "
            "the baselines; sensitivity cosines; order sensitivity; output-distribution metrics.")
-if not ui.module_available("experiments.icl_vs_gd"):
-    st.info("The ICL-vs-GD study (experiments.icl_vs_gd) is not installed in this checkout.")
+if not ui.module_available("experiments.studies.icl_vs_gd"):
+    st.info("The ICL-vs-GD study (experiments.studies.icl_vs_gd) is not installed in this checkout.")
     st.stop()
 source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="gd_source")
 
@@ -130,10 +122,10 @@ if source == "Stored sweep":
     metrics = sorted(df["metric"].astype(str).unique())
     default = [m for m in metrics if m in ACC or m.startswith("err_")] or metrics[:3]
     chosen = st.multiselect("Metrics", metrics, default=default, key="gd_st_metrics")
-    st.plotly_chart(al.metrics_by_k_figure(df, chosen, f"{model_sel} · {task_sel}"), width="stretch",
+    st.plotly_chart(icl_gd_view.metrics_by_k_figure(df, chosen, f"{model_sel} · {task_sel}"), width="stretch",
                     key="gd_stored_fig")
     if "prompt" in df.columns and (pd.to_numeric(df["prompt"], errors="coerce") >= 0).any():
-        render_verdicts(al.lm_gd_stats(df).comparisons)
+        render_verdicts(stats_view.lm_gd_stats(df).comparisons)
     else:
         st.info("These rows have no per-prompt values (stored before the statistics layer): no tests; "
                 "recompute them with `iclwb sweep run`.")
@@ -147,7 +139,7 @@ model = ui.load_or_error(model_name)
 if model is None:
     st.stop()
 
-if al.model_kind(model) == "vector":
+if model_info.model_kind(model) == "vector":
     t1, t2, t3, t4 = st.columns(4)
     ks = t1.multiselect("k", KS, default=[1, 2, 4, 8], key="gd_ks")
     n_tasks = int(t2.number_input("Tasks per k", min_value=16, max_value=4096, value=128, key="gd_ntasks"))
@@ -162,12 +154,12 @@ if al.model_kind(model) == "vector":
     render_linreg(comp, order, verdicts)
     st.stop()
 
-tasks = al.available_tasks(model)
+tasks = prompting.available_tasks(model)
 if not tasks:
     st.error("No task fits this model.")
     st.stop()
 t1, t2, t3, t4 = st.columns(4)
-task = ui.task_picker(t1, al.circuit_tasks(model) or tasks, "gd_task", getattr(model, "tokenizer", None) is not None)
+task = ui.task_picker(t1, prompting.circuit_tasks(model) or tasks, "gd_task", getattr(model, "tokenizer", None) is not None)
 if task is None:
     st.stop()
 ks = t2.multiselect("k", KS, default=[1, 2, 4], key="gd_ks_lm")

@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
-
+from iclwb_app import results_view, ui
 
 st.title("Results")
 root = ui.results_root()
@@ -25,19 +16,19 @@ if df is None:
     st.stop()
 
 st.caption(f"{len(df)} rows · {len(df.columns)} columns from {folder}")
-options = al.filter_options(df)
+options = results_view.filter_options(df)
 selected = {}
 if options:
     cols = st.columns(len(options))
     for col, (name, values) in zip(cols, options.items()):
         selected[name] = col.multiselect(name, values, key=f"res_filter_{name}",
                                          placeholder="all")
-view = al.filter_results(df, **selected)
+view = results_view.filter_results(df, **selected)
 if view.empty:
     st.warning("No rows match these filters; clear one of them.")
     st.stop()
 
-metrics = al.metric_names(view)
+metrics = results_view.metric_names(view)
 if metrics:
     p1, p2, p3 = st.columns(3)
     metric = p1.selectbox("Metric", metrics, key="res_metric")
@@ -48,16 +39,16 @@ if metrics:
     colour = p3.selectbox("Colour by", colour_options, key="res_colour",
                           index=colour_options.index("model") if "model" in colour_options else 0)
     try:
-        fig = al.metric_figure(view, metric, x=x, color=None if colour == "(none)" else colour)
+        fig = results_view.metric_figure(view, metric, x=x, color=None if colour == "(none)" else colour)
         st.plotly_chart(fig, width="stretch", key="res_fig")
-        st.caption(al.CI_CAPTION)
+        st.caption(results_view.CI_CAPTION)
         by = [c for c in (None if colour == "(none)" else colour, x) if c]
-        st.dataframe(al.metric_ci_table(view, metric, by), hide_index=True, width="stretch", key="res_ci_table")
+        st.dataframe(results_view.metric_ci_table(view, metric, by), hide_index=True, width="stretch", key="res_ci_table")
     except ui.EXPECTED_ERRORS as err:
         ui.show_error(err, "cannot plot this metric")
 else:
     st.info("These rows have no numeric metric to plot.")
 
 st.dataframe(view, hide_index=True, width="stretch", key="res_table")
-st.download_button("Download CSV", al.results_csv(view), file_name="results.csv", mime="text/csv",
+st.download_button("Download CSV", results_view.results_csv(view), file_name="results.csv", mime="text/csv",
                    key="res_download")

@@ -3,18 +3,11 @@ random vector of the same norm; and the label-word information flows (label word
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
+from iclwb_app import model_info, stats_view, ui
 
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
-
-from experiments import vectors_study as vs  # noqa: E402
+from experiments.models import zoo
+from experiments.studies import vectors_study as vs  # noqa: E402
 
 METHOD_NAMES = {"task_vector": "Task vectors", "function_vector": "Function vectors",
                 "icv": "In-context vectors", "anchors": "Label-word anchors"}
@@ -41,7 +34,6 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
 
 
 def default_model() -> str:
-    from experiments import zoo
 
     return "icl-classify" if (zoo.checkpoint_path("icl-classify") / "card.json").exists() else "induction-2l"
 
@@ -60,7 +52,7 @@ with c1:
 model = ui.load_or_error(model_name)
 if model is None:
     st.stop()
-if al.model_kind(model) == "vector" or not hasattr(model, "W_O"):
+if model_info.model_kind(model) == "vector" or not hasattr(model, "W_O"):
     st.error("This model reads real vectors, not tokens: the ICL vector methods need a token model. "
              "Pick a zoo token model (icl-classify) or a pretrained one (smollm2-135m).")
     st.stop()
@@ -114,7 +106,7 @@ if "summary" in out:
     for col, (_, row) in zip(cols, summary.iterrows()):
         col.metric(f"{row['method']}: with vector", f"{row['with vector']:.3f}",
                    delta=f"{row['with vector'] - row['zero-shot']:+.3f} vs zero-shot")
-    v_stats = al.vectors_verdict_stats(out["per_prompt"]) if "per_prompt" in out else None
+    v_stats = stats_view.vectors_verdict_stats(out["per_prompt"]) if "per_prompt" in out else None
     st.plotly_chart(vs.summary_figure(summary, v_stats.estimates if v_stats else None), width="stretch",
                     key="vec_summary_fig")
     st.caption("Eval accuracy at the layer / lambda chosen on the dev prompts; error bars: 95% CI (Wilson, "
@@ -123,10 +115,10 @@ if "summary" in out:
     if v_stats is not None:
         cmp = v_stats.comparisons
         st.subheader("Verdicts")
-        st.markdown("\n".join(f"- {line}" for line in al.verdict_lines(
+        st.markdown("\n".join(f"- {line}" for line in stats_view.verdict_lines(
             cmp, lambda r: f"{r['method']}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
         st.caption("Held-out prompts, paired (McNemar); Benjamini-Hochberg q per method; 95% intervals.")
-        st.dataframe(al.stats_view(cmp), hide_index=True, width="stretch", key="vec_verdicts")
+        st.dataframe(stats_view.stats_view(cmp), hide_index=True, width="stretch", key="vec_verdicts")
     acc = out["accuracy"]
     st.subheader("Sweeps")
     sweep_methods = [m for m in ("task_vector", "function_vector", "icv") if m in set(acc.method)]

@@ -1,23 +1,14 @@
 """Training dynamics: a zoo model's checkpoint series, with a step slider driving the head-score
-heatmaps and the curves with the phase-change window marked (``experiments.dynamics``)."""
+heatmaps and the curves with the phase-change window marked (``experiments.studies.dynamics``)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
-
-_APP_DIR = str(Path(__file__).resolve().parents[1])
-if _APP_DIR not in sys.path:
-    sys.path.insert(0, _APP_DIR)
-import iclwb_ui as ui  # noqa: E402
-from iclwb_ui import al  # noqa: E402
+from iclwb_app import attention_view, training_view, ui
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def cached_dynamics(name: str, seed: int, n_prompts: int):
-    from experiments import dynamics
 
     table = dynamics.dynamics_table(name, seed=seed, n_prompts=n_prompts, ks=(0, 2, 8))
     return table, dynamics.training_curve(name)
@@ -27,7 +18,7 @@ st.title("Training dynamics")
 st.caption("Every checkpoint of a zoo model's training series (evenly spaced in log step): head "
            "scores, losses, the ICL score and in-context accuracy, with 95% intervals over prompts. "
            "Series ship for induction-2l and icl-classify; others: `iclwb zoo train NAME --checkpoints 12`.")
-models = ui.guarded(al.dynamics_models, "listing checkpoint series") or []
+models = ui.guarded(training_view.dynamics_models, "listing checkpoint series") or []
 if not models:
     st.info("No zoo model has a checkpoint series: run `iclwb zoo train induction-2l --checkpoints 12`.")
     st.stop()
@@ -47,10 +38,10 @@ except ui.EXPECTED_ERRORS as err:
     st.stop()
 ui.mark_run("dyn_requested", key)
 
-from experiments import dynamics  # noqa: E402
+from experiments.studies import dynamics  # noqa: E402
 
 steps = sorted(df["step"].unique().tolist())
-heads = al.dynamics_head_metrics(df)
+heads = training_view.dynamics_head_metrics(df)
 score = "induction" if "induction" in heads else heads[0]
 summary = dynamics.phase_summary(df, curve["loss"].tolist(), score=score)
 window = (summary[score]["start"], summary[score]["end"])
@@ -63,23 +54,23 @@ step = st.select_slider("Training step", options=steps, value=steps[-1], key="dy
 cols = st.columns(min(3, len(heads)))
 for i, metric in enumerate(heads):
     with cols[i % len(cols)]:
-        st.plotly_chart(al.layer_head_heatmap(al.dynamics_head_matrix(df, step, metric),
+        st.plotly_chart(attention_view.layer_head_heatmap(training_view.dynamics_head_matrix(df, step, metric),
                                               f"{metric} @ step {step}"),
                         width="stretch", key=f"dyn_heat_{metric}")
 
 st.subheader("Curves")
-st.plotly_chart(al.dynamics_curves_figure(df, heads, window, step), width="stretch", key="dyn_curves")
+st.plotly_chart(training_view.dynamics_curves_figure(df, heads, window, step), width="stretch", key="dyn_curves")
 a, b = st.columns(2)
 with a:
-    st.plotly_chart(al.training_loss_figure(curve, window), width="stretch", key="dyn_loss")
+    st.plotly_chart(training_view.training_loss_figure(curve, window), width="stretch", key="dyn_loss")
 with b:
-    st.plotly_chart(al.dynamics_scalar_figure(df, ["icl_score"], window, "ICL score (loss at 0.9T − 0.1T)",
+    st.plotly_chart(training_view.dynamics_scalar_figure(df, ["icl_score"], window, "ICL score (loss at 0.9T − 0.1T)",
                                               "nats"), width="stretch", key="dyn_icl")
 acc = [m for m in df["metric"].unique() if str(m).endswith("accuracy")]
 if acc:
-    st.plotly_chart(al.dynamics_scalar_figure(df, acc, window, "In-context accuracy", "accuracy"),
+    st.plotly_chart(training_view.dynamics_scalar_figure(df, acc, window, "In-context accuracy", "accuracy"),
                     width="stretch", key="dyn_acc")
-st.plotly_chart(al.loss_by_position_figure(df, [steps[0], window[0], window[1], steps[-1]]),
+st.plotly_chart(training_view.loss_by_position_figure(df, [steps[0], window[0], window[1], steps[-1]]),
                 width="stretch", key="dyn_pos")
 with st.expander("The tidy table"):
     st.dataframe(df, hide_index=True, width="stretch")

@@ -22,7 +22,7 @@ Each token-task module defines
 - the vocabulary is the task's own (``VOCAB_SIZE`` / ``token_names()`` in the module) for the
   synthetic tasks; a model trained on the task must use ``d_vocab >= VOCAB_SIZE``.
 
-Exceptions: ``language.make_prompts(tokenizer, k, n_prompts, seed, **options)`` takes the model's
+Exceptions: ``language.make_prompts(tokenizer, dataset, k, n_prompts, seed, **options)`` takes the model's
 tokenizer first (its prompts are text), and ``linreg`` builds real-vector batches of its own type
 rather than token PromptBatches (see ``experiments.tasks.linreg``).
 
@@ -31,6 +31,7 @@ Tasks
 - ``induction``: a random segment repeated (and Olsson et al.'s BOS + 25 tokens x 4 variant);
 - ``icll``: in-context language learning on random DFAs (Akyürek et al. 2024), with the
   in-context n-gram baselines and the DFA accuracy / L1 metrics;
+- ``kv-recall``: key-value recall, for any token model (``vocab=`` the model's d_vocab);
 - ``classify``: few-shot classification with an arbitrary class-to-label mapping per prompt
   (Chan et al. 2022; Reddy 2023), with flipped-label and no-demonstration variants;
 - ``linreg``: in-context linear regression (Garg et al. 2022; von Oswald et al. 2023);
@@ -40,9 +41,9 @@ Tasks
 - ``file:PATH``: your own task, a JSONL or CSV file (``experiments.tasks.taskfile``).
 
 ``catalog()`` lists every concrete task name (``induction``, ``language:sentiment``,
-``fv:antonym``, ...); ``task_batch(task, k, n_prompts, seed, tokenizer=...)`` is the one function
-that turns any of them into a PromptBatch (the sweep, the app, the ICL-vector study and the
-notebooks all call it).
+``fv:antonym``, ...); ``task_batch(task, k, n_prompts, seed, tokenizer=..., **options)`` is the one function
+that turns any of them into a PromptBatch (the sweep, the app, the studies, the notebooks and the
+scripts all call it).
 """
 
 from __future__ import annotations
@@ -51,7 +52,17 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-from probes.errors import ResourceLimitError, WorkbenchError, gib, memory_limit_bytes
+from experiments.tasks import language, suite, taskfile
+from experiments.tasks.base import (
+    BYTES_PER_PROMPT,
+    BYTES_PER_TOKEN,
+    TaskError,
+    check_n_prompts,
+)
+
+__all__ = ["BYTES_PER_PROMPT", "BYTES_PER_TOKEN", "TASKS", "TEXT_FAMILIES", "TOKEN_TASKS", "TaskError",
+           "catalog", "check_n_prompts", "get_task", "is_text_task", "names", "split", "task_batch",
+           "task_problem"]
 
 TASKS: dict[str, str] = {
     "induction": "experiments.tasks.induction",
@@ -59,36 +70,11 @@ TASKS: dict[str, str] = {
     "classify": "experiments.tasks.classify",
     "linreg": "experiments.tasks.linreg",
     "language": "experiments.tasks.language",
+    "kv-recall": "experiments.tasks.kv_recall",
 }
 
-TOKEN_TASKS: tuple[str, ...] = ("induction", "icll", "classify")
+TOKEN_TASKS: tuple[str, ...] = ("induction", "icll", "classify", "kv-recall")
 """Tasks whose ``make_prompts(k, n_prompts, seed, **options)`` needs nothing else."""
-
-
-class TaskError(WorkbenchError):
-    """An unknown task name or a bad task option; the message names the fix."""
-
-
-BYTES_PER_PROMPT = 12_000
-"""Measured peak memory of building one prompt row (PromptBuilder + concat; ~12 KB on
-``classify`` with k = 4), before its tokens."""
-BYTES_PER_TOKEN = 64
-
-
-def check_n_prompts(n_prompts: int, tokens_per_prompt: int, task: str = "") -> None:
-    """TaskError when ``n_prompts`` is not a positive count; ResourceLimitError, before any work,
-    when building that many prompts of ``tokens_per_prompt`` tokens would need more memory than
-    ``probes.errors.memory_limit_bytes()`` allows."""
-    what = f"{task}: " if task else ""
-    if isinstance(n_prompts, bool) or not isinstance(n_prompts, int) or n_prompts < 1:
-        raise TaskError(f"{what}n_prompts must be a whole number >= 1, got {n_prompts!r}")
-    per = BYTES_PER_PROMPT + BYTES_PER_TOKEN * max(1, int(tokens_per_prompt))
-    limit = memory_limit_bytes()
-    if n_prompts * per > limit:
-        raise ResourceLimitError(
-            f"{what}n_prompts={n_prompts} would need about {gib(n_prompts * per)} of memory to build "
-            f"(~{per // 1000} KB per prompt of {tokens_per_prompt} tokens); the limit is {gib(limit)} "
-            f"(half this machine's memory, or $ICLWB_MAX_MEMORY_GB): use n_prompts <= {limit // per}")
 
 
 def names() -> list[str]:
@@ -121,11 +107,9 @@ def is_text_task(task: str) -> bool:
 def catalog(include_language: bool = True) -> list[str]:
     """Every concrete task name: the token tasks, ``linreg``, ``language:DATASET`` and ``fv:NAME``
     (task files are named by their path, ``file:PATH``)."""
-    from experiments.tasks import suite
 
     out = list(TOKEN_TASKS) + ["linreg"]
     if include_language:
-        from experiments.tasks import language
 
         out += [f"language:{d}" for d in language.DATASETS]
     return out + suite.task_names()
@@ -137,13 +121,11 @@ def task_problem(task: str) -> str | None:
     allowed = (", ".join(names()) + " (language:DATASET, fv:NAME for the standard suite, "
                "file:PATH for your own JSONL/CSV file)")
     if base == "fv":
-        from experiments.tasks import suite
 
         if option not in suite.names():
             return f"unknown suite task {task!r}; fv:NAME with NAME one of {', '.join(suite.names())}"
         return None
     if base == "file":
-        from experiments.tasks import taskfile
 
         try:
             taskfile.load(option)
@@ -153,7 +135,6 @@ def task_problem(task: str) -> str | None:
     if base not in TASKS:
         return f"unknown task {task!r}; allowed: {allowed}"
     if base == "language":
-        from experiments.tasks import language
 
         if option not in language.DATASETS:
             return (f"the language task needs a dataset: language:DATASET with DATASET one of "
@@ -191,19 +172,3 @@ def task_batch(task: str, k: int, n_prompts: int, seed: int = 0, tokenizer: Any 
     if isinstance(meta, dict):
         meta["task_name"] = task
     return batch
-
-
-def make_prompts(name: str, k: int, n_prompts: int, seed: int, *args: Any, **options: Any):
-    """Build prompts of task ``name``: ``get_task(name).make_prompts(k, n_prompts, seed, ...)``.
-
-    Text tasks (``language:DATASET``, ``fv:NAME``, ``file:PATH``) need the model's tokenizer:
-    pass ``tokenizer=`` (this then calls ``task_batch``).
-    """
-    if is_text_task(name) or "tokenizer" in options:
-        if args:
-            raise TaskError("pass the options of a text task by keyword (tokenizer=..., label_set=...)")
-        if name == "language":
-            raise TaskError("the language task needs a dataset: language:DATASET, e.g. "
-                            "language:sentiment (and tokenizer=the model's tokenizer)")
-        return task_batch(name, k, n_prompts, seed, **options)
-    return get_task(name).make_prompts(k, n_prompts, seed, *args, **options)

@@ -46,7 +46,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from experiments.tasks import TaskError, check_n_prompts
+from experiments.tasks.base import TaskError, check_n_prompts
 from probes.prompt import PromptBatch, PromptBuilder
 
 PAD, BOS, COLON, SEP = 0, 1, 2, 3

@@ -62,7 +62,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from experiments.tasks import TaskError, check_n_prompts
+from experiments.tasks.base import TaskError, check_n_prompts
+from probes.hooked import HookedModel
 from probes.prompt import PromptBatch, PromptBuilder
 
 N_LETTERS = 18
@@ -353,7 +354,7 @@ def sample_sequences_loop(
 ) -> ICLLSequences:
     """The plain-Python definition of ``sample_sequences`` (one DFA walk at a time): the same
     distribution from a different random stream. Kept as the specification the batched sampler is
-    tested against (tests/test_tasks_icll.py) and as the speed baseline (bench/icll_sampler.py)."""
+    tested against (tests/unit/test_tasks_icll.py) and as the speed baseline (bench/icll_sampler.py)."""
     rng = random.Random(seed)
     dfas = dfas if dfas is not None else dfas_for_split(split, n, rng)
     rows = []
@@ -439,7 +440,7 @@ def readout_dfa_accuracy(logits: Float[Tensor, "batch vocab"], batch: PromptBatc
     return float(legal[torch.arange(batch.batch_size), pred].float().mean())
 
 
-def model_probs(model: torch.nn.Module, seqs: ICLLSequences, batch_size: int = 32) -> Float[Tensor, "batch pos letter"]:
+def model_probs(model: HookedModel, seqs: ICLLSequences, batch_size: int = 32) -> Float[Tensor, "batch pos letter"]:
     """A model's next-letter probabilities at every position of ``seqs``."""
     out = []
     with torch.no_grad():

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from experiments.tasks import TaskError, check_n_prompts
+from experiments.tasks.base import TaskError, check_n_prompts
 from probes.prompt import PromptBatch, PromptBuilder
 
 VOCAB_SIZE = 256

@@ -28,6 +28,11 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+import pandas as pd
+
+from experiments.tasks.base import TaskError
+from experiments.tasks.text import OPEN_TEMPLATE, Dataset, answer_counts
+
 DATA_DIR = Path(__file__).parent / "data" / "function_vectors"
 SOURCE = ("Todd et al. (2024), Function Vectors in Large Language Models; "
           "github.com/ericwtodd/function_vectors (dataset_files/, commit fb9eac7b), MIT License")
@@ -60,7 +65,6 @@ def kind_of(name: str) -> str:
 
 
 def _path(name: str) -> Path:
-    from experiments.tasks import TaskError
 
     bare = name[len(PREFIX):] if name.startswith(PREFIX) else name
     files = _files()
@@ -72,7 +76,6 @@ def _path(name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def get_dataset(name: str) -> Any:
     """The ``language.Dataset`` of suite task ``name`` (``fv:antonym`` or ``antonym``)."""
-    from experiments.tasks.language import OPEN_TEMPLATE, Dataset
 
     path = _path(name)
     pairs = [(str(d["input"]), str(d["output"])) for d in json.loads(path.read_text())]
@@ -95,14 +98,12 @@ def item_report(tokenizer: Any, tasks: Iterable[str] | None = None, template: st
                 tokenizer_name: str = "") -> "Any":
     """Per task: items, answers that are one token, items kept by the first-token rule (the
     default) and by the single-token rule, for ``tokenizer`` (a pandas DataFrame)."""
-    import pandas as pd
 
-    from experiments.tasks.language import answer_table
 
     rows = []
     for name in (list(tasks) if tasks is not None else task_names()):
         ds = get_dataset(name)
-        tab = answer_table(tokenizer, ds, template)
+        tab = answer_counts(tokenizer, ds, template)
         rows.append({"tokenizer": tokenizer_name, "task": ds.name, "kind": kind_of(ds.name),
                      "classification": ds.is_classification, **tab})
     return pd.DataFrame(rows)

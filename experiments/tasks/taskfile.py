@@ -38,7 +38,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from experiments.tasks import TaskError
+from experiments.tasks.base import TaskError
+from experiments.tasks.text import OPEN_TEMPLATE, Dataset, Template
 
 SETTINGS = ("template", "classes", "labels", "name", "description")
 FORMATS = (".jsonl", ".csv")
@@ -159,7 +160,6 @@ def _setting(p: Path, settings: dict, key: str, kind: type, default: Any) -> Any
 
 
 def _dataset(p: Path, rows: list[tuple[int, dict]], settings: dict) -> Any:
-    from experiments.tasks.language import OPEN_TEMPLATE, Dataset, Template
 
     template = _setting(p, settings, "template", str, OPEN_TEMPLATE)
     try:

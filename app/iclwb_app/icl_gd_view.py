@@ -1,0 +1,66 @@
+"""The ICL-vs-GD page: linear-regression and language-model comparisons and their figures."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from experiments.studies import linreg_gd
+from experiments.studies.gd import GDConfig
+from experiments.studies.icl_vs_gd import compare_icl_gd
+from iclwb_app.model_info import AppInputError
+from iclwb_app.prompting import task_batch
+from iclwb_app.results_view import ci_error
+from probes import stats
+from probes.hooked import HookedModel
+
+
+def linreg_comparison(model: Any, name: str, ks: Sequence[int], n_tasks: int = 128, seed: int = 0,
+                      gd_steps: int = 1, gd_lr: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``experiments.studies.icl_vs_gd``'s linear-regression comparison and order sensitivity, per k
+    (GD's learning rate grid-searched per k unless ``gd_lr`` is given)."""
+
+    if not ks or min(ks) < 1:
+        raise AppInputError("pick at least one k >= 1 (GD needs demonstrations)")
+    d = getattr(getattr(model, "cfg", None), "d", None)
+    comp = linreg_gd.compare_linreg(model, ks, d=d, n_tasks=n_tasks, seed=seed, gd_steps=gd_steps,
+                                    gd_lr=gd_lr, name=name)
+    order = linreg_gd.linreg_order_sensitivity(model, ks, d=d, n_tasks=min(n_tasks, 64), seed=seed,
+                                               gd_steps=gd_steps, name=name)
+    return comp, order
+
+
+def icl_gd_run(model: HookedModel, name: str, task: str, k: int, seed: int = 0,
+               n_prompts: int = 8, epochs: int = 5, lr: float = 1e-2, subset: str = "attn_kv") -> pd.DataFrame:
+    """``experiments.studies.icl_vs_gd.compare_icl_gd`` for one k and seed on ``n_prompts`` prompts of
+    ``task``: the tidy table (metric, value, layer, ...) with provenance."""
+
+    if k < 1:
+        raise AppInputError("GD needs demonstrations: use k >= 1")
+    gd = GDConfig(subset=subset, lr=lr, epochs=epochs)
+    return compare_icl_gd(model, lambda k_, s_: task_batch(model, task, k_, n_prompts, s_), ks=[k],
+                          seeds=[seed], gd=gd, n_prompts=n_prompts, model_name=name, task_name=task)
+
+
+def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
+                        yaxis_title: str = "", level: float = stats.LEVEL) -> go.Figure:
+    """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k with
+    its ``level`` CI as error bars (``probes.stats.summarize_rows``: over prompts, seeds pooled,
+    where per-prompt rows exist; else over seeds)."""
+    sub = df[df["metric"].isin(list(metrics))]
+    if "layer" in sub.columns:
+        sub = sub[pd.to_numeric(sub["layer"], errors="coerce").fillna(-1) < 0]
+    fig = go.Figure()
+    for metric in metrics:
+        part = sub[sub["metric"] == metric]
+        if part.empty:
+            continue
+        agg = stats.summarize_rows(part, ["k"], level).sort_values("k")
+        fig.add_trace(go.Scatter(x=agg["k"], y=agg["value"], name=metric, mode="lines+markers",
+                                 error_y=ci_error(agg), customdata=agg["n"],
+                                 hovertemplate="k=%{x}: %{y:.3f} (n %{customdata})<extra>" + metric + "</extra>"))
+    fig.update_layout(title=f"{title} (error bars: {level:.0%} CI)", xaxis_title="k (demonstrations)",
+                      yaxis_title=yaxis_title, height=340, margin=dict(l=10, r=10, t=40, b=10))
+    return fig

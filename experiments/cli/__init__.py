@@ -1,0 +1,2 @@
+"""The ``iclwb`` command line: ``main`` (entry point and the model/zoo/study commands), ``sweep``
+(``iclwb sweep ...``) and ``app`` (``iclwb app``)."""
