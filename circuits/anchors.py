@@ -17,7 +17,8 @@ Wang et al. find S_wp dominating in shallow layers and S_pq in deep layers.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int

@@ -28,8 +28,9 @@ which ``circuit_stats`` pools analytically (a full per-prompt table for 270 head
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch

@@ -35,8 +35,9 @@ import math
 import re
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import einops
 import torch
@@ -719,7 +720,7 @@ def _attn_out(model: Any, W: dict[str, Any], l: int, x: Tensor, q_pos: Tensor) -
     """Attention output of layer l for the queries at ``q_pos`` [n, q] over keys at every position."""
     ln1 = getattr(model.blocks[l], "ln1", None)
     h = ln1(x) if ln1 is not None else x
-    H, dh = W["H"], W["dh"]
+    H = W["H"]
     hq = h.gather(1, q_pos[:, :, None].expand(-1, -1, h.shape[-1])) if q_pos.shape[1] != h.shape[1] else h
     q = einops.rearrange(hq @ W["Q"][l][0] + W["Q"][l][1], "n q (h e) -> n h q e", h=H)
     k = einops.rearrange(h @ W["K"][l][0] + W["K"][l][1], "n k (h e) -> n h e k", h=H)

@@ -12,7 +12,8 @@ Both return a [n_layers, n_heads] table of the change in a scalar metric when he
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float

@@ -6,7 +6,7 @@ app and the notebooks show the same figures.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 import plotly.graph_objects as go

@@ -36,8 +36,9 @@ Zero-shot prompts for evaluation come from ``PromptBatch.zero_shot`` (same queri
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from einops import einsum, rearrange
@@ -321,7 +322,8 @@ def demo_pair_states(model: HookedModel, batch: PromptBatch, site: str = "resid_
     return torch.cat(hx), torch.cat(hy)
 
 
-def in_context_vector(hx: Float[Tensor, "n layer d_model"], hy: Float[Tensor, "n layer d_model"]) -> Float[Tensor, "layer d_model"]:
+def in_context_vector(hx: Float[Tensor, "n layer d_model"],
+                      hy: Float[Tensor, "n layer d_model"]) -> Float[Tensor, "layer d_model"]:
     """Liu et al.'s ICV: the first principal direction of the differences ``hy - hx`` (flattened
     over layers, centred), with its sign chosen so it agrees with their mean. Unit norm overall."""
     diffs = rearrange((hy - hx).float(), "n l d -> n (l d)")

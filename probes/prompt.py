@@ -20,8 +20,9 @@ Missing entries (a row with fewer demonstrations than the widest row) are ``-1``
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Int
@@ -267,7 +268,8 @@ class PromptBatch:
             for j, i in enumerate(order):
                 shift = len(row) - starts[i]
                 row += toks[starts[i]: starts[i + 1]]
-                dt[b, j], fr[b, j], lab[b, j] = self.demo_text[b, i] + shift, self.forerunner[b, i] + shift, self.label[b, i] + shift
+                dt[b, j] = self.demo_text[b, i] + shift
+                fr[b, j], lab[b, j] = self.forerunner[b, i] + shift, self.label[b, i] + shift
                 if cls is not None:
                     cls[b, j] = self.demo_class[b, i]
             shift = len(row) - qs

@@ -6,7 +6,8 @@ fine-tuned copy is judged by the same ``readout_logits`` and ``accuracy``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float

@@ -39,9 +39,9 @@ import tempfile
 import textwrap
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -576,9 +576,8 @@ def _huge(ctx: Ctx):
 
 @case(10, "a 19.7k-character typed prompt in the explorer (30 x 9 heads, memory capped)", timeout=60)
 def _long_prompt(ctx: Ctx):
-    from iclwb_app import attention_view, prompting
-
     from experiments.models.zoo import build_model
+    from iclwb_app import attention_view, prompting
 
     # SmolLM2's attention geometry (30 layers x 9 heads) in a tiny random model with a long context
     model = build_model("bridge-native", dict(

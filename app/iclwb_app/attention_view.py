@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go

@@ -7,7 +7,8 @@ outside ``app/`` imports it. No analysis logic lives here.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import streamlit as st
 
@@ -156,7 +157,7 @@ def module_available(name: str) -> bool:
         return False
 
 
-__all__ = ["al", "get_model", "model_picker", "load_or_error", "show_error", "guarded",
+__all__ = ["get_model", "model_picker", "load_or_error", "show_error", "guarded",
            "load_results", "results_root",
            "wait_for_run", "mark_run",
            "module_available", "builtin_names"]

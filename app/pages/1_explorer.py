@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from iclwb_app import attention_view, model_info, prompting, ui
 
 

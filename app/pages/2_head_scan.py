@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import streamlit as st
-from iclwb_app import attention_view, model_info, scan_view, stats_view, ui
 
 from experiments.studies.scan import head_scan
+from iclwb_app import attention_view, model_info, scan_view, stats_view, ui
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

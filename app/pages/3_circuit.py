@@ -3,7 +3,10 @@ controls, from a live run or from a stored sweep."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
+
+from experiments.models import zoo
 from iclwb_app import (
     attention_view,
     circuit_view,
@@ -48,7 +51,8 @@ def render(table) -> None:
     for col, metric, title in ((r1, "M", "induction magnitude M"), (r2, "C", "correctness C")):
         with col:
             try:
-                st.plotly_chart(attention_view.layer_head_heatmap(circuit_view.circuit_head_matrix(table, metric, "retrieve"), title),
+                matrix = circuit_view.circuit_head_matrix(table, metric, "retrieve")
+                st.plotly_chart(attention_view.layer_head_heatmap(matrix, title),
                                 width="stretch", key=f"circ_retrieve_{metric}")
             except model_info.AppInputError as err:
                 st.info(str(err))
@@ -141,8 +145,4 @@ except ui.EXPECTED_ERRORS as err:
     st.stop()
 bar.empty()
 ui.mark_run("circ_done", run_key)
-import pandas as pd  # noqa: E402
-
-from experiments.models import zoo
-
 render(pd.concat(parts, ignore_index=True))

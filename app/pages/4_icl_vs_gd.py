@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-from iclwb_app import icl_gd_view, model_info, prompting, stats_view, ui
 
 from experiments.models import zoo
 from experiments.studies import icl_vs_gd, linreg_gd
+from iclwb_app import icl_gd_view, model_info, prompting, stats_view, ui
 
 ACC = ["acc_zs", "acc_icl", "acc_gd"]
 DIST = ["kl_icl_gd", "kl_gd_icl", "tv_icl_gd", "topk_overlap", "rec2ftp"]

@@ -4,10 +4,10 @@ random vector of the same norm; and the label-word information flows (label word
 from __future__ import annotations
 
 import streamlit as st
-from iclwb_app import model_info, stats_view, ui
 
 from experiments.models import zoo
 from experiments.studies import vectors_study as vs  # noqa: E402
+from iclwb_app import model_info, stats_view, ui
 
 METHOD_NAMES = {"task_vector": "Task vectors", "function_vector": "Function vectors",
                 "icv": "In-context vectors", "anchors": "Label-word anchors"}

@@ -4,6 +4,7 @@ heatmaps and the curves with the phase-change window marked (``experiments.studi
 from __future__ import annotations
 
 import streamlit as st
+
 from iclwb_app import attention_view, training_view, ui
 
 

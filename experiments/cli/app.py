@@ -13,8 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 

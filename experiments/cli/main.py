@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from experiments.cli.app import register as app_register
 from experiments.cli.power import register as power_register
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="run the standard study on the built-in models")
     dm.add_argument("--quick", action="store_true", help="a smaller version (for tests)")
     dm.add_argument("--out", default="results/demo", help="results folder")
-    dm.add_argument("--fresh", action="store_true", help="recompute: remove this study's stored units and report first (other files in --out are kept)")
+    dm.add_argument("--fresh", action="store_true", help="recompute: remove this study's stored units and report first "
+                         "(other files in --out are kept)")
     dm.set_defaults(func=_cmd_demo)
 
     for register in (sweep_register, app_register, study_register, power_register):

@@ -32,6 +32,7 @@ Generation: TransformerLens 4.3 ``generate`` with the KV cache returns garbage o
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from huggingface_hub import snapshot_download, try_to_load_from_cache
 
 from experiments.models.hf import ModelLoadError, load_hub_model
 from probes.hooked import HookedModel
@@ -180,8 +182,6 @@ def gguf_path(name: str = "smollm2-135m") -> Path:
 
 def _gemma_module() -> Any:
     try:
-        import importlib
-
         return importlib.import_module(GEMMA_PACKAGE)
     except ImportError:
         raise ModelLoadError(
@@ -227,8 +227,6 @@ def _hub_offline() -> bool:
 def hub_cached(repo: str = HUB_NAME) -> bool:
     """True when the local Hugging Face cache holds ``repo``'s config and weights."""
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         return all(isinstance(try_to_load_from_cache(repo, f), str)
                    for f in ("config.json", "model.safetensors"))
     except Exception:  # pragma: no cover - huggingface_hub API drift
@@ -240,8 +238,6 @@ def _hub_snapshot(repo: str) -> str | None:
     if not hub_cached(repo):
         return None
     try:
-        from huggingface_hub import snapshot_download
-
         return snapshot_download(repo, local_files_only=True)
     except Exception:
         return None

@@ -39,9 +39,10 @@ import hashlib
 import importlib
 import itertools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import tomllib
 

@@ -11,7 +11,8 @@ as ``summary.txt``; ``findings.json`` holds each quoted number with the store fi
 - ICL versus gradient descent on ``linreg-lsa-1l`` and ``icl-classify``.
 
 Because it is a sweep, a second run reuses every stored unit and only rebuilds the report;
-``--fresh`` recomputes (it removes only this study's units and report, never other files). ``--quick`` is a smaller study on the zoo models only (for tests).
+``--fresh`` recomputes (it removes only this study's units and report, never other files).
+``--quick`` is a smaller study on the zoo models only (for tests).
 A part whose model checkpoint or analysis module is missing is skipped with a printed note.
 """
 

@@ -26,8 +26,9 @@ import time
 import traceback
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -63,7 +64,7 @@ def _quiet_libraries() -> None:
     """No per-load progress bars from transformers/hub inside units (the sweep has its own)."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # noqa: PLC0415 (3.9 s import: only in workers)
 
         hf_logging.disable_progress_bar()
     except ImportError:
@@ -100,7 +101,7 @@ def _worker_init(parent: int) -> None:
 
 class _RayExecutor:
     def __init__(self, address: str | None, workers: int):
-        import ray
+        import ray  # noqa: PLC0415 (optional: pip install '.[ray]')
 
         self.ray = ray
         self.started = False

@@ -320,7 +320,7 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
                  f"{_fmt(r.get('zero-shot', math.nan))}", f"{_fmt(r.get('ICL', math.nan))}",
                  f"{_fmt(r.get('with vector', math.nan))} {_ci(*r.get('with vector ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('with random vector', math.nan))}", _fmt(r.get("recovery", math.nan), 2),
-                 f"{_fmt(r.get('effect', math.nan))} {_ci(r.get('effect_ci_low', math.nan), r.get('effect_ci_high', math.nan))}",
+                 f"{_effect_ci(r)}",
                  _fmt(r.get("q_value", math.nan)), r.get("verdict", "")] for r in vec.to_dict("records")]
         md += ["Eval accuracy at the layer chosen on dev prompts. Recovery = (with vector - zero-shot) / "
                "(ICL - zero-shot). Effect = with vector - with random vector (unpaired, from the stored "
@@ -359,7 +359,7 @@ def _summary_table(models: list[str], ind: pd.DataFrame, circ: pd.DataFrame, ivg
 
             def circ_cell(m: str, task=task, abl=abl) -> str:
                 r = circ[(circ.model == m) & (circ.task == task) & (circ.ablation == abl)].iloc[0]
-                return (f"{_fmt(r.get('effect', math.nan))} {_ci(r.get('effect_ci_low', math.nan), r.get('effect_ci_high', math.nan))}, "
+                return (f"{_effect_ci(r)}, "
                         f"q={_fmt(r.get('q_value', math.nan))}: {r.get('verdict', '')}")
             what = "ICL vs zero-shot" if abl == "zero_shot" else f"knockout {abl} vs control"
             rows.append([f"circuit {task}: {what}"] + [cell(circ_cell, m) for m in models])
@@ -376,7 +376,7 @@ def _summary_table(models: list[str], ind: pd.DataFrame, circ: pd.DataFrame, ivg
             def vec_cell(m: str, task=task, method=method) -> str:
                 r = vec[(vec.model == m) & (vec.task == task) & (vec.method == method)].iloc[0]
                 return (f"recovers {_fmt(r.get('recovery', math.nan), 2)} of ICL's gain; vs random "
-                        f"{_fmt(r.get('effect', math.nan))} {_ci(r.get('effect_ci_low', math.nan), r.get('effect_ci_high', math.nan))}: "
+                        f"{_effect_ci(r)}: "
                         f"{r.get('verdict', '')}")
             rows.append([f"{method.replace('_', ' ')} {task}"] + [cell(vec_cell, m) for m in models])
     if not rows:
@@ -396,3 +396,8 @@ def write_findings(store_dir: str | Path, out: str | Path, config: str = "config
 
 
 __all__ = ["circuit_rows", "induction_rows", "ivg_rows", "render", "vector_rows", "write_findings"]
+
+
+def _effect_ci(r: Any) -> str:
+    """``effect [low, high]`` of a comparison row."""
+    return f"{_fmt(r.get('effect', math.nan))} {_ci(r.get('effect_ci_low', math.nan), r.get('effect_ci_high', math.nan))}"

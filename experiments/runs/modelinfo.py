@@ -77,7 +77,7 @@ def _config_int(name: str, zoo_keys: tuple[str, ...], hf_keys: tuple[str, ...],
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def n_ctx(name: str) -> int | None:
     return _config_int(name, ("n_ctx", "max_points", "n_positions"),
                        ("n_ctx", "max_position_embeddings", "n_positions"), PRETRAINED_N_CTX)
@@ -86,7 +86,7 @@ def n_ctx(name: str) -> int | None:
 PRETRAINED_N_LAYERS = {"smollm2-135m": 30, "gemma3-270m": 18}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def n_layers(name: str) -> int | None:
     """Number of layers of ``name`` read from its card or config.json (None when unknown)."""
     return _config_int(name, ("n_layers",), ("num_hidden_layers", "n_layer", "n_layers"), PRETRAINED_N_LAYERS)
@@ -143,7 +143,7 @@ def k_problem(model: str, task: str, k: int) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ provenance
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_file_hash(path: str, mtime: float, size: int) -> str:
     return file_sha256(path)
 

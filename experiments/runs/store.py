@@ -76,9 +76,10 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -768,8 +769,6 @@ class ResultsStore:
         try:
             df = con.execute(q, args).df()
         except Exception as err:
-            import duckdb
-
             if isinstance(err, duckdb.BinderException):
                 raise StoreError(f"cannot filter: {err}") from None
             raise

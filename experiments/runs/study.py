@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from experiments.runs.config import load_config
 from experiments.runs.executors import run_sweep

@@ -24,8 +24,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

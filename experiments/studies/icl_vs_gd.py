@@ -19,7 +19,8 @@ over prompts and the paired comparisons (``LM_PAIRS``, the model's error against
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -23,7 +23,8 @@ those are left out and named in ``scan_errors(scan)``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

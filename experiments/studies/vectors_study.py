@@ -23,8 +23,9 @@ zero-shot and ICL; McNemar, BH per method). The anchors table has per-prompt row
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -220,7 +221,8 @@ def task_vector_study(model: HookedModel, sets: PromptSets, info: StudyInfo,
 
 def function_vector_study(model: HookedModel, sets: PromptSets, info: StudyInfo, n_heads: int = 10,
                           layers: Sequence[int] | None = None, n_aie_prompts: int = 16,
-                          exact_budget: int = 1024, n_exact: int | None = None, shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
+                          exact_budget: int = 1024, n_exact: int | None = None,
+                          shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
     """Function vectors: mean z at s_q over ``sets.extract``; AIE of each head on label-shuffled
     extract prompts (exact for every head when heads x prompts <= ``exact_budget``, else exact on
     the top 3 * n_heads by ``head_aie_attribution``); FV from the top ``n_heads``; added at

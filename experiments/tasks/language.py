@@ -64,7 +64,8 @@ datasets the k demonstrations and the query are k+1 distinct items.
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from experiments.tasks import suite, taskfile
 from experiments.tasks.base import TaskError, check_n_prompts

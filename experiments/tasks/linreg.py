@@ -26,8 +26,9 @@ Errors are reported as Garg's squared error divided by ``d``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import einops
 import torch

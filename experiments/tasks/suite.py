@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -73,7 +74,7 @@ def _path(name: str) -> Path:
     return files[bare]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_dataset(name: str) -> Any:
     """The ``language.Dataset`` of suite task ``name`` (``fv:antonym`` or ``antonym``)."""
 

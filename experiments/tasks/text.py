@@ -5,8 +5,9 @@ word lists), ``suite`` (Todd et al.'s datasets) and ``taskfile`` (your own files
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from experiments.tasks.base import TaskError
 from probes.prompt import single_token_id
@@ -93,7 +94,7 @@ def _answer_ids(tokenizer: Any, y_space: str, pairs: Sequence[tuple[str, str]],
             first_owner.setdefault(ids[0], set()).add(y)
     out: list[list[int] | None] = []
     counts = {"single": 0, "ambiguous": 0, "multi": 0}
-    for x, y in pairs:
+    for _, y in pairs:
         ids = enc[y]
         if len(ids) == 1:
             counts["single"] += 1

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from iclwb_app import prompting, results_view, ui
 from streamlit.testing.v1 import AppTest
 
+from iclwb_app import prompting, results_view, ui
 from tests.app.test_app_logic import make_store
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"

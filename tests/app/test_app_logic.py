@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from iclwb_app import (
     attention_view,
     circuit_view,
@@ -19,7 +20,6 @@ from iclwb_app import (
     scan_view,
     stats_view,
 )
-
 from probes.heads import attention_patterns
 from probes.prompt import PromptError
 from tests.helpers import tiny_bridge
@@ -283,6 +283,7 @@ def test_app_states_circuit_verdicts_with_intervals():
 
 def test_metrics_by_k_error_bars_are_intervals_over_prompts():
     import pandas as pd
+
     from iclwb_app import (
         icl_gd_view,
     )

@@ -243,12 +243,11 @@ def test_gemma_logits_match_hf(gemma):
 def test_app_and_studies_run_a_suite_task_on_tiny_gemma(tiny):
     """The app's task list and circuit page, the ICL-vector study and ICL vs GD accept fv: tasks
     on a Gemma 3 model (text tasks: the tiny model's own BPE tokenizer)."""
-    from iclwb_app import circuit_view, prompting
-
     from experiments.studies import vectors_study
     from experiments.studies.gd import GDConfig
     from experiments.studies.icl_vs_gd import compare_icl_gd
     from experiments.tasks import task_batch
+    from iclwb_app import circuit_view, prompting
 
     bridge, _ = tiny
     names = prompting.available_tasks(bridge)

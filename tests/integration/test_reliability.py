@@ -48,14 +48,13 @@ def one_line_error(capsys, argv: list[str]) -> str:
 
 # ------------------------------------------------------------------------------ the base class
 def test_project_errors_share_workbench_error_and_the_cli_catches_it_by_type(capsys, monkeypatch):
-    from iclwb_app.model_info import AppInputError
-
     from circuits.interventions import InterventionError
     from experiments.models.loading import ModelLoadError
     from experiments.models.zoo import CheckpointError
     from experiments.runs.config import SweepConfigError
     from experiments.runs.store import StoreError
     from experiments.tasks import TaskError
+    from iclwb_app.model_info import AppInputError
     from probes.errors import ResourceLimitError, WorkbenchError
     from probes.heads import HeadScoreError
 
@@ -398,7 +397,6 @@ def test_memory_limit_follows_the_environment(monkeypatch):
 def test_explorer_refuses_a_prompt_whose_attention_maps_exceed_the_limit(induction, monkeypatch):
     """Audit: a 19.7k-character prompt on smollm2 took 7.2 GB and died (maps alone ~25 GB)."""
     from iclwb_app import attention_view, prompting
-
     from probes.errors import ResourceLimitError
 
     smollm2 = SimpleNamespace(cfg=SimpleNamespace(n_layers=30, n_heads=9))

@@ -409,9 +409,8 @@ def test_results_seed_zero_and_k_zero_filter(tmp_path, capsys):
 def test_store_path_with_quotes_and_glob_characters(tmp_path, capsys):
     """Audit: a quote in the store path broke every query in the CLI and the app (the path was
     pasted into DuckDB SQL)."""
-    from iclwb_app.results_view import load_results
-
     from experiments.cli.main import main
+    from iclwb_app.results_view import load_results
 
     root = tmp_path / "it's a \"store\" [1] *"
     cfg_path = write(tmp_path, checksum_config(2))
@@ -443,7 +442,7 @@ def test_kill9_at_random_points_across_runs_converges(tmp_path, capsys):
     store_dir = tmp_path / "res"
     rng = random.Random(17)
     finished: dict[str, tuple[int, bytes]] = {}
-    for attempt in range(4):
+    for _ in range(4):
         proc = _cli_run(cfg_path, store_dir)
         time.sleep(rng.uniform(1.5, 4.0))  # start-up is ~1.5-3 s, then a unit every ~0.3 s
         os.killpg(proc.pid, signal.SIGKILL)

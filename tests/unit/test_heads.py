@@ -97,8 +97,10 @@ def test_hand_set_previous_token_and_induction_heads(induction_model):
     prev = previous_token_scores(m, toks).scores
     ind = induction_scores(m, seg_len=20, batch=16, seed=4, vocab=V - 1, bos=BOS).scores
     assert prev[0, 0] > 0.9 and ind[1, 0] > 0.9
-    others_prev = prev.clone(); others_prev[0, 0] = 0
-    others_ind = ind.clone(); others_ind[1, 0] = 0
+    others_prev = prev.clone()
+    others_prev[0, 0] = 0
+    others_ind = ind.clone()
+    others_ind[1, 0] = 0
     assert others_prev.max() < 0.2 and others_ind.max() < 0.2
     # the induction head is the n = 2 n-gram head: it attends uniformly inside S_i
     assert ngram_scores(m, toks, 2).scores[1, 0] > 0.99
@@ -204,8 +206,10 @@ def test_copying_score_pure_copy_and_negation():
     sd["unembed.weight"] = sd["embed.weight"].clone()
     sd["unembed.bias"] = torch.zeros_like(sd["unembed.bias"])
     dh = 8
-    v = torch.zeros_like(sd["blocks.0.attn.v.weight"]); o = torch.zeros_like(sd["blocks.0.attn.o.weight"])
-    v[dh:2 * dh, :dh] = torch.eye(dh); o[:dh, dh:2 * dh] = torch.eye(dh)
+    v = torch.zeros_like(sd["blocks.0.attn.v.weight"])
+    o = torch.zeros_like(sd["blocks.0.attn.o.weight"])
+    v[dh:2 * dh, :dh] = torch.eye(dh)
+    o[:dh, dh:2 * dh] = torch.eye(dh)
     sd["blocks.0.attn.v.weight"], sd["blocks.0.attn.o.weight"] = v, o
     sd["blocks.1.attn.v.weight"], sd["blocks.1.attn.o.weight"] = v.clone(), -o
     m.load_state_dict(sd)

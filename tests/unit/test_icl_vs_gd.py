@@ -33,7 +33,7 @@ def toy_prompts(k: int, seed: int, n: int = 6) -> PromptBatch:
         items = (torch.randperm(20, generator=g)[:4] + 10).tolist()
         labels = [40 + int(torch.randint(0, 2, (1,), generator=g)) for _ in items]
         pb = PromptBuilder().add([BOS])
-        for i in range(k):
+        for _ in range(k):
             j = int(torch.randint(0, 4, (1,), generator=g))
             pb.demo([items[j], items[j] + 20], COLON, labels[j], cls=j)
             pb.add([SEP])

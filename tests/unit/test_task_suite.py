@@ -64,10 +64,9 @@ def test_item_report_counts_per_task(tok):
 
 def test_every_router_uses_task_batch(tok):
     """The sweep, the app and the vectors study give the same prompts as tasks.task_batch."""
-    from iclwb_app import prompting
-
     from experiments.runs import analyses
     from experiments.studies import vectors_study
+    from iclwb_app import prompting
 
     ref = tasks.task_batch("fv:country-capital", 2, 4, 3, tokenizer=tok)
 

@@ -149,7 +149,8 @@ def test_icv_update_known_answers():
     assert torch.equal(vectors.icv_update(x, v, 0.0), x)
     y = vectors.icv_update(x, v, 0.3)
     assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5)  # keeps norms
-    cos = lambda a: torch.nn.functional.cosine_similarity(a, v.expand_as(a), dim=-1)
+    def cos(a):
+        return torch.nn.functional.cosine_similarity(a, v.expand_as(a), dim=-1)
     assert (cos(y) > cos(x)).all()  # turns every x towards v
     par = 2.5 * v  # x parallel to v: direction and norm already right -> unchanged
     assert torch.allclose(vectors.icv_update(par, v, 0.7), par, atol=1e-5)

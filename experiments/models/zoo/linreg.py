@@ -300,7 +300,7 @@ def train_lsa(seed: int = 0, steps: int | None = None, progress: bool = True,
     g = torch.Generator().manual_seed(seed)
     loss_val = float("nan")
     t0 = time.perf_counter()
-    for step in tqdm(range(steps), disable=not progress, desc="linreg-lsa-1l"):
+    for _ in tqdm(range(steps), disable=not progress, desc="linreg-lsa-1l"):
         k = int(torch.randint(1, config["max_k"] + 1, (1,), generator=g))
         tasks = make_tasks(batch, k, config["d"], seed=int(torch.randint(0, 2**31, (1,), generator=g)),
                            x_dist=x_dist)  # type: ignore[arg-type]
