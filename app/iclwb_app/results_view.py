@@ -44,11 +44,11 @@ def result_files(path: Path) -> list[Path]:
     (at most ``MAX_RESULT_FILES`` files in ``MAX_RESULT_DIRS`` folders, symlinks not followed)."""
 
     if (path / "units").is_dir():
-        files = sorted((path / "units").glob("*.parquet"))
-        if len(files) > MAX_RESULT_FILES:
-            raise AppInputError(f"{path} holds {len(files)} result files, more than the app reads "
+        units = sorted((path / "units").glob("*.parquet"))
+        if len(units) > MAX_RESULT_FILES:
+            raise AppInputError(f"{path} holds {len(units)} result files, more than the app reads "
                                 f"({MAX_RESULT_FILES}); query it with `iclwb sweep results --sql`")
-        return files
+        return units
     files: list[Path] = []
     for n_dirs, (d, subdirs, names) in enumerate(os.walk(path), start=1):
         subdirs.sort()

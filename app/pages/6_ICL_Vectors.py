@@ -6,7 +6,8 @@ from __future__ import annotations
 import streamlit as st
 
 from experiments.models import zoo
-from experiments.studies import vectors_study as vs  # noqa: E402
+from experiments.studies import vectors_figures as vf
+from experiments.studies import vectors_study as vs
 from iclwb_app import model_info, stats_view, ui
 
 METHOD_NAMES = {"task_vector": "Task vectors", "function_vector": "Function vectors",
@@ -107,7 +108,7 @@ if "summary" in out:
         col.metric(f"{row['method']}: with vector", f"{row['with vector']:.3f}",
                    delta=f"{row['with vector'] - row['zero-shot']:+.3f} vs zero-shot")
     v_stats = stats_view.vectors_verdict_stats(out["per_prompt"]) if "per_prompt" in out else None
-    st.plotly_chart(vs.summary_figure(summary, v_stats.estimates if v_stats else None), width="stretch",
+    st.plotly_chart(vf.summary_figure(summary, v_stats.estimates if v_stats else None), width="stretch",
                     key="vec_summary_fig")
     st.caption("Eval accuracy at the layer / lambda chosen on the dev prompts; error bars: 95% CI (Wilson, "
                "over prompts).")
@@ -125,14 +126,14 @@ if "summary" in out:
     scols = st.columns(len(sweep_methods))
     for col, m in zip(scols, sweep_methods):
         with col:
-            st.plotly_chart(vs.sweep_figure(acc, m), width="stretch", key=f"vec_sweep_{m}")
+            st.plotly_chart(vf.sweep_figure(acc, m), width="stretch", key=f"vec_sweep_{m}")
     if "aie" in out:
-        st.plotly_chart(vs.aie_figure(out["aie"]), width="stretch", key="vec_aie_fig")
+        st.plotly_chart(vf.aie_figure(out["aie"]), width="stretch", key="vec_aie_fig")
     st.download_button("Download accuracy table (CSV)", acc.to_csv(index=False).encode(),
                        file_name=f"vectors_{model_name}_{task}.csv", key="vec_download")
 if "anchors" in out:
     st.subheader("Label words as anchors")
     st.caption("S_wp: text → label words; S_pq: label words → read-out; S_ww: the rest. Wang et al. "
                "find S_wp dominant in shallow layers and S_pq in deep layers.")
-    st.plotly_chart(vs.flows_figure(out["anchors"]), width="stretch", key="vec_flows_fig")
+    st.plotly_chart(vf.flows_figure(out["anchors"]), width="stretch", key="vec_flows_fig")
     st.caption("Error bars: 95% CI over prompts (BCa bootstrap).")

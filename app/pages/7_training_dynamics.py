@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from experiments.studies import dynamics
 from iclwb_app import attention_view, training_view, ui
 
 
@@ -39,7 +40,6 @@ except ui.EXPECTED_ERRORS as err:
     st.stop()
 ui.mark_run("dyn_requested", key)
 
-from experiments.studies import dynamics  # noqa: E402
 
 steps = sorted(df["step"].unique().tolist())
 heads = training_view.dynamics_head_metrics(df)

@@ -314,7 +314,7 @@ def dequantize_gguf(out: Path | None = None, force: bool = False,
     )
     seconds = time.perf_counter() - t0
     # The weights are plain float32 tensors now; drop the GGUF quantizer so it saves normally.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as a module
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = str(out)
@@ -407,8 +407,8 @@ def load_pretrained_alias(name: str, device: str | None = None, source: Source =
         card["path"] = str(path)
         card["load_seconds"] = round(time.perf_counter() - t0, 1)
     model.eval()
-    model.card = card  # type: ignore[attr-defined]
-    model.zoo_card = card  # type: ignore[attr-defined]
+    model.card = card
+    model.zoo_card = card
     return model
 
 

@@ -107,7 +107,7 @@ def head_rows(model: HookedModel, step: int, seed: int = 0) -> list[dict]:
     rows = []
     for name, hs in scan.items():
         per_prompt = _per_prompt_scores(model, hs) if name in INTERVAL_SCORES else None
-        n = int(hs.tokens.shape[0]) if getattr(hs, "tokens", None) is not None else 0
+        n = int(hs.tokens.shape[0]) if hs.tokens is not None else 0
         for layer, row in enumerate(hs.scores.tolist()):
             for head, v in enumerate(row):
                 ci = (math.nan, math.nan)
@@ -287,7 +287,10 @@ def loss_bump(curve: Sequence[float], start: int, end: int, smooth: int = 25) ->
     a, b = max(0, start // 2 - 1), min(y.size, 2 * end)
     seg = sm[a:b]
     bump = float(np.max(seg - np.minimum.accumulate(seg))) if seg.size else 0.0
-    at = lambda step: float(sm[min(max(step, 1), y.size) - 1])  # noqa: E731
+
+    def at(step: int) -> float:
+        return float(sm[min(max(step, 1), y.size) - 1])
+
     return {"bump": bump, "drop": at(start) - at(end), "plateau": at(start), "smooth": w}
 
 

@@ -241,6 +241,8 @@ def query_loss(model: HookedModel, zs_row: PromptBatch) -> float:
 
     with torch.no_grad():
         logits = readout_logits(model, zs_row.trim())
+    if zs_row.target is None:
+        raise GDConfigError("the prompt has no target (correct answer) to score")
     return float(F.cross_entropy(logits.float(), zs_row.target))
 
 

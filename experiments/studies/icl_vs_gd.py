@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from experiments.studies.gd import FineTuner, GDConfig
+from experiments.studies.tidy import model_name as default_model_name
 from experiments.studies.tidy import provenance
 from probes import stats
 from probes.errors import WorkbenchError
@@ -108,7 +109,9 @@ def _readout_and_attn(model: HookedModel, batch: "PromptBatch", layers: int
 def _scores(logits: Tensor, batch: "PromptBatch") -> tuple[Tensor, Tensor]:
     """(log-probs over the vocabulary, correct per row) with probes.readout's prediction rule."""
 
-    correct = predictions(logits, batch) == batch.target
+    if batch.target is None:
+        raise ICLvsGDError("prompts need batch.target (the correct label) for accuracy")
+    correct = torch.eq(predictions(logits, batch), batch.target)
     return logits.log_softmax(-1), correct
 
 
@@ -169,10 +172,9 @@ def compare_icl_gd(model: HookedModel, prompts: PromptSource, ks: Sequence[int] 
     """
 
     gd = gd or GDConfig()
-    n_layers = int(model.cfg.n_layers)
     card = getattr(model, "zoo_card", None) or getattr(model, "card", None) or {}
     name = (model_name or (card.get("name") if isinstance(card, dict) else None)
-            or getattr(getattr(model, "cfg", None), "model_name", None) or model_name(model))
+            or getattr(getattr(model, "cfg", None), "model_name", None) or default_model_name(model))
     tuner = FineTuner(model, gd)
     online = FineTuner(model, GDConfig(**{**gd.to_dict(), "batching": "online"})) if gd_online else None
     rows: list[dict[str, Any]] = []
@@ -181,72 +183,10 @@ def compare_icl_gd(model: HookedModel, prompts: PromptSource, ks: Sequence[int] 
             batch = _prompts_for(prompts, k, seed, n_prompts)
             if isinstance(batch, PromptBatch) and batch.target is None:
                 raise ICLvsGDError("prompts need batch.target (the correct label) for accuracy")
-            task = task_name or str(batch.meta.get("task", "prompts"))
-            n = batch.batch_size
-            zs_batch = batch.zero_shot()
-            lg_icl, h_icl = _readout_and_attn(model, batch, n_layers)
-            lg_zs, h_zs = _readout_and_attn(model, zs_batch, n_layers)
-            lg_gd, h_gd, gd_loss = [], [], []
-            for b in range(n):
-                tuned = tuner.tune(batch, b)
-                lg, h = _readout_and_attn(tuned, zs_batch.select([b]), n_layers)
-                lg_gd.append(lg)
-                h_gd.append(h)
-                gd_loss.append(tuner.last_losses[-1] if tuner.last_losses else float("nan"))
-                if progress:
-                    print(f"  k={k} seed={seed} prompt {b + 1}/{n} gd loss {gd_loss[-1]:.3f}", flush=True)
-            lp_icl, ok_icl = _scores(lg_icl, batch)
-            lp_zs, ok_zs = _scores(lg_zs, zs_batch)
-            lp_gd, ok_gd = _scores(torch.cat(lg_gd), zs_batch)
-            p_icl, p_zs, p_gd = lp_icl.exp(), lp_zs.exp(), lp_gd.exp()
-            metrics: dict[str, float] = {
-                "acc_zs": float(ok_zs.float().mean()),
-                "acc_icl": float(ok_icl.float().mean()),
-                "acc_gd": float(ok_gd.float().mean()),
-                "topk_overlap": float(topk_overlap(p_icl, p_gd, topk).mean()),
-                "topk_overlap_icl_zs": float(topk_overlap(p_icl, p_zs, topk).mean()),
-                "kl_icl_gd": float(kl_divergence(lp_icl, lp_gd).mean()),
-                "kl_gd_icl": float(kl_divergence(lp_gd, lp_icl).mean()),
-                "kl_icl_zs": float(kl_divergence(lp_icl, lp_zs).mean()),
-                "kl_gd_zs": float(kl_divergence(lp_gd, lp_zs).mean()),
-                "tv_icl_gd": float(total_variation(p_icl, p_gd).mean()),
-                "tv_icl_zs": float(total_variation(p_icl, p_zs).mean()),
-                "rec2ftp": rec2ftp(ok_zs, ok_icl, ok_gd),
-                "n_gd_fixes": float((~ok_zs & ok_gd).sum()),
-                "gd_final_loss": float(np.nanmean(gd_loss)),
-            }
-            m_ord = min(n_order_prompts, n)
-            order = _order_sensitivity(model, batch.select(slice(0, m_ord)), tuner, online,
-                                       zs_batch.select(slice(0, m_ord)), n_perms, seed, per_prompt=True)
-            metrics.update({key: float(np.mean(v)) for key, v in order.items()})
-            base = {"model": name, "task": task, "k": k, "seed": seed, "n_prompts": n}
-            rows += [{**base, "metric": m, "value": v, "layer": -1, "prompt": -1} for m, v in metrics.items()]
-            sim, rnd = simaou(h_zs, h_icl, torch.cat(h_gd), seed=seed, per_prompt=True)
-            for l in range(n_layers):
-                rows.append({**base, "metric": "simaou", "value": float(sim[:, l].mean()), "layer": l, "prompt": -1})
-                rows.append({**base, "metric": "simaou_random", "value": float(rnd[:, l].mean()), "layer": l,
-                             "prompt": -1})
-            if per_prompt:
-                per = {
-                    "acc_zs": ok_zs.float(), "acc_icl": ok_icl.float(), "acc_gd": ok_gd.float(),
-                    "topk_overlap": topk_overlap(p_icl, p_gd, topk),
-                    "topk_overlap_icl_zs": topk_overlap(p_icl, p_zs, topk),
-                    "kl_icl_gd": kl_divergence(lp_icl, lp_gd), "kl_gd_icl": kl_divergence(lp_gd, lp_icl),
-                    "kl_icl_zs": kl_divergence(lp_icl, lp_zs), "kl_gd_zs": kl_divergence(lp_gd, lp_zs),
-                    "tv_icl_gd": total_variation(p_icl, p_gd), "tv_icl_zs": total_variation(p_icl, p_zs),
-                    **{key: torch.tensor(v) for key, v in order.items()},
-                }
-                for m, vals in per.items():
-                    rows += [{**base, "metric": m, "value": float(v), "layer": -1, "prompt": b}
-                             for b, v in enumerate(vals.tolist())]
-                fixes = (~ok_zs & ok_gd).nonzero().flatten().tolist()  # rec2ftp's denominator
-                rows += [{**base, "metric": "rec2ftp", "value": float(ok_icl[b]), "layer": -1, "prompt": b}
-                         for b in fixes]
-                for l in range(n_layers):
-                    for b in range(n):
-                        rows.append({**base, "metric": "simaou", "value": float(sim[b, l]), "layer": l, "prompt": b})
-                        rows.append({**base, "metric": "simaou_random", "value": float(rnd[b, l]), "layer": l,
-                                     "prompt": b})
+            base = {"model": name, "task": task_name or str(batch.meta.get("task", "prompts")), "k": k,
+                    "seed": seed, "n_prompts": batch.batch_size}
+            rows += _compare_one(model, batch, tuner, online, base, topk=topk, n_perms=n_perms,
+                                 n_order_prompts=n_order_prompts, progress=progress, per_prompt=per_prompt)
     df = pd.DataFrame(rows)
     settings = {f"gd_{key}": val for key, val in gd.to_dict().items()}
     for key, val in settings.items():
@@ -256,6 +196,70 @@ def compare_icl_gd(model: HookedModel, prompts: PromptSource, ks: Sequence[int] 
                                 "n_perms": n_perms, "topk": topk, **settings, "model": name}).items():
         df[key] = val
     return df
+
+
+def _compare_one(model: HookedModel, batch: PromptBatch, tuner: Any, online: Any, base: dict[str, Any],
+                 topk: int, n_perms: int, n_order_prompts: int, progress: bool,
+                 per_prompt: bool) -> list[dict[str, Any]]:
+    """The rows of one (k, seed): zero-shot, ICL and GD read-outs of every prompt, compared."""
+    n_layers, n, seed = int(model.cfg.n_layers), batch.batch_size, int(base["seed"])
+    zs_batch = batch.zero_shot()
+    lg_icl, h_icl = _readout_and_attn(model, batch, n_layers)
+    lg_zs, h_zs = _readout_and_attn(model, zs_batch, n_layers)
+    lg_gd, h_gd, gd_loss = [], [], []
+    for b in range(n):
+        tuned = tuner.tune(batch, b)
+        lg, h = _readout_and_attn(tuned, zs_batch.select([b]), n_layers)
+        lg_gd.append(lg)
+        h_gd.append(h)
+        gd_loss.append(tuner.last_losses[-1] if tuner.last_losses else float("nan"))
+        if progress:
+            print(f"  k={base['k']} seed={seed} prompt {b + 1}/{n} gd loss {gd_loss[-1]:.3f}", flush=True)
+    lp_icl, ok_icl = _scores(lg_icl, batch)
+    lp_zs, ok_zs = _scores(lg_zs, zs_batch)
+    lp_gd, ok_gd = _scores(torch.cat(lg_gd), zs_batch)
+    m_ord = min(n_order_prompts, n)
+    order = _order_sensitivity(model, batch.select(slice(0, m_ord)), tuner, online,
+                               zs_batch.select(slice(0, m_ord)), n_perms, seed, per_prompt=True)
+    per = {"acc_zs": ok_zs.float(), "acc_icl": ok_icl.float(), "acc_gd": ok_gd.float(),
+           **_distribution_metrics(lp_icl, lp_zs, lp_gd, topk),
+           **{key: torch.tensor(v) for key, v in order.items()}}
+    metrics = {m: float(v.float().mean()) for m, v in per.items()}
+    metrics.update({key: float(np.mean(v)) for key, v in order.items()})
+    metrics.update({"rec2ftp": rec2ftp(ok_zs, ok_icl, ok_gd), "n_gd_fixes": float((~ok_zs & ok_gd).sum()),
+                    "gd_final_loss": float(np.nanmean(gd_loss))})
+    rows = [{**base, "metric": m, "value": v, "layer": -1, "prompt": -1} for m, v in metrics.items()]
+    sim, rnd = simaou(h_zs, h_icl, torch.cat(h_gd), seed=seed, per_prompt=True)
+    for l in range(n_layers):
+        rows.append({**base, "metric": "simaou", "value": float(sim[:, l].mean()), "layer": l, "prompt": -1})
+        rows.append({**base, "metric": "simaou_random", "value": float(rnd[:, l].mean()), "layer": l, "prompt": -1})
+    if per_prompt:
+        rows += _per_prompt_rows(base, per, ok_zs, ok_icl, ok_gd, sim, rnd)
+    return rows
+
+
+def _distribution_metrics(lp_icl: Tensor, lp_zs: Tensor, lp_gd: Tensor, topk: int) -> dict[str, Tensor]:
+    """Per-prompt agreement of the ICL, zero-shot and GD read-out distributions (log-probs in)."""
+    p_icl, p_zs, p_gd = lp_icl.exp(), lp_zs.exp(), lp_gd.exp()
+    return {"topk_overlap": topk_overlap(p_icl, p_gd, topk), "topk_overlap_icl_zs": topk_overlap(p_icl, p_zs, topk),
+            "kl_icl_gd": kl_divergence(lp_icl, lp_gd), "kl_gd_icl": kl_divergence(lp_gd, lp_icl),
+            "kl_icl_zs": kl_divergence(lp_icl, lp_zs), "kl_gd_zs": kl_divergence(lp_gd, lp_zs),
+            "tv_icl_gd": total_variation(p_icl, p_gd), "tv_icl_zs": total_variation(p_icl, p_zs)}
+
+
+def _per_prompt_rows(base: dict[str, Any], per: dict[str, Tensor], ok_zs: Tensor, ok_icl: Tensor, ok_gd: Tensor,
+                     sim: Tensor, rnd: Tensor) -> list[dict[str, Any]]:
+    """One row per prompt for every per-prompt metric (``prompt`` = 0..n-1)."""
+    rows = []
+    for m, vals in per.items():
+        rows += [{**base, "metric": m, "value": float(v), "layer": -1, "prompt": b} for b, v in enumerate(vals.tolist())]
+    fixes = (~ok_zs & ok_gd).nonzero().flatten().tolist()  # rec2ftp's denominator
+    rows += [{**base, "metric": "rec2ftp", "value": float(ok_icl[b]), "layer": -1, "prompt": b} for b in fixes]
+    for l in range(sim.shape[1]):
+        for b in range(sim.shape[0]):
+            rows.append({**base, "metric": "simaou", "value": float(sim[b, l]), "layer": l, "prompt": b})
+            rows.append({**base, "metric": "simaou_random", "value": float(rnd[b, l]), "layer": l, "prompt": b})
+    return rows
 
 
 def _order_sensitivity(model: HookedModel, batch: "PromptBatch", tuner: Any, online: Any,
@@ -275,7 +279,10 @@ def _order_sensitivity(model: HookedModel, batch: "PromptBatch", tuner: Any, onl
             icl = readout_logits(model, PromptBatch.concat([batch.select([b]).permute_demos([p]) for p in perms]).trim())
         ref = icl[0].topk(10).indices
         row = batch.select([b])
-        track = lambda lg: _order_probs(lg.float().log_softmax(-1), row, ref)  # noqa: E731
+
+        def track(lg: Tensor, row: PromptBatch = row, ref: Tensor = ref) -> Tensor:
+            return _order_probs(lg.float().log_softmax(-1), row, ref)
+
         out["order_std_icl"].append(float(track(icl).std(0, unbiased=False).mean()))
         zs_row = zs_batch.select([b]).trim()
         for key, ft in (("order_std_gd", tuner), ("order_std_sgd", online)):

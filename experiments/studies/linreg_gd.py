@@ -178,7 +178,7 @@ def linreg_order_sensitivity(model: Any, ks: Sequence[int], d: int | None = None
     d = d or model.cfg.d
     if per_task and len(ks) != 1:
         raise LinRegGDError("per_task=True takes one k")
-    rows = []
+    rows: list[Any] = []
     for k in ks:
         tasks = lr_task.make_tasks(n_tasks, k, d, seed=seed + 31 * k, x_dist=x_dist)
         lr_gd = lr_task.best_gd_lr(k, d, gd_steps, x_dist)

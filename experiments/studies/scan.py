@@ -22,6 +22,7 @@ those are left out and named in ``scan_errors(scan)``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -104,7 +105,7 @@ def head_scan(
         tokens, lengths = _icll_tokens(model, n_prompts, seed)
     if tokens is not None:
         for n in NGRAM_NS:
-            attempt(f"ngram_{n}", lambda n=n: ngram_scores(model, tokens, n, lengths=lengths))
+            attempt(f"ngram_{n}", functools.partial(ngram_scores, model, tokens, n, lengths=lengths))
     if errors:
         for hs in out.values():
             hs.info.setdefault("scan_errors", errors)
@@ -210,7 +211,7 @@ def scan_stats(scan: dict[str, HeadScores], level: float = 0.95, alpha: float = 
                     x = x[np.isfinite(x)]
                     est = stats.estimate(x, level, binary=False)
                     row.update(est.as_dict(), sd=float(x.std(ddof=1)) if len(x) > 1 else 0.0)
-                if per is not None and null is not None:
+                if per is not None and null is not None and null.per_prompt is not None:
                     y = null.per_prompt[:, layer, head].double().numpy()
                     if null.info.get("paired"):
                         ok = np.isfinite(y) & np.isfinite(per[:, layer, head].double().numpy())

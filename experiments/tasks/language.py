@@ -318,7 +318,7 @@ def make_prompts(
             chosen = rng.sample(range(len(items)), k + 1)
             demos, q = chosen[:k], chosen[k]
         pb = PromptBuilder()
-        if use_bos:
+        if use_bos and bos_id is not None:
             pb.add([bos_id])
         for i in demos:
             x_ids, y_ids, c = items[i]

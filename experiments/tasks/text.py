@@ -5,7 +5,7 @@ word lists), ``suite`` (Todd et al.'s datasets) and ``taskfile`` (your own files
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ class Dataset:
     items: tuple[tuple[str, Any], ...]
     classes: tuple[str, ...] | None = None
     """Class names; the natural label of class c is ``" " + classes[c]``."""
-    label_sets: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    label_sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     template: str = "Word: {x}\nLabel: {y}\n"
     """Default template of this dataset (``make_prompts(template=None)``)."""
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from circuits import vectors
+from experiments.studies import vectors_figures as vf
 from experiments.studies import vectors_study as vs
 from probes.readout import model_accuracy
 from tests.helpers import tiny_bridge
@@ -74,9 +75,9 @@ def test_bad_input_is_a_clear_error(model):
 def test_figures_are_plotly(study):
     import plotly.graph_objects as go
 
-    assert isinstance(vs.summary_figure(study["summary"]), go.Figure)
+    assert isinstance(vf.summary_figure(study["summary"]), go.Figure)
     est = vs.vectors_stats(study["per_prompt"]).estimates
-    fig = vs.summary_figure(study["summary"], est)
+    fig = vf.summary_figure(study["summary"], est)
     assert "95% CI" in fig.layout.title.text
     bar = next(t for t in fig.data if t.name == "with vector")
     e = est[est.condition == "with vector"]
@@ -84,10 +85,10 @@ def test_figures_are_plotly(study):
     assert list(bar.y + bar.error_y.array) == pytest.approx(list(e["ci_high"]))
     assert list(bar.y - bar.error_y.arrayminus) == pytest.approx(list(e["ci_low"]))
     for m in ("task_vector", "function_vector", "icv"):
-        fig = vs.sweep_figure(study["accuracy"], m)
+        fig = vf.sweep_figure(study["accuracy"], m)
         assert len(fig.data) == 2
-    assert isinstance(vs.flows_figure(study["anchors"]), go.Figure)
-    assert vs.aie_figure(study["aie"]).data[0].z.shape == (2, 4)
+    assert isinstance(vf.flows_figure(study["anchors"]), go.Figure)
+    assert vf.aie_figure(study["aie"]).data[0].z.shape == (2, 4)
 
 
 def test_per_prompt_outcomes_match_the_accuracy_rows(study):
@@ -152,4 +153,4 @@ def test_anchor_flows_per_prompt_and_stats(model, study):
     twin = pd.concat([same, same.assign(flow="S_wp")], ignore_index=True)
     r = vs.anchors_stats(twin).comparisons.iloc[0]
     assert r["effect"] == 0 and r["p_value"] == 1.0 and r["verdict"] != "significant"
-    assert len(vs.flows_figure(f).data) == 3 and len(vs.flows_figure(f).data[0].x) == model.cfg.n_layers
+    assert len(vf.flows_figure(f).data) == 3 and len(vf.flows_figure(f).data[0].x) == model.cfg.n_layers

@@ -122,7 +122,8 @@ def build_model(arch: str, config: dict[str, Any]) -> HookedModel:
         from transformer_lens.config import TransformerBridgeConfig  # noqa: PLC0415 (start-up)
         from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415 (start-up)
 
-        return TransformerBridge.boot_native(TransformerBridgeConfig(**config))
+        # boot_native is attached to the class with setattr by transformer_lens's native source
+        return TransformerBridge.boot_native(TransformerBridgeConfig(**config))  # type: ignore[attr-defined]
     if arch.startswith("module:"):
         if arch not in MODULE_ARCHS:
             raise CheckpointError(
@@ -166,7 +167,7 @@ def save_checkpoint(name: str, result: TrainResult, seed: int, train_seconds: fl
 def _json_default(o: Any) -> Any:
     if isinstance(o, torch.Tensor):
         return o.tolist()
-    if dataclasses.is_dataclass(o):
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return dataclasses.asdict(o)
     if hasattr(o, "item"):
         return o.item()
@@ -209,7 +210,7 @@ def load_zoo_model(name: str, root: Path | None = None, device: str | None = Non
     model.eval()
     if device:
         model.to(device)
-    model.zoo_card = card  # type: ignore[attr-defined]
+    model.zoo_card = card
     return model
 
 

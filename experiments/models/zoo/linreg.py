@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import einops
 import torch
@@ -71,13 +71,16 @@ class LinRegConfig:
         return 2 * self.max_k + 1 if self.kind == "gpt" else self.max_k + 1
 
 
+_M = TypeVar("_M", bound="LinRegModel")
+
+
 class LinRegModel(HookedRootModule):
     """Common interface: ``model(tokens) -> y_hat [b]``, ``model.predict(batch)``."""
 
     cfg: LinRegConfig
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "LinRegModel":
+    def from_config(cls: type[_M], config: dict[str, Any]) -> _M:
         return cls(LinRegConfig(**config))
 
     def config_dict(self) -> dict[str, Any]:
@@ -168,7 +171,7 @@ def gd_lsa(d: int, eta: float, max_k: int = 64) -> LinearSelfAttention:
     w_v[d, d] = -1.0
     w_o = torch.zeros(d + 1, d + 1)
     w_o[d, d] = eta
-    attn = model.blocks[0].attn
+    attn: Any = model.blocks[0].attn
     with torch.no_grad():
         attn.W_Q.copy_(proj_x[None])
         attn.W_K.copy_(proj_x[None])
@@ -282,8 +285,8 @@ class LinRegGPT(LinRegModel):
 
 
 # ---------------------------------------------------------------------- training
-LSA_CONFIG = dict(d=10, n_layers=1, n_heads=1, d_model=11, d_head=11, d_mlp=0, max_k=20, kind="lsa")
-GPT_CONFIG = dict(d=5, n_layers=3, n_heads=4, d_model=64, d_head=16, d_mlp=128, max_k=10, kind="gpt")
+LSA_CONFIG: dict[str, Any] = dict(d=10, n_layers=1, n_heads=1, d_model=11, d_head=11, d_mlp=0, max_k=20, kind="lsa")
+GPT_CONFIG: dict[str, Any] = dict(d=5, n_layers=3, n_heads=4, d_model=64, d_head=16, d_mlp=128, max_k=10, kind="gpt")
 EVAL_KS_LSA = (1, 2, 5, 10, 15, 20)
 EVAL_KS_GPT = (0, 1, 2, 3, 4, 5, 6, 8, 10)
 

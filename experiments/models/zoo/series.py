@@ -178,5 +178,5 @@ def load_series_model(name: str, step: int, root: Path | None = None) -> HookedM
         raise RuntimeError(f"checkpoint {path} does not match the architecture of {name!r}: missing "
                            f"{missing[:5]}, unexpected {unexpected[:5]}")
     model.eval()
-    model.zoo_card = {**card, "checkpoint_step": step}  # type: ignore[attr-defined]
+    model.zoo_card = {**card, "checkpoint_step": step}
     return model

@@ -30,6 +30,7 @@ Omniglot training; here the question is whether the same shows at this size.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
@@ -147,7 +148,7 @@ def correct(model: HookedModel, toks: torch.Tensor, cands: torch.Tensor,
 
 def evaluate(model: HookedModel, n: int = N_EVAL, seed: int = EVAL_SEED) -> dict:
 
-    out = {}
+    out: dict[str, Any] = {}
     for name, batch in (("icl_heldout_accuracy", icl_heldout_batch(n, seed)),
                         ("iwl_accuracy", iwl_batch(n, seed + 1))):
         e = stats.estimate(correct(model, *batch).numpy(), binary=True)
