@@ -37,6 +37,8 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
 
+from probes.errors import WorkbenchError
+
 LEVEL = 0.95
 """Default confidence level of every interval."""
 ALPHA = 0.05
@@ -51,7 +53,7 @@ CMP_COLUMNS = ["n", "value", "control_value", "effect", "effect_ci_low", "effect
                "q_value", "mde", "p_discordant", "test", "verdict"]
 
 
-class StatsError(ValueError):
+class StatsError(WorkbenchError):
     """Input that no statistic can be computed from (empty, unpaired, non-finite)."""
 
 

@@ -106,3 +106,24 @@ def test_the_clis_copies_of_defaults_equal_the_originals():
 
     assert (cli_power.ALPHA, cli_power.POWER) == (stats.ALPHA, stats.POWER)
     assert cli_study.FULL_CONFIG == study.FULL_CONFIG and cli_study.FULL_CONFIG.exists()
+
+
+def test_every_error_the_project_defines_is_a_workbench_error():
+    import importlib
+    import inspect
+
+    from probes.errors import WorkbenchError
+
+    found, bad = [], []
+    for name in _modules():
+        if name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(name)
+        for obj in vars(mod).values():
+            # private exceptions (_StopForward) are control flow that never reaches a user
+            if (inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == name
+                    and not obj.__name__.startswith("_")):
+                found.append(obj)
+                if not issubclass(obj, WorkbenchError):
+                    bad.append(f"{name}.{obj.__name__}")
+    assert len(found) >= 15 and not bad, bad
