@@ -103,7 +103,7 @@ def _readout_and_attn(model: HookedModel, batch: "PromptBatch", layers: int
     hooks = [(f"blocks.{l}.hook_attn_out", make(l)) for l in range(layers)]
     with torch.no_grad():
         logits = readout_logits(model, batch.trim(), fwd_hooks=hooks)
-    return logits.float(), torch.stack(outs, 1)  # type: ignore[arg-type]
+    return logits.float(), torch.stack([o for o in outs if o is not None], 1)
 
 
 def _scores(logits: Tensor, batch: "PromptBatch") -> tuple[Tensor, Tensor]:

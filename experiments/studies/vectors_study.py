@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -194,7 +194,8 @@ def baselines(model: HookedModel, sets: PromptSets, info: StudyInfo, method: str
 
 
 def _sweep_readout(model: HookedModel, sets: PromptSets, info: StudyInfo, method: str,
-                   vecs: dict[int, torch.Tensor], mode: str, seed: int, extra: dict | None = None) -> list[dict]:
+                   vecs: dict[int, torch.Tensor], mode: Literal["replace", "add"], seed: int,
+                   extra: dict | None = None) -> list[dict]:
     rows = []
     zs = {s: getattr(sets, s).zero_shot() for s in ("dev", "eval")}
     for layer, v in vecs.items():
@@ -204,7 +205,7 @@ def _sweep_readout(model: HookedModel, sets: PromptSets, info: StudyInfo, method
                 if cond == "with random vector" and split == "dev":
                     continue  # the control is only reported, never used to choose
                 def make(part: PromptBatch, layer: int = layer, vec: torch.Tensor = vec) -> list:
-                    return vectors.readout_hooks(part, layer, vec, site="resid_post", mode=mode)  # type: ignore[arg-type]
+                    return vectors.readout_hooks(part, layer, vec, site="resid_post", mode=mode)
                 rows.append(_acc_row(model, b, make, **info.row(method=method, condition=cond, layer=layer,
                                                                 lam=math.nan, split=split,
                                                                 vector_norm=float(v.norm()), **(extra or {}))))

@@ -46,6 +46,7 @@ from experiments.models.zoo import TrainResult, ZooSpec
 from experiments.tasks.linreg import (
     LinRegBatch,
     LinRegError,
+    XDist,
     error_vs_k,
     make_tasks,
     tokenize,
@@ -292,7 +293,7 @@ EVAL_KS_GPT = (0, 1, 2, 3, 4, 5, 6, 8, 10)
 
 
 def train_lsa(seed: int = 0, steps: int | None = None, progress: bool = True,
-              x_dist: str = "normal", batch: int = 2048, lr: float = 1e-3) -> TrainResult:
+              x_dist: XDist = "normal", batch: int = 2048, lr: float = 1e-3) -> TrainResult:
     """von Oswald's recipe: Adam lr 1e-3, batch 2048, MSE at the query; k ~ U{1..max_k}."""
 
     steps = steps or 3000
@@ -306,7 +307,7 @@ def train_lsa(seed: int = 0, steps: int | None = None, progress: bool = True,
     for _ in tqdm(range(steps), disable=not progress, desc="linreg-lsa-1l"):
         k = int(torch.randint(1, config["max_k"] + 1, (1,), generator=g))
         tasks = make_tasks(batch, k, config["d"], seed=int(torch.randint(0, 2**31, (1,), generator=g)),
-                           x_dist=x_dist)  # type: ignore[arg-type]
+                           x_dist=x_dist)
         loss = F.mse_loss(model(tokenize(tasks)), tasks.yq) / 2
         opt.zero_grad()
         loss.backward()
@@ -329,7 +330,7 @@ def train_lsa(seed: int = 0, steps: int | None = None, progress: bool = True,
 
 
 def train_gpt(seed: int = 0, steps: int | None = None, progress: bool = True,
-              x_dist: str = "normal", batch: int = 64, lr: float = 1e-3,
+              x_dist: XDist = "normal", batch: int = 64, lr: float = 1e-3,
               curriculum: float = 0.0) -> TrainResult:
     """Garg's recipe scaled down: MSE at every x position of 2d+1-point prompts, Adam + warmup/cosine.
 
@@ -352,7 +353,7 @@ def train_gpt(seed: int = 0, steps: int | None = None, progress: bool = True,
     t0 = time.perf_counter()
     for step in tqdm(range(steps), disable=not progress, desc="linreg-gpt"):
         tasks = make_tasks(batch, K, d, seed=int(torch.randint(0, 2**31, (1,), generator=g)),
-                           x_dist=x_dist)  # type: ignore[arg-type]
+                           x_dist=x_dist)
         d_eff = d
         if curriculum:  # Garg: start in a low-dimensional subspace, add a dimension at a time
             d_eff = min(d, 1 + int(d * step / (curriculum * steps)))
@@ -395,7 +396,7 @@ def _restrict_dims(tasks: LinRegBatch, d_eff: int) -> LinRegBatch:
                        yq=einops.einsum(xq, w, "b d, b d -> b"), w=w, meta=tasks.meta)
 
 
-def evaluate(model: LinRegModel, ks: tuple[int, ...], x_dist: str = "normal",
+def evaluate(model: LinRegModel, ks: tuple[int, ...], x_dist: XDist = "normal",
              n_tasks: int = 1024, seed: int = 1) -> dict[str, Any]:
     """Card metrics: squared error / d vs k beside the baselines (agreement with GD is a study:
     ``experiments.studies.linreg_gd.compare_linreg``)."""
@@ -403,7 +404,7 @@ def evaluate(model: LinRegModel, ks: tuple[int, ...], x_dist: str = "normal",
     d = model.cfg.d
     ks = tuple(k for k in ks if k <= model.cfg.max_k and (k > 0 or model.cfg.kind == "gpt"))
     rows = error_vs_k({"model": model.predict}, d, ks, n_tasks=n_tasks, seed=seed,
-                      x_dist=x_dist)  # type: ignore[arg-type]
+                      x_dist=x_dist)
     table: dict[str, dict[str, float]] = {}
     for r in rows:
         table.setdefault(r["predictor"], {})[str(r["k"])] = round(r["error"], 5)
