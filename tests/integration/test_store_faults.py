@@ -489,7 +489,7 @@ def test_concurrent_writers_compute_each_unit_once(tmp_path, writers):
 def test_a_flip_inside_the_checksum_mark_is_damage_not_an_old_format(clean, tmp_path):
     """Found by flipping every byte of a unit: a flip inside the ``iclwb-sha256:`` mark hid the
     checksum, and the file then passed for an unchecked format-1 unit."""
-    from experiments.runs.store import CHECKSUM_MARK
+    from experiments.runs.unitfile import CHECKSUM_MARK
 
     cfg, store, _ = fresh_copy(clean, tmp_path)
     key = cfg.units()[0].key

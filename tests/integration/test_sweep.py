@@ -384,7 +384,7 @@ def test_pool_workers_exit_when_driver_is_killed(tmp_path):
 
 
 def _alive(pid: int) -> bool:
-    from experiments.runs.store import _pid_alive
+    from experiments.runs.locks import _pid_alive
 
     return _pid_alive(pid)
 
