@@ -34,8 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.runs import modelinfo
-from experiments.runs.analyses import REGISTRY, get_analysis
+from experiments.runs.analyses import get_analysis
 from experiments.runs.config import SweepConfig, Unit
+from experiments.runs.registry import REGISTRY
 from experiments.runs.store import ResultsStore
 from probes.provenance import package_versions
 
