@@ -76,7 +76,7 @@ def _quiet_libraries() -> None:
 class _InlineExecutor(cf.Executor):
     """Runs each submission at once in this process (returns completed futures)."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+    def submit(self, fn, /, *args, **kwargs):
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args, **kwargs))

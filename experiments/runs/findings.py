@@ -59,7 +59,7 @@ def _models(df: pd.DataFrame) -> list[str]:
     return [m for m in MODELS if m in found] + sorted(m for m in found if m not in MODELS)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
     return "\n".join(out)
@@ -184,10 +184,10 @@ def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
         n = int(d["n_prompts"].iloc[0])
         r: dict[str, Any] = dict(model=model, task=task, method=method, n=n,
                                  layer=float(d["layer"].iloc[0]) if "layer" in d else math.nan, **acc)
-        for c in ("zero-shot", "ICL", "with vector", "with random vector"):
-            if c in acc:
-                e = stats.estimate(_binary(acc[c], n))
-                r[f"{c} ci"] = (e.ci_low, e.ci_high)
+        for cond in ("zero-shot", "ICL", "with vector", "with random vector"):
+            if cond in acc:
+                e = stats.estimate(_binary(acc[cond], n))
+                r[f"{cond} ci"] = (e.ci_low, e.ci_high)
         if {"with vector", "with random vector", "zero-shot", "ICL"} <= set(acc):
             gap = acc["ICL"] - acc["zero-shot"]
             r["recovery"] = (acc["with vector"] - acc["zero-shot"]) / gap if gap > 0 else math.nan

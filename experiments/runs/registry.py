@@ -140,7 +140,9 @@ def _module_code(name: str) -> str:
 
     try:
         spec = importlib.util.find_spec(name)
-        with open(spec.origin, encoding="utf-8") as f:  # type: ignore[union-attr]
+        if spec is None or spec.origin is None:  # no such module, or one without a file
+            return f"<unavailable {name}>"
+        with open(spec.origin, encoding="utf-8") as f:
             return _normalized_source(f.read())
     except (ImportError, AttributeError, TypeError, ValueError, OSError):
         return f"<unavailable {name}>"
