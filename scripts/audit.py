@@ -213,12 +213,13 @@ def _damaged_rerun(ctx: Ctx):
 def _stale(ctx: Ctx):
     import dataclasses
 
-    from experiments.runs import analyses
+    from experiments.runs.analyses import get_analysis
     from experiments.runs.config import load_config
     from experiments.runs.executors import run_sweep
+    from experiments.runs.registry import register
 
     s = ctx.store_copy()
-    spec = analyses.get_analysis("head_scan")
+    spec = get_analysis("head_scan")
     old_fn = spec.fn
 
     def changed(*a, **k):  # "the analysis's code changed": every score doubles
@@ -231,7 +232,7 @@ def _stale(ctx: Ctx):
         if fld in {f.name for f in dataclasses.fields(spec)}:
             cur = getattr(spec, fld)
             changes[fld] = cur + 1 if isinstance(cur, int) else f"{cur}+audit"
-    analyses.register(dataclasses.replace(spec, **changes))
+    register(dataclasses.replace(spec, **changes))
     report = run_sweep(load_config(ctx.dur_config), str(s), workers=1, progress=False)
     return "ok" if len(report.computed) >= 3 else "silent_wrong"
 

@@ -22,7 +22,7 @@ APP_MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 class _PassthroughParser(argparse.ArgumentParser):
     """Collects options it does not know into ``streamlit_args`` instead of failing."""
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_known_args(self, args=None, namespace=None):
         ns, extras = super().parse_known_args(args, namespace)
         ns.streamlit_args = list(getattr(ns, "streamlit_args", []) or []) + [a for a in extras if a != "--"]
         return ns, []

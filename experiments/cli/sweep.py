@@ -87,16 +87,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 print(f"  {st}: " + _counts(states[k][1] for k in by[st]))
         for k in (by["damaged"] + by["stale"])[: args.show]:
             print(f"  {states[k][0]:8s} {k}  {states[k][1]}")
-        for info in store.sweeps():
-            keys = info.get("units", [])
-            print(f"  sweep {info['name']!r} ({info['config_hash']}): "
+        for sweep in store.sweeps():
+            keys = sweep.get("units", [])
+            print(f"  sweep {sweep['name']!r} ({sweep['config_hash']}): "
                   f"{sum(states.get(k, ('',))[0] == 'done' for k in keys)}/{len(keys)} done and current")
     for info in locks[: args.show]:
         print(f"  lock {info.key}: {info.describe()}")
     if any(i.state != "live" for i in locks):
         print(f"  `iclwb sweep unlock --store {store.root}` breaks dead locks (`--force`: any lock)")
-    for key, info in list(errors.items())[: args.show]:
-        print(f"  failed {key}: {info.get('error', '')[:160]}")
+    for key, err in list(errors.items())[: args.show]:
+        print(f"  failed {key}: {err.get('error', '')[:160]}")
     return 0
 
 

@@ -47,7 +47,8 @@ from typing import Any
 import tomllib
 
 from experiments.runs import modelinfo
-from experiments.runs.analyses import analysis_names, get_analysis, task_problem
+from experiments.runs.analyses import analysis_names, get_analysis
+from experiments.runs.inputs import task_problem
 from probes.errors import WorkbenchError
 
 TOP_KEYS = ("name", "description", "store", "seeds", "models", "tasks", "k", "analyses", "params",

@@ -34,8 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from experiments.runs import modelinfo
-from experiments.runs.analyses import REGISTRY, get_analysis
+from experiments.runs.analyses import get_analysis
 from experiments.runs.config import SweepConfig, Unit
+from experiments.runs.locks import LockInfo
+from experiments.runs.registry import REGISTRY
 from experiments.runs.store import ResultsStore
 from probes.provenance import package_versions
 
@@ -74,7 +76,7 @@ def _quiet_libraries() -> None:
 class _InlineExecutor(cf.Executor):
     """Runs each submission at once in this process (returns completed futures)."""
 
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+    def submit(self, fn, /, *args, **kwargs):
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args, **kwargs))
@@ -206,25 +208,10 @@ def make_executor(kind: str, workers: int, address: str | None):
     raise ValueError(f"unknown executor {kind!r}; allowed: local, ray")
 
 
-def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "local",
-              workers: int = 1, address: str | None = None, progress: bool = True,
-              units: list[Unit] | None = None,
-              on_unit: Callable[[Unit, str], None] | None = None) -> SweepReport:
-    """Compute every unit of ``cfg`` that ``store`` lacks; see the module docstring.
-
-    With ``workers > 1`` the pool starts processes with ``spawn``: a script that calls this must
-    guard its entry point with ``if __name__ == "__main__":`` (the CLI and notebooks need nothing).
-    """
-
-
-    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
-    units = cfg.units() if units is None else units
-    store.record_sweep(cfg, units)
-    store.clean_tmp()
-    store.clean_locks()
-    t0 = time.perf_counter()
-    run_id = uuid.uuid4().hex[:12]
-    store.run_id = run_id
+def _plan(cfg: SweepConfig, store: ResultsStore, units: list[Unit],
+          run_id: str) -> tuple[SweepReport, list[Unit], dict[str, dict[str, Any]], dict[str, Any]]:
+    """(the report so far, the units to compute in order, what the running code would store per
+    unit, the provenance shared by every unit of this run)."""
     base = {"sweep": cfg.name, "config_hash": cfg.config_hash, "git_commit": modelinfo.git_commit(),
             "versions": json.dumps(package_versions(), sort_keys=True),
             "run_id": run_id}
@@ -241,6 +228,146 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
                          outdated=[u.key for u in stale],
                          stale_reasons={u.key: states[u.key][1] for u in stale},
                          damaged={k: why for k, (st, why) in states.items() if st == "damaged"})
+    return report, pending, expect, base
+
+
+class _SweepLoop:
+    """The driver's loop over the pending units of one ``run_sweep``: claim a unit, hand it to the
+    executor (at most ``limit`` in flight), write what comes back, and wait for units that another
+    sweep holds (taking them over when its lock dies)."""
+
+    def __init__(self, cfg: SweepConfig, store: ResultsStore, report: SweepReport, pending: list[Unit],
+                 expect: dict[str, dict[str, Any]], base: dict[str, Any], ex: Any, limit: int, bar: Any,
+                 on_unit: Callable[[Unit, str], None] | None) -> None:
+        self.cfg, self.store, self.report, self.expect, self.base = cfg, store, report, expect, base
+        self.ex, self.limit, self.bar, self.on_unit = ex, limit, bar, on_unit
+        self.queue: deque[Unit] = deque(pending)
+        self.inflight: dict[cf.Future, Unit] = {}
+        self.elsewhere: dict[str, Unit] = {}
+        self.claimed: set[str] = set()
+        self.told: set[str] = set()
+
+    def is_done(self, u: Unit) -> bool:
+        """Stored, sound and current (perhaps just written by another sweep)."""
+        return self.store.has(u) and self.store.stale_reason(u.key, self.expect[u.key]) is None
+
+    def tell_wait(self, key: str, info: LockInfo | None) -> None:
+        """Say once per unit that it waits on another sweep's lock, and whose."""
+        if key in self.told or info is None:
+            return
+        self.told.add(key)
+        hint = (f"; if that sweep is gone, break it with `iclwb sweep unlock --store {self.store.root} --force`"
+                if info.state == "unknown" else "")
+        u = self.elsewhere.get(key)
+        label = u.label() if u else key
+        print(f"sweep {self.cfg.name!r}: waiting for unit {key} ({label}), claimed by {info.describe()}{hint}",
+              file=sys.stderr, flush=True)
+
+    def note(self, u: Unit, status: str) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix_str(f"{status}: {u.label()}"[:60])
+        if self.on_unit:
+            self.on_unit(u, status)
+
+    def run(self) -> None:
+        try:
+            while self.queue or self.inflight or self.elsewhere:
+                self.submit_ready()
+                if self.inflight:
+                    self.collect()
+                self.check_elsewhere()
+                if self.elsewhere and not self.inflight and not self.queue:
+                    time.sleep(0.3)
+        finally:
+            for key in self.claimed:
+                self.store.release(key)
+            self.bar.close()
+            self.ex.shutdown(wait=False, cancel_futures=True)
+
+    def submit_ready(self) -> None:
+        """Claim and submit queued units until ``limit`` are in flight."""
+        store, report = self.store, self.report
+        while self.queue and len(self.inflight) < self.limit:
+            u = self.queue.popleft()
+            if self.is_done(u):
+                report.done_by_others.append(u.key)
+                self.note(u, "stored")
+                continue
+            if not store.claim(u.key):
+                self.elsewhere[u.key] = u
+                self.tell_wait(u.key, store.read_lock(u.key))
+                continue
+            self.claimed.add(u.key)
+            if self.is_done(u):  # finished between the check and the claim
+                store.release(u.key)
+                self.claimed.discard(u.key)
+                report.done_by_others.append(u.key)
+                self.note(u, "stored")
+                continue
+            self.inflight[self.ex.submit(compute_unit, u.as_dict(), self.cfg.imports)] = u
+
+    def collect(self) -> None:
+        """Write the units that finished (or failed) within half a second."""
+        done, _ = cf.wait(list(self.inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            u = self.inflight.pop(fut)
+            try:
+                res = fut.result()
+            except BaseException as err:  # noqa: BLE001 - a dead worker process
+                res = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                       "traceback": traceback.format_exc(), "wall_time_s": 0.0, "host": ""}
+            status = self.record(u, res)
+            self.store.release(u.key)
+            self.claimed.discard(u.key)
+            self.note(u, status)
+
+    def record(self, u: Unit, res: dict[str, Any]) -> str:
+        """Store one worker's answer (its table, or its error); returns the unit's new status."""
+        prov = {**self.base, "model_hash": modelinfo.model_hash(u.model),
+                **(res.get("fingerprint") or {k: self.expect[u.key][k] for k in ("analysis_version", "code_hash")}),
+                "host": res.get("host", ""), "wall_time_s": float(res["wall_time_s"]),
+                "cpu_time_s": float(res.get("cpu_time_s", float("nan"))),
+                "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if res["ok"]:
+            self.store.write_unit(u, res["table"], prov, res.get("tensors"))
+            self.report.computed.append(u.key)
+            return "computed"
+        self.store.write_error(u, RuntimeError(res["error"]), {**prov, "worker_traceback": res["traceback"]})
+        self.report.failed[u.key] = res["error"]
+        return "failed"
+
+    def check_elsewhere(self) -> None:
+        """Units another sweep holds: done by it, or back in the queue when its lock died."""
+        for key, u in list(self.elsewhere.items()):
+            if self.is_done(u):
+                self.elsewhere.pop(key)
+                self.report.done_by_others.append(key)
+                self.note(u, "by another sweep")
+            else:
+                info = self.store.read_lock(key)
+                if info is None or info.is_stale(self.store.stale_after_s):
+                    self.elsewhere.pop(key)
+                    self.queue.append(u)
+
+
+def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "local",
+              workers: int = 1, address: str | None = None, progress: bool = True,
+              units: list[Unit] | None = None,
+              on_unit: Callable[[Unit, str], None] | None = None) -> SweepReport:
+    """Compute every unit of ``cfg`` that ``store`` lacks; see the module docstring.
+
+    With ``workers > 1`` the pool starts processes with ``spawn``: a script that calls this must
+    guard its entry point with ``if __name__ == "__main__":`` (the CLI and notebooks need nothing).
+    """
+    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    units = cfg.units() if units is None else units
+    store.record_sweep(cfg, units)
+    store.clean_tmp()
+    store.clean_locks()
+    t0 = time.perf_counter()
+    run_id = uuid.uuid4().hex[:12]
+    store.run_id = run_id
+    report, pending, expect, base = _plan(cfg, store, units, run_id)
     if not pending:
         report.wall_s = time.perf_counter() - t0
         return report
@@ -249,97 +376,6 @@ def run_sweep(cfg: SweepConfig, store: ResultsStore | str, executor: str = "loca
     ex = make_executor(executor, workers, address)
     bar = tqdm(total=len(units), initial=report.already_done, desc=f"sweep {cfg.name}",
                unit="unit", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    queue: deque[Unit] = deque(pending)
-
-    def is_done(u: Unit) -> bool:
-        """Stored, sound and current (perhaps just written by another sweep)."""
-        return store.has(u) and store.stale_reason(u.key, expect[u.key]) is None
-    inflight: dict[cf.Future, Unit] = {}
-    elsewhere: dict[str, Unit] = {}
-    claimed: set[str] = set()
-    told: set[str] = set()
-
-    def tell_wait(key: str, info) -> None:
-        """Say once per unit that it waits on another sweep's lock, and whose."""
-        if key in told or info is None:
-            return
-        told.add(key)
-        hint = (f"; if that sweep is gone, break it with `iclwb sweep unlock --store {store.root} --force`"
-                if info.state == "unknown" else "")
-        print(f"sweep {cfg.name!r}: waiting for unit {key} ({u_label(key)}), claimed by {info.describe()}{hint}",
-              file=sys.stderr, flush=True)
-
-    def u_label(key: str) -> str:
-        u = elsewhere.get(key)
-        return u.label() if u else key
-
-    def note(u: Unit, status: str) -> None:
-        bar.update(1)
-        bar.set_postfix_str(f"{status}: {u.label()}"[:60])
-        if on_unit:
-            on_unit(u, status)
-
-    try:
-        while queue or inflight or elsewhere:
-            while queue and len(inflight) < limit:
-                u = queue.popleft()
-                if is_done(u):
-                    report.done_by_others.append(u.key)
-                    note(u, "stored")
-                    continue
-                if not store.claim(u.key):
-                    elsewhere[u.key] = u
-                    tell_wait(u.key, store.read_lock(u.key))
-                    continue
-                claimed.add(u.key)
-                if is_done(u):  # finished between the check and the claim
-                    store.release(u.key)
-                    claimed.discard(u.key)
-                    report.done_by_others.append(u.key)
-                    note(u, "stored")
-                    continue
-                inflight[ex.submit(compute_unit, u.as_dict(), cfg.imports)] = u
-            if inflight:
-                done, _ = cf.wait(list(inflight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    u = inflight.pop(fut)
-                    try:
-                        res = fut.result()
-                    except BaseException as err:  # noqa: BLE001 - a dead worker process
-                        res = {"ok": False, "error": f"{type(err).__name__}: {err}",
-                               "traceback": traceback.format_exc(), "wall_time_s": 0.0, "host": ""}
-                    prov = {**base, "model_hash": modelinfo.model_hash(u.model),
-                            **(res.get("fingerprint") or {k: expect[u.key][k] for k in ("analysis_version", "code_hash")}),
-                            "host": res.get("host", ""), "wall_time_s": float(res["wall_time_s"]),
-                            "cpu_time_s": float(res.get("cpu_time_s", float("nan"))),
-                            "computed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                    if res["ok"]:
-                        store.write_unit(u, res["table"], prov, res.get("tensors"))
-                        report.computed.append(u.key)
-                        status = "computed"
-                    else:
-                        store.write_error(u, RuntimeError(res["error"]), {**prov, "worker_traceback": res["traceback"]})
-                        report.failed[u.key] = res["error"]
-                        status = "failed"
-                    store.release(u.key)
-                    claimed.discard(u.key)
-                    note(u, status)
-            for key, u in list(elsewhere.items()):
-                if is_done(u):
-                    elsewhere.pop(key)
-                    report.done_by_others.append(key)
-                    note(u, "by another sweep")
-                else:
-                    info = store.read_lock(key)
-                    if info is None or info.is_stale(store.stale_after_s):
-                        elsewhere.pop(key)
-                        queue.append(u)
-            if elsewhere and not inflight and not queue:
-                time.sleep(0.3)
-    finally:
-        for key in claimed:
-            store.release(key)
-        bar.close()
-        ex.shutdown(wait=False, cancel_futures=True)
+    _SweepLoop(cfg, store, report, pending, expect, base, ex, limit, bar, on_unit).run()
     report.wall_s = time.perf_counter() - t0
     return report

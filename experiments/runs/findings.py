@@ -59,7 +59,7 @@ def _models(df: pd.DataFrame) -> list[str]:
     return [m for m in MODELS if m in found] + sorted(m for m in found if m not in MODELS)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
     return "\n".join(out)
@@ -184,10 +184,10 @@ def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
         n = int(d["n_prompts"].iloc[0])
         r: dict[str, Any] = dict(model=model, task=task, method=method, n=n,
                                  layer=float(d["layer"].iloc[0]) if "layer" in d else math.nan, **acc)
-        for c in ("zero-shot", "ICL", "with vector", "with random vector"):
-            if c in acc:
-                e = stats.estimate(_binary(acc[c], n))
-                r[f"{c} ci"] = (e.ci_low, e.ci_high)
+        for cond in ("zero-shot", "ICL", "with vector", "with random vector"):
+            if cond in acc:
+                e = stats.estimate(_binary(acc[cond], n))
+                r[f"{cond} ci"] = (e.ci_low, e.ci_high)
         if {"with vector", "with random vector", "zero-shot", "ICL"} <= set(acc):
             gap = acc["ICL"] - acc["zero-shot"]
             r["recovery"] = (acc["with vector"] - acc["zero-shot"]) / gap if gap > 0 else math.nan
@@ -249,7 +249,8 @@ def _provenance(store: Any, df: pd.DataFrame) -> list[str]:
 
 
 def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
-
+    """The findings page of the results store ``store_dir`` (Markdown); ``config`` is named in its
+    header as the study's config."""
     store = ResultsStore(store_dir)
     df = store.frame()
     models = _models(df)
@@ -268,8 +269,13 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
     # summary table (both models side by side)
     ind, circ, ivg, vec = induction_rows(df), circuit_rows(df), ivg_rows(df), vector_rows(df)
     md += ["## Replication table", "", _summary_table(models, ind, circ, ivg, vec), ""]
+    md += _induction_md(ind) + _circuit_md(circ) + _ivg_md(ivg) + _vector_md(vec)
+    return "\n".join(md) + "\n"
 
-    md += ["## 1. Induction heads", ""]
+
+def _induction_md(ind: pd.DataFrame) -> list[str]:
+    """Section 1: the top induction heads against their null."""
+    md = ["## 1. Induction heads", ""]
     if len(ind):
         md += [_table(["model", "head", "score [CI]", "null", "effect [CI]", "q", "n", "verdict"],
                       [[r["model"], r["head"], f"{_fmt(r['value'])} {_ci(r['ci_low'], r['ci_high'])}",
@@ -278,8 +284,12 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
                        for r in ind.to_dict("records")]), ""]
     else:
         md += ["(no head scan in the store)", ""]
+    return md
 
-    md += ["## 2. Circuit knockouts vs matched random controls (k = 4)", ""]
+
+def _circuit_md(circ: pd.DataFrame) -> list[str]:
+    """Section 2: accuracy under each knockout beside its random control."""
+    md = ["## 2. Circuit knockouts vs matched random controls (k = 4)", ""]
     if len(circ):
         rows = []
         for r in circ.to_dict("records"):
@@ -297,8 +307,12 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
                        "effect [CI]", "q", "MDE", "n", "verdict"], rows), ""]
     else:
         md += ["(no circuit units with per-prompt outcomes in the store)", ""]
+    return md
 
-    md += ["## 3. ICL vs gradient descent", ""]
+
+def _ivg_md(ivg: pd.DataFrame) -> list[str]:
+    """Section 3: ICL against gradient descent."""
+    md = ["## 3. ICL vs gradient descent", ""]
     if len(ivg):
         rows = [[r["model"], r["task"], r["k"], r["n"],
                  f"{_fmt(r['acc_zs'])} {_ci(*r.get('acc_zs_ci', (math.nan, math.nan)))}",
@@ -313,8 +327,12 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
                        "GD - ICL [CI]", "q", "top-10 overlap", "KL(ICL||GD)", "Rec2FTP", "lr"], rows), ""]
     else:
         md += ["(no ICL-vs-GD units in the store)", ""]
+    return md
 
-    md += ["## 4. Task and function vectors", ""]
+
+def _vector_md(vec: pd.DataFrame) -> list[str]:
+    """Section 4: task and function vectors."""
+    md = ["## 4. Task and function vectors", ""]
     if len(vec):
         rows = [[r["model"], r["task"], r["method"], _fmt(r["layer"], 0), r["n"],
                  f"{_fmt(r.get('zero-shot', math.nan))}", f"{_fmt(r.get('ICL', math.nan))}",
@@ -329,7 +347,7 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
                        "random vector", "recovery", "effect vs random [CI]", "q", "verdict"], rows), ""]
     else:
         md += ["(no vector units in the store)", ""]
-    return "\n".join(md) + "\n"
+    return md
 
 
 def _summary_table(models: list[str], ind: pd.DataFrame, circ: pd.DataFrame, ivg: pd.DataFrame,

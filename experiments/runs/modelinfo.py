@@ -14,7 +14,7 @@ from typing import Any
 from experiments import tasks
 from experiments.models import pretrained, zoo
 from experiments.models.loading import PRETRAINED_ALIASES
-from experiments.runs import analyses
+from experiments.runs.inputs import task_prompt_len
 from probes.provenance import file_sha256
 
 SMOLLM2_N_CTX = 8192
@@ -100,7 +100,7 @@ def prompt_len(model: str, task: str, k: int) -> int | None:
     """Longest k-shot prompt of ``task`` for ``model`` in tokens (None when it cannot be told
     without loading a model)."""
 
-    return analyses.task_prompt_len(model, task, k)
+    return task_prompt_len(model, task, k)
 
 
 def zoo_max_k(model: str) -> int | None:

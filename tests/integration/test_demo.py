@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments.runs import ResultsStore
-from experiments.runs.report import Finding
+from experiments.runs.report_page import Finding
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,12 +143,12 @@ def test_report_findings_on_hand_made_store(tmp_path):
     # discordant: MDE 0.07-0.09 by Connor's formula)
     mde = float(re.search(r"MDE[^=]*= (\d\.\d+)", by["acc:si_to_yi"].text).group(1))
     assert 0.07 < mde < 0.09, by["acc:si_to_yi"].text
-    from experiments.runs.report import _cmp_text
+    from experiments.runs.report_page import cmp_text
 
     row = dict(verdict="inconclusive", effect=-0.05, effect_ci_low=-0.12, effect_ci_high=0.02, q_value=0.2,
                n=100, mde=0.081)
-    assert _cmp_text(row).endswith("n=100, MDE at this n = 0.081)")
-    assert "MDE" not in _cmp_text({**row, "verdict": "significant", "q_value": 0.01})
+    assert cmp_text(row).endswith("n=100, MDE at this n = 0.081)")
+    assert "MDE" not in cmp_text({**row, "verdict": "significant", "q_value": 0.01})
     assert by["acc:unablated"].verdict == "significant" and "0.900" in by["acc:unablated"].text
     ivg = [f for f in rep.findings if f.section == "ICL vs GD"]
     assert any("err_model" in f.text and "err_gd1" in f.text and f.verdict == "significant" for f in ivg)

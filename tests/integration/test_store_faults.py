@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from experiments.runs import ResultsStore, loads_config, run_sweep
-from experiments.runs.analyses import REGISTRY, AnalysisSpec, register
+from experiments.runs.registry import REGISTRY, AnalysisSpec, register
 from tests.integration.test_sweep import PY, REPO, checksum_config, write
 
 COLS = ["unit_key", "seed", "metric", "i", "value"]
@@ -142,7 +142,7 @@ def test_damaged_unit_read_is_one_clear_error(clean, tmp_path):
 # ------------------------------------------------------------------------------ 2. versions
 PLUGIN = '''
 import pandas as pd
-from experiments.runs.analyses import AnalysisSpec, register
+from experiments.runs.registry import AnalysisSpec, register
 
 def _scores(model, task, k, seed, params):
     return pd.DataFrame({{"metric": ["score"], "value": [{expr}]}})
@@ -207,7 +207,7 @@ def test_changed_analysis_code_or_version_makes_units_stale(tmp_path, monkeypatc
 
 
 def test_code_hash_ignores_comments_and_docstrings():
-    from experiments.runs.analyses import _normalized_source
+    from experiments.runs.registry import _normalized_source
 
     a = "def f(x):\n    '''doc'''\n    return x + 1  # note\n"
     b = "def f(x):\n\n    return (x + 1)\n"
@@ -489,7 +489,7 @@ def test_concurrent_writers_compute_each_unit_once(tmp_path, writers):
 def test_a_flip_inside_the_checksum_mark_is_damage_not_an_old_format(clean, tmp_path):
     """Found by flipping every byte of a unit: a flip inside the ``iclwb-sha256:`` mark hid the
     checksum, and the file then passed for an unchecked format-1 unit."""
-    from experiments.runs.store import CHECKSUM_MARK
+    from experiments.runs.unitfile import CHECKSUM_MARK
 
     cfg, store, _ = fresh_copy(clean, tmp_path)
     key = cfg.units()[0].key

@@ -80,7 +80,7 @@ def test_bad_config_names_the_field(case):
 
 
 def _k_test_analysis():
-    from experiments.runs.analyses import REGISTRY, AnalysisSpec, register
+    from experiments.runs.registry import REGISTRY, AnalysisSpec, register
 
     if "probe_k" not in REGISTRY:
         register(AnalysisSpec(name="probe_k", fn=lambda *a: pd.DataFrame({"metric": ["k"], "value": [a[2]]}),
@@ -185,7 +185,7 @@ def test_run_store_provenance_and_resume(tmp_path):
 
 
 def test_failed_unit_is_reported_and_retried(tmp_path):
-    from experiments.runs.analyses import REGISTRY, AnalysisSpec, register
+    from experiments.runs.registry import REGISTRY, AnalysisSpec, register
 
     flag = tmp_path / "fail"
     flag.write_text("1")
@@ -384,13 +384,13 @@ def test_pool_workers_exit_when_driver_is_killed(tmp_path):
 
 
 def _alive(pid: int) -> bool:
-    from experiments.runs.store import _pid_alive
+    from experiments.runs.locks import _pid_alive
 
     return _pid_alive(pid)
 
 
 def test_head_tables_put_each_row_at_its_layer_and_head():
-    from experiments.runs.analyses import head_tables
+    from experiments.runs.analyses.circuit import head_tables
 
     rows = [{"step": "retrieve", "metric": "C", "layer": l, "head": h, "value": 10 * l + h}
             for l in range(3) for h in range(2)]

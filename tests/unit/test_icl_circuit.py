@@ -143,7 +143,7 @@ def test_icl_classify_circuit_separates_real_knockout_from_control():
     """Issue 13's known answer: at k = 4 on 128 prompts, cutting s_q <- y_i is a real effect
     against its random control; s_j <- s_i is not."""
     from experiments import load_model
-    from experiments.runs.analyses import make_task_batch
+    from experiments.runs.inputs import make_task_batch
 
     model = load_model("icl-classify")
     tab = C.circuit_table(model, {0: make_task_batch("icl-classify", "classify", 4, 0, 128)},

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import torch
 
-from experiments.runs.analyses import AnalysisResult, AnalysisSpec, register
+from experiments.runs.registry import AnalysisResult, AnalysisSpec, register
 
 
 def expected_value(model: str, seed: int, i: int) -> float:

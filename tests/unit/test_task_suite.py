@@ -64,7 +64,7 @@ def test_item_report_counts_per_task(tok):
 
 def test_every_router_uses_task_batch(tok):
     """The sweep, the app and the vectors study give the same prompts as tasks.task_batch."""
-    from experiments.runs import analyses
+    from experiments.runs import inputs
     from experiments.studies import vectors_study
     from iclwb_app import prompting
 
@@ -75,7 +75,7 @@ def test_every_router_uses_task_batch(tok):
         cfg = type("cfg", (), {"d_vocab": 49152})()
     for b in (prompting.task_batch(M(), "fv:country-capital", 2, 4, 3),
               vectors_study.make_task_prompts(M(), "fv:country-capital", 2, 4, 3),
-              analyses.make_task_batch("smollm2-135m", "fv:country-capital", 2, 3, 4)):
+              inputs.make_task_batch("smollm2-135m", "fv:country-capital", 2, 3, 4)):
         assert torch.equal(b.tokens, ref.tokens) and torch.equal(b.target, ref.target)
     lang = tasks.task_batch("language:antonyms", 2, 3, 1, tokenizer=tok)
     assert torch.equal(lang.tokens, L.make_prompts(tok, "antonyms", 2, 3, 1).tokens)
