@@ -120,17 +120,23 @@ class AnalysisSpec:
 
 
 def _normalized_source(src: str) -> str:
-    """The code of ``src`` without comments, docstrings and formatting (its AST), else the text."""
+    """The code of ``src`` without comments, docstrings, formatting and import statements (its
+    AST), else the text. Imports are left out so that moving code between modules, which rewrites
+    import lines only, does not make every stored unit stale; what the imported code does is
+    covered by the modules an analysis names in ``requires``/``code``."""
     try:
         tree = ast.parse(textwrap.dedent(src))
     except SyntaxError:  # e.g. a lambda's source line cut out of a larger expression
         return src
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
         if (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
                 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
+            body = body[1:]
+        node.body = [b for b in body if not isinstance(b, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 

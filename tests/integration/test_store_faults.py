@@ -217,6 +217,15 @@ def test_code_hash_ignores_comments_and_docstrings():
     assert spec["analysis_version"] == str(REGISTRY["head_scan"].version) and len(spec["code_hash"]) == 16
 
 
+def test_code_hash_ignores_where_names_are_imported_from_but_not_what_the_code_does():
+    from experiments.runs.registry import _normalized_source
+
+    moved = "from pkg.old import helper\n\ndef f(x):\n    import math\n    return helper(x) + math.pi\n"
+    here = "import math\n\nfrom pkg.new_home import helper\n\ndef f(x):\n    return helper(x) + math.pi\n"
+    changed = "from pkg.new_home import helper\n\ndef f(x):\n    return helper(x) - 1\n"
+    assert _normalized_source(moved) == _normalized_source(here) != _normalized_source(changed)
+
+
 # ------------------------------------------------------------------------------ 3. demo --fresh
 def test_demo_fresh_removes_only_this_study(clean, tmp_path, monkeypatch):
     """Audit: `iclwb demo --fresh --out DIR` deleted DIR whole: other sweeps' units and a user's
