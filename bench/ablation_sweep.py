@@ -2,7 +2,7 @@
 
 For a zoo model (icl-classify if trained, else induction-2l) and a GPT-2-small-sized random-init
 TransformerBridge: patch every head's ``hook_z`` (all positions) from a source run into a target
-run and measure a read-out metric, once with ``circuits.interventions.sweep`` (one forward on the
+run and measure a read-out metric, once with ``circuits.sweeps.sweep`` (one forward on the
 target and source rows together, then every head's edit resumes from layer l's hook_z, batched
 along the batch axis, with the last layer computed only at the read-out query) and once with
 ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos`` (one ``run_with_hooks`` per
@@ -27,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 from circuits import patching as P
-from circuits.interventions import sweep
+from circuits.sweeps import sweep
 from probes.prompt import PromptBatch, PromptBuilder
 
 

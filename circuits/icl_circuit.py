@@ -37,16 +37,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.interventions import (
-    Intervention,
-    InterventionError,
-    knockout,
-    layer_window,
-    random_control,
-    readout_forward,
-    sweep,
-)
+from circuits.interventions import Intervention, InterventionError, knockout, random_control
 from circuits.patching import correct_metric
+from circuits.sweeps import layer_window, readout_forward, sweep
 from probes import stats
 from probes.prompt import PromptBatch
 from probes.representation import CentroidProbe

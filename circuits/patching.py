@@ -4,7 +4,7 @@ Both return a [n_layers, n_heads] table of the change in a scalar metric when he
 ``hook_z`` at the chosen positions is replaced by its value in a source run (or by zero / the mean):
 
 - ``activation_patching``: metric(patched target run) - metric(target run), one intervention per
-  head, evaluated by ``circuits.interventions.sweep`` (batched along the batch axis).
+  head, evaluated by ``circuits.sweeps.sweep`` (batched along the batch axis).
 - ``attribution_patching``: the first-order estimate sum_{b,pos,d} (z_src - z_tgt) * d metric / d z_tgt
   from one forward on the source, one forward and one backward on the target, for all heads at once.
   It equals activation patching exactly when the metric is linear in the patched activation.
@@ -19,17 +19,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.interventions import (
-    InterventionError,
-    Metric,
-    ablate,
-    compile_edits,
-    patch,
-    readout_forward,
-    role_positions,
-    source_values,
-    sweep,
-)
+from circuits.interventions import InterventionError, ablate, compile_edits, patch, role_positions, source_values
+from circuits.sweeps import Metric, readout_forward, sweep
 from probes.prompt import PromptBatch
 from probes.readout import candidate_logits, predictions
 

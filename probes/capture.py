@@ -76,7 +76,7 @@ class CaptureError(WorkbenchError):
     """A capture request that cannot be served; the message names the fix."""
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised inside a hook once every requested activation is in hand."""
 
 
@@ -352,7 +352,7 @@ def capture(
                             chunks.setdefault(key, []).append(val if dtype is None else val.to(dtype))
                 fired.add(hook_name)
                 if stop_early and len(fired) == len(by_hook):
-                    raise _StopForward
+                    raise StopForward
                 return None
             return hook
 
@@ -360,7 +360,7 @@ def capture(
         try:
             with torch.no_grad(), model.hooks(fwd_hooks=fwd):
                 model(sub.tokens)
-        except _StopForward:
+        except StopForward:
             pass
         except ValueError as err:
             if "Cannot add hook" in str(err):

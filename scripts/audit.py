@@ -515,7 +515,8 @@ def _empty_capture(ctx: Ctx):
 
 @case(9, "an empty batch given to sweep")
 def _empty_sweep(ctx: Ctx):
-    from circuits.interventions import ablate, sweep
+    from circuits.interventions import ablate
+    from circuits.sweeps import sweep
 
     model, batch = _empty_batch()
     sweep(model, batch, [ablate(layers=[0])], lambda logits, b: logits.sum())

@@ -15,6 +15,7 @@ import torch
 
 from circuits import interventions as I
 from circuits import patching as P
+from circuits import sweeps as S
 from experiments.models.loading import load_model
 from probes.prompt import PromptBatch, PromptBuilder
 from tests.integration.test_pretrained import write_tiny_gpt2
@@ -150,8 +151,8 @@ def test_batched_sweep_and_patching_equal_looped(tiny):
     ivs = (I.all_heads(N_LAYERS, N_HEADS, mode="zero")
            + [I.knockout("readout", "label", [0, 1]), I.random_control(I.knockout("readout", "label", [2]), 1)])
     with torch.no_grad():
-        looped = I.sweep_looped(bridge, batch, ivs, P.target_logprob)
-        batched = I.sweep(bridge, batch, ivs, P.target_logprob)
+        looped = S.sweep_looped(bridge, batch, ivs, P.target_logprob)
+        batched = S.sweep(bridge, batch, ivs, P.target_logprob)
     torch.testing.assert_close(batched, looped, atol=1e-4, rtol=1e-4)
     assert looped.std() > 0
     act = P.activation_patching(bridge, batch, P.target_logprob, mode="zero")

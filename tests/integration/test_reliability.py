@@ -343,7 +343,8 @@ def test_an_out_of_vocabulary_token_is_refused_before_the_forward(induction):
 
 
 def test_an_empty_batch_is_refused_by_readout_capture_sweep_and_accuracy(induction):
-    from circuits.interventions import ablate, sweep
+    from circuits.interventions import ablate
+    from circuits.sweeps import sweep
     from experiments.tasks import task_batch
     from probes.capture import capture
     from probes.readout import model_accuracy, readout_logits

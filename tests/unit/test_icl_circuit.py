@@ -5,7 +5,7 @@ import torch
 
 from circuits import icl_circuit as C
 from circuits import toy
-from circuits.interventions import layer_window
+from circuits.sweeps import layer_window
 
 
 @pytest.fixture(scope="module")

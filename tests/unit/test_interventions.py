@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from circuits import interventions as I
+from circuits import sweeps as S
 from circuits import toy
 from circuits.patching import accuracy_metric, logit_diff, target_logprob
 from probes.prompt import PromptBatch, PromptBuilder
@@ -115,9 +116,9 @@ def test_batched_sweep_equals_looped(lm):
               I.knockout("demo", "demo", [1], heads=[2]), I.ablate([1], None, "zero", site="attn_out"),
               I.ablate(1, None, "mean", site="resid_pre")])
     with torch.no_grad():
-        looped = I.sweep_looped(lm, batch, ivs, target_logprob)
+        looped = S.sweep_looped(lm, batch, ivs, target_logprob)
         for kw in (dict(max_rows=20), dict(share_prefix=False), dict()):
-            batched = I.sweep(lm, batch, ivs, target_logprob, **kw)
+            batched = S.sweep(lm, batch, ivs, target_logprob, **kw)
             torch.testing.assert_close(batched, looped, atol=1e-5, rtol=1e-5)
     assert looped.std() > 0  # the interventions do different things
     assert _hooks_left(lm) == 0
@@ -126,12 +127,12 @@ def test_batched_sweep_equals_looped(lm):
 def test_patch_sweep_from_source_equals_looped(lm):
     ivs = [I.patch("z", l, h, roles=("readout",)) for l in range(2) for h in range(4)]
     with pytest.raises(I.InterventionError, match="same layout"):
-        I.sweep(lm, _random_batch(), ivs, logit_diff, source=_random_batch(n=6, k=2, seed=1).trim())
+        S.sweep(lm, _random_batch(), ivs, logit_diff, source=_random_batch(n=6, k=2, seed=1).trim())
     tgt2 = _random_batch().trim()
     src2 = _same_layout_source(tgt2)
     with torch.no_grad():
-        torch.testing.assert_close(I.sweep(lm, tgt2, ivs, logit_diff, source=src2),
-                                   I.sweep_looped(lm, tgt2, ivs, logit_diff, source=src2), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(S.sweep(lm, tgt2, ivs, logit_diff, source=src2),
+                                   S.sweep_looped(lm, tgt2, ivs, logit_diff, source=src2), atol=1e-5, rtol=1e-5)
 
 
 def _same_layout_source(batch):
@@ -181,10 +182,10 @@ def test_hooks_removed_on_exception(lm):
 
 
 def test_layer_window():
-    assert I.layer_window(2) == [0]  # floor(0.25*2) = 0 would be empty: widened to layer 0
-    assert I.layer_window(8) == [0, 1]
-    assert I.layer_window(30) == list(range(7))
-    assert I.layer_window(12, 0.5, 0.75) == [6, 7, 8]
+    assert S.layer_window(2) == [0]  # floor(0.25*2) = 0 would be empty: widened to layer 0
+    assert S.layer_window(8) == [0, 1]
+    assert S.layer_window(30) == list(range(7))
+    assert S.layer_window(12, 0.5, 0.75) == [6, 7, 8]
 
 
 def test_head_output_sweep_resumes_at_hook_z_and_equals_looped():
@@ -192,17 +193,17 @@ def test_head_output_sweep_resumes_at_hook_z_and_equals_looped():
     on a 3-layer model with MLPs and gives the looped numbers for every layer, including the middle."""
     model = tiny_bridge(n_layers=3, attn_only=False, seed=3)
     model.eval()
-    assert I.can_tail(model)
+    assert S.can_tail(model)
     tgt = _random_batch(n=5, seed=2).trim()
     src = _same_layout_source(tgt)
     ivs = ([I.patch("z", l, h) for l in range(3) for h in range(4)]
            + [I.ablate(l, None, "mean", roles=("label",)) for l in range(3)]
            + [I.ablate(1, (0, 2), "zero", roles=("readout",)), I.knockout("readout", "label", [2])])
-    assert sum(I._z_edit_layer(I.compile_edits(model, iv, tgt)) is not None for iv in ivs) == len(ivs) - 1
+    assert sum(S._z_edit_layer(I.compile_edits(model, iv, tgt)) is not None for iv in ivs) == len(ivs) - 1
     with torch.no_grad():
-        looped = I.sweep_looped(model, tgt, ivs, logit_diff, source=src)
+        looped = S.sweep_looped(model, tgt, ivs, logit_diff, source=src)
         for kw in (dict(), dict(max_rows=7)):
-            torch.testing.assert_close(I.sweep(model, tgt, ivs, logit_diff, source=src, **kw), looped,
+            torch.testing.assert_close(S.sweep(model, tgt, ivs, logit_diff, source=src, **kw), looped,
                                        atol=1e-5, rtol=1e-5)
     assert looped[:12].std() > 0
     assert _hooks_left(model) == 0

@@ -4,7 +4,7 @@ import torch
 
 from circuits import patching as P
 from circuits import toy
-from circuits.interventions import readout_forward
+from circuits.sweeps import readout_forward
 from tests.helpers import tiny_bridge
 from tests.unit.test_interventions import _random_batch, _same_layout_source
 
