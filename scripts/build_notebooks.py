@@ -53,7 +53,7 @@ from circuits.plots import matrix_figure
 from experiments.models.loading import load_model
 from experiments.studies.scan import format_scan, head_scan
 from experiments.tasks import induction
-from probes import heads
+from probes import head_weights, heads
 
 torch.manual_seed(0)
 model = load_model("induction-2l")
@@ -118,7 +118,7 @@ comp(W_OV[0, i], W_QKᵀ[1, j]) = ‖W_OV W_QKᵀ‖_F / (‖W_OV‖_F ‖W_QK�
 measures how much of head (1, j)'s key space reads head (0, i)'s output. Rows: layer-0 (source) heads;
 columns: layer-1 heads. A bright row at the previous-token head is the circuit."""),
     ("code", """\
-kcomp = heads.k_composition_scores(model, seed=0)  # [l1, h1, l2, h2], NaN where l1 >= l2
+kcomp = head_weights.k_composition_scores(model, seed=0)  # [l1, h1, l2, h2], NaN where l1 >= l2
 k01 = kcomp[0, :, 1, :]
 matrix_figure(k01, title="K-composition: layer-0 head (row) -> layer-1 head (column), minus random baseline",
               zmid=0.0)"""),

@@ -33,14 +33,16 @@ import torch
 
 from experiments.tasks import icll
 from probes import stats
+from probes.head_weights import (
+    copying_scores,
+    k_composition_scores,
+    max_composition_into,
+)
 from probes.heads import (
     HeadScoreError,
     HeadScores,
-    copying_scores,
     duplicate_token_scores,
     induction_scores,
-    k_composition_scores,
-    max_composition_into,
     ngram_scores,
     prefix_matching_scores,
     previous_token_scores,

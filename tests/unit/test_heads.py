@@ -5,20 +5,22 @@ import pytest
 import torch
 
 from probes.capture import hooks_left
-from probes.heads import (
-    HeadScoreError,
+from probes.head_weights import (
     composition_baseline,
     composition_scores,
     copying_scores,
+    k_composition_scores,
+    ov_copying_score,
+)
+from probes.heads import (
+    HeadScoreError,
     duplicate_token_mask,
     duplicate_token_scores,
     head_scores_figure,
     icl_score,
     induction_scores,
-    k_composition_scores,
     ngram_mask,
     ngram_scores,
-    ov_copying_score,
     prefix_matching_scores,
     previous_token_scores,
     repeated_random_tokens,
