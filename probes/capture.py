@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,21 +312,8 @@ def capture(
     ``heads`` restricts per-head sites to those heads. ``progress`` shows a tqdm bar (default:
     when there is more than one mini-batch). Hooks are removed even if the forward raises.
     """
-    if isinstance(roles, str):
-        roles = [roles]
-    roles = list(dict.fromkeys(roles))
-    if not roles:
-        raise CaptureError("no roles requested; pass e.g. roles=['readout', 'label']")
-    if batch_size < 1:
-        raise CaptureError(f"batch_size must be >= 1, got {batch_size}")
-    batch.require_rows("capture")
-    batch.validate(n_ctx=getattr(model.cfg, "n_ctx", None))
-    resolved = resolve_sites(model, sites, layers)
-    n_heads = int(model.cfg.n_heads)
-    head_list = None if heads is None else [int(h) for h in heads]
-    if head_list is not None and any(not 0 <= h < n_heads for h in head_list):
-        raise CaptureError(f"heads {head_list} out of range: the model has {n_heads} heads")
-
+    roles = [roles] if isinstance(roles, str) else list(dict.fromkeys(roles))
+    resolved, head_list = _check_request(model, batch, sites, roles, layers, heads, batch_size)
     pos = {r: role_positions(batch, r) for r in roles}
     kpos = None if key_role is None else role_positions(batch, key_role)
     by_hook: dict[str, list[_Site]] = {}
@@ -339,46 +326,16 @@ def capture(
     show = len(batches) > 1 if progress is None else progress
     for start in tqdm(batches, disable=not show, desc="capture", unit="batch"):
         rows = torch.arange(start, min(start + batch_size, batch.batch_size))
-        sub = batch.select(rows).trim()
-        sub_pos = {r: (p[rows], v[rows]) for r, (p, v) in pos.items()}
-        sub_kpos = None if kpos is None else kpos[0][rows]
-        fired: set[str] = set()
-
-        def make_hook(hook_name: str):
-            def hook(act: Tensor, hook: Any = None) -> None:
-                for s in by_hook[hook_name]:
-                    for role, (idx, _) in sub_pos.items():
-                        for key, val in _gather(s, act, idx, sub_kpos, n_heads, head_list, role, W_O):
-                            chunks.setdefault(key, []).append(val if dtype is None else val.to(dtype))
-                fired.add(hook_name)
-                if stop_early and len(fired) == len(by_hook):
-                    raise StopForward
-                return None
-            return hook
-
-        fwd = [(h, make_hook(h)) for h in by_hook]
-        try:
-            with torch.no_grad(), model.hooks(fwd_hooks=fwd):
-                model(sub.tokens)
-        except StopForward:
-            pass
-        except ValueError as err:
-            if "Cannot add hook" in str(err):
-                raise CaptureError(f"{err} (or capture 'head results': hook_z times W_O)") from err
-            raise
-        missing = set(by_hook) - fired
-        if missing:
-            raise CaptureError(
-                f"hooks {sorted(missing)} never fired on this model (e.g. hook_result needs "
-                f"cfg.use_attn_result); capture 'head results' (hook_z times W_O) instead"
-            )
+        gather = _Gather(by_hook, {r: (p[rows], v[rows]) for r, (p, v) in pos.items()},
+                         None if kpos is None else kpos[0][rows], int(model.cfg.n_heads), head_list, W_O,
+                         chunks, dtype, stop_early)
+        gather.run(model, batch.select(rows).trim())
 
     data = {}
-    width = batch.seq_len
     for key, parts in chunks.items():
         if key_role is None and key.site in QK_SITES:
             fill = float("-inf") if key.site == "attn.hook_attn_scores" else 0.0
-            parts = [_pad_last(p, width, fill) for p in parts]
+            parts = [_pad_last(p, batch.seq_len, fill) for p in parts]
         data[key] = torch.cat(parts)
     positions = {r: p for r, (p, _) in pos.items()}
     valid = {r: v for r, (_, v) in pos.items()}
@@ -388,6 +345,69 @@ def capture(
                    lengths=batch.lengths.clone(), key_role=key_role,
                    meta={"sites": [s.hook for s in resolved], "roles": roles,
                          "batch_size": batch_size, "batch_meta": batch.meta})
+
+
+def _check_request(model: Any, batch: PromptBatch, sites: str | Sequence[str], roles: list[str],
+                   layers: Iterable[int] | None, heads: Iterable[int] | None,
+                   batch_size: int) -> tuple[list[_Site], list[int] | None]:
+    """The resolved sites and head list of a capture request, or a CaptureError naming the fix."""
+    if not roles:
+        raise CaptureError("no roles requested; pass e.g. roles=['readout', 'label']")
+    if batch_size < 1:
+        raise CaptureError(f"batch_size must be >= 1, got {batch_size}")
+    batch.require_rows("capture")
+    batch.validate(n_ctx=getattr(model.cfg, "n_ctx", None))
+    resolved = resolve_sites(model, sites, layers)
+    n_heads = int(model.cfg.n_heads)
+    head_list = None if heads is None else [int(h) for h in heads]
+    if head_list is not None and any(not 0 <= h < n_heads for h in head_list):
+        raise CaptureError(f"heads {head_list} out of range: the model has {n_heads} heads")
+    return resolved, head_list
+
+
+@dataclass
+class _Gather:
+    """The hooks of one mini-batch: keep the role rows of every site, stop once all have fired."""
+
+    by_hook: dict[str, list[_Site]]
+    sub_pos: dict[str, tuple[Tensor, Tensor]]
+    sub_kpos: Tensor | None
+    n_heads: int
+    head_list: list[int] | None
+    W_O: Tensor | None
+    chunks: dict[CaptureKey, list[Tensor]]
+    dtype: torch.dtype | None
+    stop_early: bool
+    fired: set[str] = field(default_factory=set)
+
+    def hook_for(self, hook_name: str) -> Callable[..., None]:
+        def hook(act: Tensor, hook: Any = None) -> None:
+            for s in self.by_hook[hook_name]:
+                for role, (idx, _) in self.sub_pos.items():
+                    for key, val in _gather(s, act, idx, self.sub_kpos, self.n_heads, self.head_list, role, self.W_O):
+                        self.chunks.setdefault(key, []).append(val if self.dtype is None else val.to(self.dtype))
+            self.fired.add(hook_name)
+            if self.stop_early and len(self.fired) == len(self.by_hook):
+                raise StopForward
+        return hook
+
+    def run(self, model: Any, sub: PromptBatch) -> None:
+        fwd = [(h, self.hook_for(h)) for h in self.by_hook]
+        try:
+            with torch.no_grad(), model.hooks(fwd_hooks=fwd):
+                model(sub.tokens)
+        except StopForward:
+            pass
+        except ValueError as err:
+            if "Cannot add hook" in str(err):
+                raise CaptureError(f"{err} (or capture 'head results': hook_z times W_O)") from err
+            raise
+        missing = set(self.by_hook) - self.fired
+        if missing:
+            raise CaptureError(
+                f"hooks {sorted(missing)} never fired on this model (e.g. hook_result needs "
+                f"cfg.use_attn_result); capture 'head results' (hook_z times W_O) instead"
+            )
 
 
 def _pad_last(t: Tensor, width: int, fill: float) -> Tensor:
