@@ -54,6 +54,7 @@ def attention_saliency(model: HookedModel, batch: PromptBatch,
     with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
         logits = model(batch.tokens)
         rows = torch.arange(batch.batch_size)
+        assert batch.target is not None  # checked on entry
         loss = torch.nn.functional.cross_entropy(
             logits[rows, batch.readout].float(), batch.target, reduction="sum")
         # gradients w.r.t. the patterns only: no weight gradients are computed or stored

@@ -171,13 +171,13 @@ def summarize_rows(cap: Mapping[str, Tensor], batch: PromptBatch, seed: int = 0,
     against it with a paired test.
     """
     has_class = batch.query_class is not None and bool((batch.query_class >= 0).all())
-    targets = {"centroid_acc": batch.query_class if has_class else batch.target}
+    wanted = {"centroid_acc": batch.query_class if has_class else batch.target}
     if has_class:
-        targets["centroid_acc_label"] = batch.target
+        wanted["centroid_acc_label"] = batch.target
     # a class needs at least two prompts to have a centroid and a test point (not so for
     # open-vocabulary tasks, where every answer is its own class): skip those targets
-    targets = {m: y for m, y in targets.items()
-               if y.unique().numel() >= 2 and int(y.unique(return_counts=True)[1].max()) >= 2}
+    targets = {m: y for m, y in wanted.items()
+               if y is not None and y.unique().numel() >= 2 and int(y.unique(return_counts=True)[1].max()) >= 2}
     g = torch.Generator().manual_seed(10_000 + seed)
     rows = []
     for metric, y in targets.items():
@@ -242,6 +242,8 @@ def merge_rows(label_rows: Tensor, batch: PromptBatch, tag: str) -> list[dict]:
 # ---------------------------------------------------------------------- step 3
 def retrieve_rows(readout_rows: Tensor, batch: PromptBatch) -> list[dict]:
     """Induction magnitude M, correctness C per head; the best head's label distribution."""
+    if batch.target is None:
+        raise InterventionError("retrieve_rows needs batch.target (the correct read-out token)")
     L, B, H, T = readout_rows.shape
     lab = batch.label.clamp(min=0)
     a = readout_rows.gather(-1, lab[None, :, None, :].expand(L, B, H, lab.shape[1]))  # [L,B,H,K]

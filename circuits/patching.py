@@ -31,7 +31,8 @@ def target_logprob(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> 
     if batch.target is None:
         raise InterventionError("this metric needs batch.target (the correct read-out token)")
     cl = candidate_logits(logits, batch).log_softmax(-1)
-    idx = (batch.candidates == batch.target[:, None]).float().argmax(-1)
+    assert batch.candidates is not None  # candidate_logits raised otherwise
+    idx = torch.eq(batch.candidates, batch.target[:, None]).float().argmax(-1)
     return cl.gather(1, idx[:, None]).mean()
 
 
@@ -50,7 +51,9 @@ def logit_diff(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Tens
 def correct_metric(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Float[Tensor, " batch"]:
     """1.0 for each prompt whose prediction is the target, else 0.0 (the per-prompt outcome that
     paired tests and intervals resample; ``accuracy_metric`` is its mean)."""
-    return (predictions(logits, batch) == batch.target).float()
+    if batch.target is None:
+        raise InterventionError("this metric needs batch.target (the correct read-out token)")
+    return torch.eq(predictions(logits, batch), batch.target).float()
 
 
 def accuracy_metric(logits: Float[Tensor, "batch vocab"], batch: PromptBatch) -> Tensor:

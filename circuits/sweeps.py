@@ -115,7 +115,7 @@ def sweep(model: Any, batch: PromptBatch, interventions: Sequence[Intervention],
     tail_idx = [i for i, t in enumerate(tail_layer) if t is not None]
     rest = [i for i, t in enumerate(tail_layer) if t is None]
     clean, source_cache = _tail_captures(model, batch, source, [per_iv[i] for i in tail_idx],
-                                         {tail_layer[i] for i in tail_idx})
+                                         {t for t in tail_layer if t is not None})
     values = source_values(model, [e for es in per_iv for e in es], batch, source, reference,
                            seed=seed_of(list(interventions)), source_cache=source_cache)
     results: dict[int, Tensor] = {}

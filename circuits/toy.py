@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 from transformer_lens.config import TransformerBridgeConfig
-from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.sources.native import boot as boot_native
 
 from probes.hooked import HookedModel
 from probes.prompt import PromptBatch, PromptBuilder
@@ -31,7 +31,7 @@ def label_copy_model(n_ctx: int = 64) -> HookedModel:
     """The hand-set 1-layer model described in the module docstring (eval mode)."""
 
     d, V, H, dh = 16, 12, 2, 8
-    model = TransformerBridge.boot_native(TransformerBridgeConfig(
+    model: HookedModel = boot_native(TransformerBridgeConfig(
         d_model=d, n_layers=1, n_heads=H, d_head=dh, n_ctx=n_ctx, d_vocab=V, attn_only=True,
         act_fn="gelu", normalization_type=None, seed=0,
     ))

@@ -301,8 +301,8 @@ def _demo_sequences(batch: PromptBatch) -> tuple[Int[Tensor, "n pos"], Int[Tenso
         raise VectorError("an in-context vector needs prompts with at least one demonstration (k >= 1)")
     T = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), T), batch.pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        tokens[i, : len(s)] = torch.tensor(s)
+    for i, seq in enumerate(seqs):
+        tokens[i, : len(seq)] = torch.tensor(seq)
     return tokens, torch.tensor(xs), torch.tensor(ys)
 
 

@@ -260,7 +260,7 @@ def duplicate_token_scores(model: HookedModel, tokens: Tensor | None = None, seg
         seg_len = min(seg_len, int(model.cfg.n_ctx) // 2)
         tokens = repeated_random_tokens(batch, seg_len, int(model.cfg.d_vocab), seed=seed)
     hs = attention_mass_scores(model, tokens, duplicate_token_mask, "duplicate_token", cache=cache)
-    if with_null:
+    if with_null and hs.tokens is not None:
         _attach_null(model, hs, duplicate_token_mask(hs.tokens), seed)
     return hs
 

@@ -209,12 +209,10 @@ class PromptBatch:
         for name in ("lengths", "query_text", "readout", "target", "query_class"):
             vals = [getattr(b, name) for b in batches]
             kw[name] = None if any(v is None for v in vals) else torch.cat(vals)
-        dc = [b.demo_class for b in batches]
-        kw["demo_class"] = None if any(v is None for v in dc) else torch.cat(
-            [pad(v, 1, K, -1) for v in dc]
-        )
-        cands = [b.candidates for b in batches]
-        if any(c is None for c in cands):
+        dc = [b.demo_class for b in batches if b.demo_class is not None]
+        kw["demo_class"] = None if len(dc) < len(batches) else torch.cat([pad(v, 1, K, -1) for v in dc])
+        cands = [b.candidates for b in batches if b.candidates is not None]
+        if len(cands) < len(batches):
             kw["candidates"] = None
         else:
             C = max(c.shape[1] for c in cands)
@@ -270,7 +268,7 @@ class PromptBatch:
                 row += toks[starts[i]: starts[i + 1]]
                 dt[b, j] = self.demo_text[b, i] + shift
                 fr[b, j], lab[b, j] = self.forerunner[b, i] + shift, self.label[b, i] + shift
-                if cls is not None:
+                if cls is not None and self.demo_class is not None:
                     cls[b, j] = self.demo_class[b, i]
             shift = len(row) - qs
             rows.append(row + toks[qs:])

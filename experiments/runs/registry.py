@@ -29,7 +29,7 @@ import inspect
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -136,7 +136,7 @@ def _normalized_source(src: str) -> str:
                 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
             body = body[1:]
-        node.body = [b for b in body if not isinstance(b, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
+        cast(Any, node).body = [b for b in body if not isinstance(b, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
