@@ -20,7 +20,8 @@ table (columns ``DYN_COLUMNS``: one measurement per row, keyed by ``step``):
 
 ``phase_change(steps, values)`` finds where a curve rises fastest (in log step);
 ``phase_summary(table, index)`` reports the induction / ICL phase change with the previous-token
-head's formation and the training-loss bump as numbers. The CLI entry is ``iclwb dynamics NAME``;
+head's formation and the training-loss bump as numbers, and for ICLL models (``ngram_emergence``)
+when each n-gram head score rises. The CLI entry is ``iclwb dynamics NAME``;
 the sweep analysis ``dynamics`` (``experiments.runs.analyses``) wraps ``dynamics_table``.
 """
 
@@ -341,6 +342,27 @@ def phase_summary(table: pd.DataFrame, train_loss: Sequence[float] | None = None
                             "n": int(it.loc[ipc.end, "n"])}
     if train_loss is not None and len(train_loss):
         out["loss"] = loss_bump(train_loss, pc.start, pc.end)
+    ngram = ngram_emergence(table)
+    if ngram:
+        out["ngram"] = ngram
+    return out
+
+
+def ngram_emergence(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """For each n-gram head score in the table (``ngram_2..4``, ICLL models): the best head's curve
+    over checkpoints, its phase change (``phase_change``: fastest-rise window, 10% / 90% of the
+    rise) and the head that holds the best score at the end of the window and at the last step."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in sorted(m for m in table["metric"].unique() if str(m).startswith("ngram_")):
+        curve = head_curve(table, metric)
+        if len(curve) < 2:
+            continue
+        pc = phase_change(curve["step"].tolist(), curve["value"].tolist())
+        at = curve.set_index("step")
+        out[metric] = {**pc.as_dict(), "head_after": [int(at.loc[pc.end, "layer"]), int(at.loc[pc.end, "head"])],
+                       "final": float(curve["value"].iloc[-1]),
+                       "final_head": [int(curve["layer"].iloc[-1]), int(curve["head"].iloc[-1])],
+                       "curve": [[int(s), round(float(v), 4)] for s, v in zip(curve["step"], curve["value"])]}
     return out
 
 
@@ -368,6 +390,11 @@ def format_phase(summary: dict[str, Any]) -> str:
         lines.append(f"training loss (moving average of {q['smooth']} updates): {q['plateau']:.3f} at "
                      f"step {p['start']}, falls by {q['drop']:.3f} by step {p['end']}; largest rise "
                      f"above its running minimum around the window (the bump): {q['bump']:.3f}")
+    for metric, q in summary.get("ngram", {}).items():
+        lines.append(f"{metric} (best head) rises fastest between steps {q['start']} and {q['end']} "
+                     f"({q['before']:.3f} -> {q['after']:.3f}, L{q['head_after'][0]}H{q['head_after'][1]}); "
+                     f"10%-90% of its rise between steps {q['onset']} and {q['done']}; final "
+                     f"{q['final']:.3f} (L{q['final_head'][0]}H{q['final_head'][1]})")
     return "\n".join(lines)
 
 

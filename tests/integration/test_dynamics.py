@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.models import zoo
+from experiments.models.loading import zoo
 from experiments.models.zoo import series, training
 from experiments.studies import dynamics as D
 
@@ -85,7 +85,7 @@ def test_checkpoints_are_refused_for_a_trainer_without_a_recorder(tmp_path):
 
 
 # ------------------------------------------------------------------------------- shipped series
-@pytest.mark.parametrize("name", ["induction-2l", "icl-classify"])
+@pytest.mark.parametrize("name", ["induction-2l", "icl-classify", "icll-dfa"])
 def test_shipped_series_reproduce_their_logged_losses(name):
     import importlib
 
@@ -115,6 +115,53 @@ def test_dynamics_at_the_final_checkpoint_equals_the_head_scan_of_the_shipped_mo
     assert (ind["ci_low"] <= ind["value"] + 1e-9).all() and (ind["value"] <= ind["ci_high"] + 1e-9).all()
     assert (ind["n"] == 16).all()
     assert set(table.columns) == set(D.DYN_COLUMNS)
+
+
+def test_icll_dynamics_has_the_scans_ngram_heads_and_heldout_rows_at_the_final_checkpoint():
+    from experiments.models.loading import load_model
+    from experiments.studies.scan import head_scan
+
+    final = series.read_index("icll-dfa")["checkpoints"][-1]["step"]
+    table = D.dynamics_table("icll-dfa", steps=[final], n_prompts=8, ks=(1,))
+    model = load_model("icll-dfa")
+    scan = head_scan(model, seed=0)
+    assert {"ngram_2", "ngram_3", "ngram_4"} <= set(scan)
+    for name in ("ngram_2", "ngram_3", "ngram_4", "induction"):
+        t = table[table["metric"] == name].sort_values(["layer", "head"])
+        got = torch.tensor(t["value"].to_numpy(), dtype=torch.float32).reshape(scan[name].scores.shape)
+        torch.testing.assert_close(got, scan[name].scores.float(), rtol=0, atol=0, equal_nan=True)
+    per_seq = model.zoo_card["metrics"]["per_sequence"]["model"]
+    for key in ("accuracy", "l1"):
+        row = table[table["metric"] == f"heldout_dfa_{key}"].iloc[0]
+        assert row["value"] == pytest.approx(per_seq[key]["value"], abs=1e-4)
+        assert row["n"] == per_seq[key]["n"] and row["ci_low"] <= row["value"] <= row["ci_high"]
+        diff = table[table["metric"] == f"heldout_dfa_{key}_minus_3gram"].iloc[0]
+        vs = model.zoo_card["metrics"]["vs_3gram_per_sequence"][key]
+        assert diff["value"] == pytest.approx(vs["difference"], abs=1e-4)
+
+
+def test_ngram_emergence_finds_each_orders_step_within_one_checkpoint():
+    steps = series.log_steps(3000, 12)
+    jumps = {"ngram_2": 40, "ngram_3": 500, "ngram_4": 2000}
+    rows = []
+    for s in steps:
+        for layer in range(2):
+            for head in range(2):
+                for metric, jump in (("induction", 40), *jumps.items()):
+                    on = (layer, head) == (1, 0) if metric != "ngram_4" else (layer, head) == (0, 1)
+                    v = 0.1 + 0.6 * (s >= jump) if on else 0.05
+                    rows.append({"step": s, "metric": metric, "layer": layer, "head": head, "k": -1,
+                                 "position": -1, "n": 8, "value": v, "ci_low": v, "ci_high": v})
+    table = pd.DataFrame(rows, columns=D.DYN_COLUMNS)
+    summary = D.phase_summary(table)
+    for metric, jump in jumps.items():
+        q = summary["ngram"][metric]
+        assert q["start"] < jump <= q["end"] and q["before"] == pytest.approx(0.1)
+        assert q["after"] == pytest.approx(0.7) and q["final"] == pytest.approx(0.7)
+    assert summary["ngram"]["ngram_4"]["head_after"] == [0, 1]
+    assert summary["ngram"]["ngram_3"]["head_after"] == [1, 0]
+    text = D.format_phase(summary)
+    assert "ngram_3 (best head) rises fastest" in text and "L0H1" in text
 
 
 # ------------------------------------------------------------------------------- phase change

@@ -14,11 +14,15 @@ beside the in-context 1/2/3-gram baselines on the very same sequences.
 from __future__ import annotations
 
 import functools
+import json
 import random
+import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from experiments.models.zoo import TrainResult, ZooSpec, build_model
+from experiments.models.zoo import CHECKPOINT_DIR, TrainResult, ZooSpec, build_model, load_zoo_model, read_card
 from experiments.models.zoo.series import Recorder
 from experiments.models.zoo.training import fit
 from experiments.tasks import icll
@@ -26,16 +30,17 @@ from probes import stats
 from probes.hooked import HookedModel
 
 CONFIG = dict(
-    d_model=64, n_layers=2, n_heads=4, d_head=16, d_mlp=256, n_ctx=icll.MAX_LEN,
+    d_model=64, n_layers=4, n_heads=4, d_head=16, d_mlp=256, n_ctx=icll.MAX_LEN,
     d_vocab=icll.VOCAB_SIZE, attn_only=False, act_fn="gelu", normalization_type="LN",
     positional_embedding_type="standard",
 )
 BATCH = 32
 LR = 3e-3
-WARMUP = 50
-DEFAULT_STEPS = 4000
+WARMUP = 200
+DEFAULT_STEPS = 15000
 N_EVAL = 128
 EVAL_SEED = 77
+TRACK_EVERY = 1000  # held-out accuracy / L1 logged during training (card: metrics.heldout_curve)
 
 
 def loss_fn(model: HookedModel, seqs: icll.ICLLSequences) -> torch.Tensor:
@@ -70,12 +75,18 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True,
     model = build_model("bridge-native", config)
     rng = random.Random(seed)
 
+    curve: list[dict] = []
+
     def loss_at(step: int) -> torch.Tensor:
+        if step and step % TRACK_EVERY == 0:
+            curve.append(track(model, step))
         return loss_fn(model, icll.sample_sequences(BATCH, seed=rng.randrange(2**31), split="train"))
 
-    stats = fit(model, loss_at, steps, LR, WARMUP, "icll-dfa", progress, recorder=recorder)
+    fitted = fit(model, loss_at, steps, LR, WARMUP, "icll-dfa", progress, recorder=recorder)
     metrics = evaluate(model)
-    metrics["final_train_loss_ema"] = round(stats.loss_ema, 4)
+    metrics["final_train_loss_ema"] = round(fitted.loss_ema, 4)
+    metrics["heldout_curve"] = curve + [{"step": steps, "accuracy": metrics["heldout_accuracy"],
+                                         "l1": metrics["heldout_l1"]}]
     return TrainResult(
         model=model,
         arch="bridge-native",
@@ -90,8 +101,21 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True,
         steps=steps,
         metrics=metrics,
         notes=notes(metrics, steps),
-        extra={"train_cpu_seconds": round(stats.cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
+        extra={"train_cpu_seconds": round(fitted.cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
     )
+
+
+def track(model: HookedModel, step: int) -> dict:
+    """Held-out accuracy and L1 after ``step`` updates (the card's eval sequences, no baselines),
+    printed (flushed) so a long run can be watched against the 3-gram numbers."""
+    was_training = model.training
+    model.eval()
+    m = evaluate(model, baselines=False)
+    model.train(was_training)
+    row = {"step": step, "accuracy": m["heldout_accuracy"], "l1": m["heldout_l1"]}
+    print(f"[icll-dfa] step {step}: held-out accuracy {row['accuracy']:.4f}, L1 {row['l1']:.4f}",
+          flush=True)
+    return row
 
 
 def per_sequence(probs: torch.Tensor, seqs: icll.ICLLSequences) -> dict[str, torch.Tensor]:
@@ -107,35 +131,66 @@ def per_sequence(probs: torch.Tensor, seqs: icll.ICLLSequences) -> dict[str, tor
 def evaluate(model: HookedModel, n: int = N_EVAL, seed: int = EVAL_SEED,
              baselines: bool = True) -> dict:
     """Held-out DFA accuracy and L1 (pooled over scored positions), and with ``baselines`` the
-    in-context 1/2/3-gram models on the same sequences plus paired comparisons of the model
-    against the 3-gram model over sequences (``probes.stats.paired``: the interval of the
-    difference and a permutation p-value; the unit is the sequence)."""
+    in-context 1/2/3-gram models on the same sequences (``table``: pooled; ``per_sequence``: the
+    mean over sequences with a bootstrap 95% interval, ``probes.stats.estimate``) plus paired
+    comparisons of the model against the 3-gram model over sequences (``probes.stats.paired``:
+    the interval of the difference and a permutation p-value; the unit is the sequence)."""
     seqs = icll.sample_sequences(n, seed=seed, split="heldout")
     probs = icll.model_probs(model, seqs)
     m = icll.evaluate(probs, seqs)
     out: dict = {"heldout_accuracy": round(m["accuracy"], 4), "heldout_l1": round(m["l1"], 4),
                  "n_eval_sequences": n, "eval_seed": seed,
                  "scored_positions": int(seqs.eval_mask.sum())}
-    if baselines:
-
-        table = {"model": {k: round(v, 4) for k, v in m.items()}}
-        ngram3 = None
-        for order in (1, 2, 3):
-            bp = icll.ngram_probs(seqs, order)
-            b = icll.evaluate(bp, seqs)
-            table[f"{order}-gram"] = {k: round(v, 4) for k, v in b.items()}
-            ngram3 = bp
-        out["table"] = table
-        mine, base = per_sequence(probs, seqs), per_sequence(ngram3, seqs)
-        vs = {}
-        for key in ("accuracy", "l1"):
-            c = stats.paired(mine[key].numpy(), base[key].numpy())
-            vs[key] = {"model": round(c.value, 4), "3-gram": round(c.control_value, 4),
-                       "difference": round(c.effect, 4),
-                       "ci": [round(c.effect_ci_low, 4), round(c.effect_ci_high, 4)],
-                       "p_value": round(c.p_value, 5), "n_sequences": c.n, "test": c.test}
-        out["vs_3gram_per_sequence"] = vs
+    if not baselines:
+        return out
+    table = {"model": {k: round(v, 4) for k, v in m.items()}}
+    per_seq = {"model": per_sequence(probs, seqs)}
+    for order in (1, 2, 3):
+        bp = _ngram_probs(n, seed, order)
+        table[f"{order}-gram"] = {k: round(v, 4) for k, v in icll.evaluate(bp, seqs).items()}
+        per_seq[f"{order}-gram"] = per_sequence(bp, seqs)
+    out["table"] = table
+    out["per_sequence"] = {
+        name: {key: _interval(stats.estimate(v[key].numpy(), binary=False)) for key in v}
+        for name, v in per_seq.items()}
+    vs = {}
+    for key in ("accuracy", "l1"):
+        c = stats.paired(per_seq["model"][key].numpy(), per_seq["3-gram"][key].numpy())
+        vs[key] = {"model": round(c.value, 4), "3-gram": round(c.control_value, 4),
+                   "difference": round(c.effect, 4),
+                   "ci": [round(c.effect_ci_low, 4), round(c.effect_ci_high, 4)],
+                   "p_value": round(c.p_value, 5), "n_sequences": c.n, "test": c.test}
+    out["vs_3gram_per_sequence"] = vs
     return out
+
+
+def _interval(e: Any) -> dict:
+    return {"value": round(e.value, 4), "ci": [round(e.ci_low, 4), round(e.ci_high, 4)], "n": e.n}
+
+
+@functools.lru_cache(maxsize=8)
+def _ngram_probs(n: int, seed: int, order: int) -> torch.Tensor:
+    """The in-context ``order``-gram probabilities on the held-out eval sequences (cached: the
+    baseline does not change over checkpoints)."""
+    return icll.ngram_probs(icll.sample_sequences(n, seed=seed, split="heldout"), order)
+
+
+def dynamics_rows(model: HookedModel, step: int, n: int = N_EVAL, seed: int = EVAL_SEED) -> list[dict]:
+    """Dynamics-table rows (``experiments.studies.dynamics``) at one checkpoint: held-out DFA accuracy and
+    L1 (mean over the ``n`` eval sequences, bootstrap 95% interval) and the paired difference
+    model minus in-context 3-gram model on the same sequences."""
+    seqs = icll.sample_sequences(n, seed=seed, split="heldout")
+    mine = per_sequence(icll.model_probs(model, seqs), seqs)
+    base = per_sequence(_ngram_probs(n, seed, 3), seqs)
+    rows = []
+    for key in ("accuracy", "l1"):
+        e = stats.estimate(mine[key].numpy(), binary=False)
+        rows.append({"step": step, "metric": f"heldout_dfa_{key}", "n": e.n, "value": e.value,
+                     "ci_low": e.ci_low, "ci_high": e.ci_high})
+        c = stats.paired(mine[key].numpy(), base[key].numpy())
+        rows.append({"step": step, "metric": f"heldout_dfa_{key}_minus_3gram", "n": c.n,
+                     "value": c.effect, "ci_low": c.effect_ci_low, "ci_high": c.effect_ci_high})
+    return rows
 
 
 def notes(metrics: dict, steps: int) -> str:
@@ -152,20 +207,43 @@ def notes(metrics: dict, steps: int) -> str:
     paired = "".join(
         f" Per sequence (n={v['n_sequences']}), model minus 3-gram {key}: {v['difference']:+.3f} "
         f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] (p={v['p_value']:.2g})." for key, v in vs.items())
+    curve = metrics.get("heldout_curve", [])
+    crossed = next((r["step"] for r in curve if r["accuracy"] > table["3-gram"]["accuracy"]
+                    and r["l1"] < table["3-gram"]["l1"]), None)
+    when = (f" Tracked every {TRACK_EVERY} steps (metrics.heldout_curve), the model first beats the "
+            f"3-gram model in both at step {crossed}." if crossed else "")
     return ("Metrics on held-out DFAs (languages never seen in training): DFA accuracy (argmax "
             "letter legal) and L1 distance to the uniform legal-next distribution, pooled over "
             f"{metrics['scored_positions']} scored positions of {metrics['n_eval_sequences']} "
             "sequences, beside the in-context n-gram baselines (Katz back-off) on the same "
-            "sequences. " + verdict + f" 3-gram: accuracy {table['3-gram']['accuracy']:.3f}, L1 "
-            f"{table['3-gram']['l1']:.3f}." + paired +
-            " Earlier runs: 1200 steps stopped at the 1-gram level (accuracy 0.524), 4000 steps "
-            "reached the 2-gram level (0.749 vs 3-gram 0.832, on the sampler before vectorisation).")
+            "sequences (per-sequence means with bootstrap 95% intervals: metrics.per_sequence). "
+            + verdict + f" 3-gram: accuracy {table['3-gram']['accuracy']:.3f}, L1 "
+            f"{table['3-gram']['l1']:.3f}." + paired + when +
+            " Earlier recipes (d_model 64, 2 layers, warm-up 50): 1200 steps stopped at the 1-gram "
+            "level (accuracy 0.524); 4000 steps (531 s on 2 threads) reached the 2-gram level "
+            "(accuracy 0.764, L1 0.837 vs 3-gram 0.851 / 0.807 on these sequences).")
+
+
+def rescore_card(root: Path | None = None) -> dict:
+    """Re-evaluate the saved model (``evaluate``: baselines, intervals, paired comparison) and
+    rewrite its card's metrics and notes, keeping the training record (``heldout_curve``, the
+    final loss) and everything else in the card; returns the new card."""
+
+    card = read_card("icll-dfa", root)
+    model = load_zoo_model("icll-dfa", root)
+    keep = {k: card["metrics"][k] for k in ("heldout_curve", "final_train_loss_ema") if k in card["metrics"]}
+    metrics = {**evaluate(model), **keep}
+    card.update(metrics=metrics, notes=notes(metrics, card["steps"]),
+                metrics_evaluated_at=time.strftime("%Y-%m-%d"))
+    path = (root or CHECKPOINT_DIR) / "icll-dfa" / "card.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
 
 
 SPECS = {
     "icll-dfa": ZooSpec(
         name="icll-dfa",
-        description="2-layer transformer (d_model 64, MLPs) trained on in-context language "
+        description="4-layer transformer (d_model 64, MLPs) trained on in-context language "
                     "learning over random DFAs (Akyürek et al. 2024, 128-token prompts); "
                     "compare with in-context n-gram baselines on held-out DFAs.",
         train=train,

@@ -30,11 +30,14 @@ Omniglot training; here the question is whether the same shows at this size.
 from __future__ import annotations
 
 import functools
+import math
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from experiments.models.zoo import TrainResult, ZooSpec, build_model
+from experiments.models.zoo import TrainResult, ZooSpec, build_model, read_card, save_checkpoint
 from experiments.models.zoo.series import Recorder
 from experiments.models.zoo.training import fit
 from probes import stats
@@ -83,15 +86,20 @@ def _layout(demo_cls: torch.Tensor, demo_lab: torch.Tensor, q_cls: torch.Tensor)
     return toks
 
 
-def training_batch(batch: int, g: torch.Generator, p_bursty: float = P_BURSTY
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``tokens`` [batch, 35] and the label ``targets`` [batch, K+1] at every ':' (COLON_POS)."""
-    q = torch.randint(0, N_TRAIN, (batch,), generator=g)
-    other = (q + 1 + torch.randint(0, N_TRAIN - 1, (batch,), generator=g)) % N_TRAIN
+def training_batch(batch: int, g: torch.Generator, p_bursty: float = P_BURSTY,
+                   n_train: int = N_TRAIN, zipf: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tokens`` [batch, 35] and the label ``targets`` [batch, K+1] at every ':' (COLON_POS).
+
+    Classes are drawn uniformly from ``n_train`` (the shipped model: 64), or with ``zipf`` > 0 from
+    a Zipf law p(c) ~ (c+1)^-zipf (a variant; Chan et al. 2022 found a skewed class distribution
+    favours ICL): the query class, the bursty sequences' other class and the in-weights
+    sequences' demonstrations (a draw equal to the query's class moves to the next class)."""
+    q = _classes((batch,), g, n_train, zipf)
+    other = _other(q, (batch,), g, n_train, zipf)
     pick = torch.rand(batch, K, generator=g) < 0.5
     bursty_cls = torch.where(pick, q[:, None], other[:, None])
     bursty_cls[torch.arange(batch), torch.randint(0, K, (batch,), generator=g)] = q
-    iw_cls = (q[:, None] + 1 + torch.randint(0, N_TRAIN - 1, (batch, K), generator=g)) % N_TRAIN
+    iw_cls = _other(q[:, None], (batch, K), g, n_train, zipf)
     bursty = torch.rand(batch, generator=g) < p_bursty
     cls = torch.where(bursty[:, None], bursty_cls, iw_cls)
     toks = _layout(CLASS0 + cls, fixed_label(cls), CLASS0 + q)
@@ -99,24 +107,43 @@ def training_batch(batch: int, g: torch.Generator, p_bursty: float = P_BURSTY
     return toks, targets
 
 
+def _classes(shape: tuple[int, ...], g: torch.Generator, n_train: int, zipf: float) -> torch.Tensor:
+    if zipf <= 0:
+        return torch.randint(0, n_train, shape, generator=g)
+    w = torch.arange(1, n_train + 1, dtype=torch.float64) ** -zipf
+    return torch.multinomial(w, math.prod(shape), replacement=True, generator=g).reshape(shape)
+
+
+def _other(q: torch.Tensor, shape: tuple[int, ...], g: torch.Generator, n_train: int,
+           zipf: float) -> torch.Tensor:
+    """Classes other than ``q`` (broadcast to ``shape``): uniform, or Zipf with collisions moved on."""
+    if zipf <= 0:
+        return (q + 1 + torch.randint(0, n_train - 1, shape, generator=g)) % n_train
+    c = _classes(shape, g, n_train, zipf)
+    return torch.where(c == q, (c + 1) % n_train, c)
+
+
 def loss_fn(model: HookedModel, toks: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = model(toks)[:, COLON_POS]
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
-def probe_loss(model: HookedModel) -> float:
+def probe_loss(model: HookedModel, n_train: int | None = None, zipf: float | None = None) -> float:
     """Label loss at every ':' on 64 fixed training-distribution sequences (seed 4040)."""
+    task = _card_task(model)
+    n_train = n_train or task.get("n_train_classes", N_TRAIN)
+    zipf = zipf if zipf is not None else task.get("zipf", 0.0)
     with torch.no_grad():
-        return float(loss_fn(model, *_probe_batch()))
+        return float(loss_fn(model, *_probe_batch(n_train, zipf)))
 
 
-@functools.lru_cache(maxsize=1)
-def _probe_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    return training_batch(BATCH, torch.Generator().manual_seed(PROBE_SEED))
+@functools.lru_cache(maxsize=4)
+def _probe_batch(n_train: int = N_TRAIN, zipf: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    return training_batch(BATCH, torch.Generator().manual_seed(PROBE_SEED), n_train=n_train, zipf=zipf)
 
 
 # ------------------------------------------------------------------------------- evaluations
-def icl_heldout_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def icl_heldout_batch(n: int, seed: int, n_train: int = N_TRAIN) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """2-way prompts over held-out classes with random labels: tokens, candidates [n, 2], target."""
     g = torch.Generator().manual_seed(seed)
     pair = torch.stack([torch.randperm(N_HELDOUT, generator=g)[:2] for _ in range(n)])
@@ -125,14 +152,15 @@ def icl_heldout_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, to
     which[:, 0], which[:, 1] = 0, 1  # both classes shown ...
     which = which.gather(1, torch.stack([torch.randperm(K, generator=g) for _ in range(n)]))  # ... anywhere
     qw = torch.randint(0, 2, (n,), generator=g)
-    cls = CLASS0 + N_TRAIN + pair.gather(1, which)
-    toks = _layout(cls, labels.gather(1, which), CLASS0 + N_TRAIN + pair.gather(1, qw[:, None])[:, 0])
+    cls = CLASS0 + n_train + pair.gather(1, which)
+    toks = _layout(cls, labels.gather(1, which), CLASS0 + n_train + pair.gather(1, qw[:, None])[:, 0])
     return toks, labels, labels.gather(1, qw[:, None])[:, 0]
 
 
-def iwl_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Training classes queried without their class in context: tokens, candidates [n, 8], target."""
-    toks, targets = training_batch(n, torch.Generator().manual_seed(seed), p_bursty=0.0)
+def iwl_batch(n: int, seed: int, n_train: int = N_TRAIN) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training classes (uniform) queried without their class in context: tokens, candidates
+    [n, 8], target."""
+    toks, targets = training_batch(n, torch.Generator().manual_seed(seed), p_bursty=0.0, n_train=n_train)
     cands = torch.arange(LABEL0, LABEL0 + N_LABELS).expand(n, -1)
     return toks, cands, targets[:, -1]
 
@@ -146,15 +174,23 @@ def correct(model: HookedModel, toks: torch.Tensor, cands: torch.Tensor,
     return (pred == target).float()
 
 
-def evaluate(model: HookedModel, n: int = N_EVAL, seed: int = EVAL_SEED) -> dict:
+def evaluate(model: HookedModel, n: int = N_EVAL, seed: int = EVAL_SEED,
+             n_train: int | None = None) -> dict:
+    """ICL accuracy on held-out classes and in-weights accuracy (Wilson 95%); ``n_train`` defaults
+    to the model card's number of training classes (a variant), else ``N_TRAIN``."""
 
+    n_train = n_train or _card_task(model).get("n_train_classes", N_TRAIN)
     out: dict[str, Any] = {}
-    for name, batch in (("icl_heldout_accuracy", icl_heldout_batch(n, seed)),
-                        ("iwl_accuracy", iwl_batch(n, seed + 1))):
+    for name, batch in (("icl_heldout_accuracy", icl_heldout_batch(n, seed, n_train)),
+                        ("iwl_accuracy", iwl_batch(n, seed + 1, n_train))):
         e = stats.estimate(correct(model, *batch).numpy(), binary=True)
         out[name] = {"value": round(e.value, 4), "ci": [round(e.ci_low, 4), round(e.ci_high, 4)], "n": e.n}
     out["eval_seed"] = seed
     return out
+
+
+def _card_task(model: HookedModel) -> dict:
+    return dict((getattr(model, "zoo_card", None) or {}).get("task") or {})
 
 
 def dynamics_rows(model: HookedModel, step: int, n: int = N_EVAL, seed: int = EVAL_SEED) -> list[dict]:
@@ -168,24 +204,27 @@ def dynamics_rows(model: HookedModel, step: int, n: int = N_EVAL, seed: int = EV
 
 
 def train(seed: int = 0, steps: int | None = None, progress: bool = True,
-          recorder: Recorder | None = None) -> TrainResult:
+          recorder: Recorder | None = None, n_train: int = N_TRAIN, zipf: float = 0.0) -> TrainResult:
+    """Train the shipped recipe, or with ``n_train`` classes / a ``zipf`` class law a variant (its
+    recorder's probe must be ``functools.partial(probe_loss, n_train=..., zipf=...)``)."""
 
     steps = steps or DEFAULT_STEPS
     torch.manual_seed(seed)
-    config = {**CONFIG, "seed": seed}
+    config = {**CONFIG, "d_vocab": CLASS0 + n_train + N_HELDOUT, "seed": seed}
     model = build_model("bridge-native", config)
     g = torch.Generator().manual_seed(seed)
 
     def loss_at(step: int) -> torch.Tensor:
-        return loss_fn(model, *training_batch(BATCH, g))
+        return loss_fn(model, *training_batch(BATCH, g, n_train=n_train, zipf=zipf))
 
     stats_ = fit(model, loss_at, steps, LR, WARMUP, "icl-transience", progress, recorder=recorder)
-    metrics = evaluate(model)
+    metrics = evaluate(model, n_train=n_train)
     metrics["final_train_loss_ema"] = round(stats_.loss_ema, 4)
     return TrainResult(
         model=model, arch="bridge-native", config=config,
         task={"name": "classify-transience", "module": "experiments.models.zoo.transience", "k": K,
-              "n_train_classes": N_TRAIN, "n_heldout_classes": N_HELDOUT, "n_labels": N_LABELS,
+              "n_train_classes": n_train, **({"zipf": zipf} if zipf > 0 else {}),
+              "n_heldout_classes": N_HELDOUT, "n_labels": N_LABELS,
               "p_bursty": P_BURSTY, "batch": BATCH, "optimizer": "AdamW(wd=0.01), grad clip 1.0",
               "lr": LR, "schedule": f"linear warmup {WARMUP}, cosine to 0.1 lr"},
         steps=steps, metrics=metrics,
@@ -195,6 +234,25 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True,
                "checkpoint series: `iclwb dynamics icl-transience`."),
         extra={"train_cpu_seconds": round(stats_.cpu_seconds, 1), "torch_threads": torch.get_num_threads()},
     )
+
+
+def train_variant(root: Path, n_train: int, zipf: float = 0.0, steps: int = DEFAULT_STEPS,
+                  checkpoints: int = 12, seed: int = 0) -> dict:
+    """Train a variant (``n_train`` classes, ``zipf`` class law) with a checkpoint series into
+    ``root/icl-transience`` (not the shipped model) and return its card; read its curve with
+    ``experiments.studies.dynamics.dynamics_table("icl-transience", root=root)``."""
+
+    out = Path(root) / "icl-transience"
+    probe = functools.partial(probe_loss, n_train=n_train, zipf=zipf)
+    recorder = Recorder("icl-transience", seed, checkpoints, out, probe, probe="probe_loss (variant)")
+    t0 = time.perf_counter()
+    result = train(seed=seed, steps=steps, progress=False, recorder=recorder, n_train=n_train, zipf=zipf)
+    elapsed = time.perf_counter() - t0
+    recorder.finish()
+    result.extra = {**result.extra, "checkpoint_series": {"n": len(recorder.steps), "steps": recorder.steps,
+                                                          "index": "series/index.json"}}
+    save_checkpoint("icl-transience", result, seed, elapsed, Path(root))
+    return read_card("icl-transience", Path(root))
 
 
 SPECS = {
