@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from experiments.tasks import icll
+from experiments.tasks import dfa, icll
 
 
 def timed(fn, reps: int) -> float:
@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    icll.heldout_hashes()
-    dfas = [icll.train_dfa(random.Random(i)) for i in range(32)]
+    dfa.heldout_hashes()
+    dfas = [dfa.train_dfa(random.Random(i)) for i in range(32)]
     fast_g = timed(lambda i: icll.sample_sequences(32, seed=i, dfas=dfas), args.reps)
     slow_g = timed(lambda i: icll.sample_sequences_loop(32, seed=i, dfas=dfas), args.reps)
     fast = timed(lambda i: icll.sample_sequences(32, seed=i), args.reps)

@@ -229,6 +229,65 @@ def answer_table(tokenizer: Any, dataset: "str | Dataset", template: str | None 
 
 
 
+def _tokenized_items(tokenizer: Any, ds: Dataset, tpl: Template, label_words: tuple[str, ...] | None,
+                     multi_token: MultiToken) -> tuple[list[tuple[list[int], list[int], int]], list[int], int]:
+    """Every usable item as (input ids, answer ids, class), the label ids of a label set, and how
+    many items the multi-token rule dropped."""
+    label_ids: list[int] = []
+    if label_words is not None:
+        if multi_token == "first":
+            label_seqs = [_encode(tokenizer, tpl.y_space + w) for w in label_words]
+            if any(not ids for ids in label_seqs):
+                raise PromptError(f"label set {label_words} has a label that encodes to no tokens")
+            label_ids = [ids[0] for ids in label_seqs]
+        else:
+            label_ids = [single_token_id(tokenizer, tpl.y_space + w, what=f"label of class {c}")
+                         for c, w in enumerate(label_words)]
+            label_seqs = [[i] for i in label_ids]
+        if len(set(label_ids)) != len(label_ids):
+            raise PromptError(
+                f"label set {label_words} maps two classes to the same first token "
+                f"{[tokenizer.decode([i]) for i in label_ids]}; labels must start with distinct "
+                f"tokens: pick other label words")
+        items = [(_encode(tokenizer, tpl.x_space + x), label_seqs[c], c) for x, c in ds.items]
+        dropped = 0
+    else:
+        pairs = [(x, str(y)) for x, y in ds.items]
+        answer_ids, _ = _answer_ids(tokenizer, tpl.y_space, pairs, multi_token, ds.name)
+        items = [(_encode(tokenizer, tpl.x_space + x), ids, -1)
+                 for (x, _), ids in zip(pairs, answer_ids) if ids is not None]
+        dropped = len(pairs) - len(items)
+    return items, label_ids, dropped
+
+
+def _sample_rows(items: list[tuple[list[int], list[int], int]], k: int, n_prompts: int, seed: int,
+                 label_words: tuple[str, ...] | None, pieces: tuple[list[int], list[int], list[int]],
+                 bos_id: int | None, candidates: list[int] | None, pad_id: int) -> list[PromptBatch]:
+    """``n_prompts`` one-row prompts: k demonstrations then a query, drawn from ``seed``."""
+    prefix, middle, suffix = pieces
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n_prompts):
+        if label_words is not None:
+            cls = rng.randrange(len(label_words))
+            pool = [i for i, it in enumerate(items) if it[2] == cls]
+            q = rng.choice(pool)
+            demos = rng.sample([i for i in range(len(items)) if i != q], k)
+        else:
+            chosen = rng.sample(range(len(items)), k + 1)
+            demos, q = chosen[:k], chosen[k]
+        pb = PromptBuilder()
+        if bos_id is not None:
+            pb.add([bos_id])
+        for i in demos:
+            x_ids, y_ids, c = items[i]
+            pb.add(prefix).demo(x_ids, middle, y_ids[0], cls=c).add(y_ids[1:]).add(suffix)
+        x_ids, y_ids, c = items[q]
+        pb.add(prefix).query(x_ids, middle)
+        rows.append(pb.build(target=y_ids[0], candidates=candidates, query_class=c, pad_id=pad_id))
+    return rows
+
+
 def make_prompts(
     tokenizer: Any,
     dataset: "str | Dataset" = "sentiment",
@@ -269,29 +328,7 @@ def make_prompts(
     prefix, middle, suffix = (_encode(tokenizer, s) for s in (tpl.prefix, tpl.middle, tpl.suffix))
     if not middle:
         raise TaskError(f"the label prefix {tpl.middle!r} encodes to no tokens")
-    if label_words is not None:
-        if multi_token == "first":
-            label_seqs = [_encode(tokenizer, tpl.y_space + w) for w in label_words]
-            if any(not ids for ids in label_seqs):
-                raise PromptError(f"label set {label_words} has a label that encodes to no tokens")
-            label_ids = [ids[0] for ids in label_seqs]
-        else:
-            label_ids = [single_token_id(tokenizer, tpl.y_space + w, what=f"label of class {c}")
-                         for c, w in enumerate(label_words)]
-            label_seqs = [[i] for i in label_ids]
-        if len(set(label_ids)) != len(label_ids):
-            raise PromptError(
-                f"label set {label_words} maps two classes to the same first token "
-                f"{[tokenizer.decode([i]) for i in label_ids]}; labels must start with distinct "
-                f"tokens: pick other label words")
-        items = [(_encode(tokenizer, tpl.x_space + x), label_seqs[c], c) for x, c in ds.items]
-        dropped = 0
-    else:
-        pairs = [(x, str(y)) for x, y in ds.items]
-        answer_ids, _ = _answer_ids(tokenizer, tpl.y_space, pairs, multi_token, ds.name)
-        items = [(_encode(tokenizer, tpl.x_space + x), ids, -1)
-                 for (x, _), ids in zip(pairs, answer_ids) if ids is not None]
-        dropped = len(pairs) - len(items)
+    items, label_ids, dropped = _tokenized_items(tokenizer, ds, tpl, label_words, multi_token)
     if len(items) < k + 1:
         raise PromptError(
             f"dataset {ds.name!r} has {len(items)} usable items under this tokenizer "
@@ -306,26 +343,8 @@ def make_prompts(
     pad_id = int(pad_id if pad_id is not None else (getattr(tokenizer, "eos_token_id", None) or 0))
 
     candidates = None if label_words is None else label_ids
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n_prompts):
-        if label_words is not None:
-            cls = rng.randrange(len(label_words))
-            pool = [i for i, it in enumerate(items) if it[2] == cls]
-            q = rng.choice(pool)
-            demos = rng.sample([i for i in range(len(items)) if i != q], k)
-        else:
-            chosen = rng.sample(range(len(items)), k + 1)
-            demos, q = chosen[:k], chosen[k]
-        pb = PromptBuilder()
-        if use_bos and bos_id is not None:
-            pb.add([bos_id])
-        for i in demos:
-            x_ids, y_ids, c = items[i]
-            pb.add(prefix).demo(x_ids, middle, y_ids[0], cls=c).add(y_ids[1:]).add(suffix)
-        x_ids, y_ids, c = items[q]
-        pb.add(prefix).query(x_ids, middle)
-        rows.append(pb.build(target=y_ids[0], candidates=candidates, query_class=c, pad_id=pad_id))
+    rows = _sample_rows(items, k, n_prompts, seed, label_words, (prefix, middle, suffix),
+                        bos_id if use_bos else None, candidates, pad_id)
     batch = PromptBatch.concat(rows)
     batch.meta = {
         "task": "language",

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"probes": ROOT / "probes", "circuits": ROOT / "circuits",
             "experiments": ROOT / "experiments", "iclwb_app": ROOT / "app" / "iclwb_app"}
@@ -129,3 +131,14 @@ def test_every_error_the_project_defines_is_a_workbench_error():
                 if not issubclass(obj, WorkbenchError):
                     bad.append(f"{name}.{obj.__name__}")
     assert len(found) >= 15 and not bad, bad
+@pytest.mark.parametrize("pkg", sorted(PACKAGES))
+def test_modules_and_functions_are_short(pkg):
+    long_modules, long_functions = [], []
+    for path in PACKAGES[pkg].rglob("*.py"):
+        text = path.read_text()
+        if text.count("\n") > 500:
+            long_modules.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long_modules and not long_functions, (long_modules, long_functions)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from experiments.tasks import TaskError, icll
-from experiments.tasks.icll import BOS, DFA, N_LETTERS, PAD, SEP
+from experiments.tasks import dfa as dfa_mod
+from experiments.tasks.dfa import DFA, N_LETTERS
+from experiments.tasks.icll import BOS, PAD, SEP
 
 
 def _tok(text: str) -> list[int]:
@@ -17,7 +19,7 @@ def _tok(text: str) -> list[int]:
 def test_random_dfas_satisfy_the_constraints():
     rng = random.Random(0)
     for _ in range(300):
-        d = icll.random_dfa(rng)
+        d = dfa_mod.random_dfa(rng)
         assert 4 <= d.n_states <= 12 and d.start == 0
         assert 4 <= len(d.alphabet) <= 18 and set(d.alphabet) <= set(range(N_LETTERS))
         reach, stack = {0}, [0]
@@ -38,7 +40,7 @@ def test_random_dfas_satisfy_the_constraints():
 def test_sampled_strings_are_accepted_and_illegal_ones_rejected():
     rng = random.Random(1)
     for _ in range(50):
-        d = icll.random_dfa(rng)
+        d = dfa_mod.random_dfa(rng)
         for length in (1, 5, 30):
             w = d.sample(length, rng)
             assert len(w) == length and d.accepts(w)
@@ -80,17 +82,17 @@ def test_canonical_hash_is_invariant_to_renumbering_and_redundant_states():
 
 
 def test_train_and_heldout_dfas_are_disjoint_and_fixed():
-    held = icll.heldout_dfas()
-    hashes = icll.heldout_hashes()
-    assert len(held) == icll.N_HELDOUT == len(hashes)  # held-out languages are distinct
-    again = icll.heldout_dfas.__wrapped__(icll.N_HELDOUT, icll.HELDOUT_SEED)
+    held = dfa_mod.heldout_dfas()
+    hashes = dfa_mod.heldout_hashes()
+    assert len(held) == dfa_mod.N_HELDOUT == len(hashes)  # held-out languages are distinct
+    again = dfa_mod.heldout_dfas.__wrapped__(dfa_mod.N_HELDOUT, dfa_mod.HELDOUT_SEED)
     assert [d.canonical_hash() for d in again] == [d.canonical_hash() for d in held]
     rng = random.Random(9)
-    train = [icll.train_dfa(rng) for _ in range(300)]
+    train = [dfa_mod.train_dfa(rng) for _ in range(300)]
     assert not {d.canonical_hash() for d in train} & hashes
     # the rejection really happens: a plain random stream from the held-out seed hits held-out DFAs
-    plain = random.Random(icll.HELDOUT_SEED)
-    assert icll.random_dfa(plain).canonical_hash() in hashes
+    plain = random.Random(dfa_mod.HELDOUT_SEED)
+    assert dfa_mod.random_dfa(plain).canonical_hash() in hashes
 
 
 def test_ngram_baseline_matches_hand_computed_probabilities():
@@ -168,7 +170,7 @@ def test_prompt_roles_point_at_the_intended_tokens(k):
             assert qe == ro and int(toks[ro]) < N_LETTERS
             prefix = toks[qs : ro + 1].tolist()
         assert all(t < N_LETTERS for t in prefix)
-    assert b.meta["dfa_hashes"][0] in icll.heldout_hashes()
+    assert b.meta["dfa_hashes"][0] in dfa_mod.heldout_hashes()
 
 
 def test_readout_accuracy_and_model_probs_on_a_tiny_model():
@@ -203,7 +205,7 @@ def test_batched_sampler_draws_the_loop_samplers_distribution():
     walk's letter frequencies match the DFA's exact probabilities."""
     from scipy.stats import chi2_contingency, chisquare
 
-    dfa = next(d for d in icll.heldout_dfas() if len(d.transitions[0]) >= 2)
+    dfa = next(d for d in dfa_mod.heldout_dfas() if len(d.transitions[0]) >= 2)
     n = 1200
     fast = icll.sample_sequences(n, seed=11, dfas=[dfa] * n)
     slow = icll.sample_sequences_loop(n, seed=12, dfas=[dfa] * n)

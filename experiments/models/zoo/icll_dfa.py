@@ -25,7 +25,7 @@ import torch
 from experiments.models.zoo import CHECKPOINT_DIR, TrainResult, ZooSpec, build_model, load_zoo_model, read_card
 from experiments.models.zoo.series import Recorder
 from experiments.models.zoo.training import fit
-from experiments.tasks import icll
+from experiments.tasks import dfa, icll
 from probes import stats
 from probes.hooked import HookedModel
 
@@ -93,9 +93,9 @@ def train(seed: int = 0, steps: int | None = None, progress: bool = True,
         config=config,
         task={"name": "icll", "module": "experiments.tasks.icll", "max_len": icll.MAX_LEN,
               "string_len": list(icll.STRING_LEN), "n_strings": list(icll.N_STRINGS),
-              "n_states": list(icll.N_STATES), "alphabet_size": list(icll.ALPHABET_SIZE),
-              "out_edges": list(icll.OUT_EDGES), "heldout": {"n": icll.N_HELDOUT,
-                                                             "seed": icll.HELDOUT_SEED},
+              "n_states": list(dfa.N_STATES), "alphabet_size": list(dfa.ALPHABET_SIZE),
+              "out_edges": list(icll.OUT_EDGES), "heldout": {"n": dfa.N_HELDOUT,
+                                                             "seed": dfa.HELDOUT_SEED},
               "batch": BATCH, "optimizer": "AdamW(wd=0.01), grad clip 1.0", "lr": LR,
               "schedule": f"linear warmup {WARMUP}, cosine to 0.1 lr"},
         steps=steps,
