@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from experiments.tasks import icll
-from experiments.zoo import CHECKPOINT_DIR, TrainResult, ZooSpec
+from experiments.zoo import CHECKPOINT_DIR, TrainResult, ZooSpec, load_zoo_model, read_card
 from experiments.zoo.series import Recorder
 from experiments.zoo.training import fit
 from probes import stats
@@ -228,8 +228,6 @@ def rescore_card(root: Path | None = None) -> dict:
     """Re-evaluate the saved model (``evaluate``: baselines, intervals, paired comparison) and
     rewrite its card's metrics and notes, keeping the training record (``heldout_curve``, the
     final loss) and everything else in the card; returns the new card."""
-    from experiments.zoo import load_zoo_model, read_card
-
     card = read_card("icll-dfa", root)
     model = load_zoo_model("icll-dfa", root)
     keep = {k: card["metrics"][k] for k in ("heldout_curve", "final_train_loss_ema") if k in card["metrics"]}

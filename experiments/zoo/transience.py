@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.zoo import TrainResult, ZooSpec
+from experiments.zoo import TrainResult, ZooSpec, read_card, save_checkpoint
 from experiments.zoo.series import Recorder
 from experiments.zoo.training import fit
 
@@ -241,9 +241,6 @@ def train_variant(root: Path, n_train: int, zipf: float = 0.0, steps: int = DEFA
     """Train a variant (``n_train`` classes, ``zipf`` class law) with a checkpoint series into
     ``root/icl-transience`` (not the shipped model) and return its card; read its curve with
     ``experiments.dynamics.dynamics_table("icl-transience", root=root)``."""
-    from experiments.zoo import read_card, save_checkpoint
-    from experiments.zoo.series import Recorder
-
     out = Path(root) / "icl-transience"
     probe = functools.partial(probe_loss, n_train=n_train, zipf=zipf)
     recorder = Recorder("icl-transience", seed, checkpoints, out, probe, probe="probe_loss (variant)")
