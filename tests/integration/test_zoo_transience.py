@@ -54,7 +54,7 @@ def test_a_variant_series_reloads_to_its_logged_losses(tmp_path):
         model = series.load_series_model("icl-transience", c["step"], tmp_path)
         assert T.probe_loss(model) == pytest.approx(c["loss"], abs=1e-5)
         losses.append(c["loss"])
-    assert losses[0] == pytest.approx(math.log(card["config"]["d_vocab"]), abs=0.5)
+    assert losses[0] == pytest.approx(math.log(card["config"]["d_vocab"]), abs=1.0)  # ~chance over the vocab
     assert losses[-1] < losses[0] - 0.5
     rows = T.dynamics_rows(model, index["checkpoints"][-1]["step"], n=40)
     assert {r["metric"] for r in rows} == {"icl_heldout_accuracy", "iwl_accuracy"}
