@@ -56,7 +56,7 @@ def compute_unit(unit_dict: dict[str, Any], imports: list[str] | None = None) ->
         return {"ok": True, "table": res.table, "tensors": res.tensors, "fingerprint": spec.fingerprint(),
                 "wall_time_s": time.perf_counter() - t0, "cpu_time_s": time.process_time() - c0,
                 "host": os.uname().nodename}
-    except BaseException as err:  # noqa: BLE001 - report everything to the driver
+    except BaseException as err:  # report everything to the driver
         return {"ok": False, "error": f"{type(err).__name__}: {err}",
                 "traceback": traceback.format_exc(), "wall_time_s": time.perf_counter() - t0,
                 "host": os.uname().nodename}
@@ -80,7 +80,7 @@ class _InlineExecutor(cf.Executor):
         fut: cf.Future = cf.Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as err:  # noqa: BLE001
+        except BaseException as err:
             fut.set_exception(err)
         return fut
 
@@ -313,7 +313,7 @@ class _SweepLoop:
             u = self.inflight.pop(fut)
             try:
                 res = fut.result()
-            except BaseException as err:  # noqa: BLE001 - a dead worker process
+            except BaseException as err:  # a dead worker process
                 res = {"ok": False, "error": f"{type(err).__name__}: {err}",
                        "traceback": traceback.format_exc(), "wall_time_s": 0.0, "host": ""}
             status = self.record(u, res)

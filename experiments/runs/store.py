@@ -172,7 +172,7 @@ class ResultsStore(UnitLocks):
         try:
             meta = pq.read_schema(self.unit_path(key)).metadata or {}
             return json.loads(meta.get(b"iclwb.provenance", b"{}"))
-        except Exception:  # noqa: BLE001 - a damaged file has no provenance
+        except Exception:  # a damaged file has no provenance
             return {}
 
     def stored_unit(self, key: str) -> Unit | None:
@@ -181,7 +181,7 @@ class ResultsStore(UnitLocks):
         try:
             meta = pq.read_schema(self.unit_path(key)).metadata or {}
             return Unit.from_dict(json.loads(meta[b"iclwb.unit"]))
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
 
     def stale_reason(self, key: str, expect: dict[str, Any]) -> str | None:

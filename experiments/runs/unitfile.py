@@ -74,7 +74,7 @@ def check_unit_file(key: str, path: Path, art: Path) -> str | None:
             pq.read_table(path)  # format 1 (no checksum): readable is all that can be checked
     except KeyError:
         return "not a unit file (no iclwb.unit metadata)"
-    except Exception as err:  # noqa: BLE001 - any reading error is damage
+    except Exception as err:  # any reading error is damage
         msg = str(err).replace(f"'{path}'", "").replace(str(path), "").strip().split(". ")[0]
         return f"unreadable: {' '.join(msg.split())[:100]}"
     if stored is None and (b"iclwb.checksum" in meta or "code_hash" in prov or "analysis_version" in prov):

@@ -120,10 +120,9 @@ def build_model(arch: str, config: dict[str, Any]) -> HookedModel:
         # transformer_lens costs 3.9 s to import (python -X importtime) and ``experiments`` imports
         # this module for every iclwb command: it is imported when a model is built.
         from transformer_lens.config import TransformerBridgeConfig  # noqa: PLC0415 (start-up)
-        from transformer_lens.model_bridge import TransformerBridge  # noqa: PLC0415 (start-up)
+        from transformer_lens.model_bridge.sources.native import boot  # noqa: PLC0415 (start-up)
 
-        # boot_native is attached to the class with setattr by transformer_lens's native source
-        return TransformerBridge.boot_native(TransformerBridgeConfig(**config))  # type: ignore[attr-defined]
+        return boot(TransformerBridgeConfig(**config))  # what TransformerBridge.boot_native calls
     if arch.startswith("module:"):
         if arch not in MODULE_ARCHS:
             raise CheckpointError(
