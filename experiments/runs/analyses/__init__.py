@@ -28,13 +28,8 @@ named by a config's ``imports``. Models are loaded once per worker process
 (``experiments.runs.inputs.get_model``), so a worker that runs many units of
 one model loads it once.
 
-Versions: a stored unit is current only while its analysis is the one that computed it. Every
-unit records ``AnalysisSpec.fingerprint()`` (``analysis_version``: the spec's ``version``, and
-``code_hash``: a hash of the analysis function's code and of the modules named in ``requires`` and
-``code``); a unit whose version or code hash differs from the running code's is *stale*: ``iclwb
-sweep status`` lists it and ``iclwb sweep run`` recomputes it. Bump ``version`` whenever what an
-analysis measures changes (new or renamed metrics, new columns, a fixed bug) and the change is not
-inside the hashed code, e.g. in a helper module it calls.
+Versions and stale units: see ``experiments.runs.registry`` (``AnalysisSpec.version``,
+``code_hash``).
 """
 
 from __future__ import annotations
