@@ -19,6 +19,9 @@
     interval (``probes.stats.paired``, McNemar), the largest difference of the knockout effects,
     and the Spearman correlation of the induction head scores in both precisions.
 
+Times are CPU seconds of the bench's process on one torch thread (``BENCH_THREADS`` to change), so
+a job running beside it on a shared machine does not bias the ratios; wall times are printed too.
+
 Prints, last, one per line as ``name: value``: per model ``patching_speedup_<m>``,
 ``patching_max_abs_diff_<m>``, ``circuit_overhead_<m>``, ``bf16_speedup_<m>``,
 ``bf16_acc_diff_<m>`` (with its interval), ``bf16_max_knockout_effect_diff_<m>``,
@@ -47,12 +50,19 @@ def answer_logprob(logits: torch.Tensor, batch: PromptBatch) -> torch.Tensor:
 
 
 def timed(fn, repeat: int = 1):
-    best, out = float("inf"), None
+    """``fn()``'s result and its best CPU and wall times (seconds) over ``repeat`` calls.
+
+    CPU time, not wall time: these machines are shared, and a job beside the bench stretches the wall
+    time of whichever side it overlaps. With ``BENCH_THREADS=1`` (the default) the CPU time is the
+    compute the call needs. The ratios use CPU time; the wall times are printed beside them.
+    """
+    best, best_wall, out = float("inf"), float("inf"), None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, w = time.process_time(), time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
+        best = min(best, time.process_time() - t)
+        best_wall = min(best_wall, time.perf_counter() - w)
+    return out, best, best_wall
 
 
 def prompts(model, n: int, seed: int = 0) -> PromptBatch:
@@ -91,11 +101,12 @@ def patching_part(name: str, model, n: int) -> tuple[float, float]:
         return out - base
 
     with torch.no_grad():
-        a, t_ours = timed(ours)
-        b, t_tl = timed(tl)
+        a, t_ours, w_ours = timed(ours)
+        b, t_tl, w_tl = timed(tl)
     diff = float((a - b).abs().max())
     print(f"[{name}] patching {model.cfg.n_layers}x{model.cfg.n_heads} heads, batch "
-          f"{tgt.batch_size}x{tgt.seq_len}: ours {t_ours:.1f}s, TL {t_tl:.1f}s, max|diff| {diff:.2e}, "
+          f"{tgt.batch_size}x{tgt.seq_len}: ours {t_ours:.1f} CPU-s ({w_ours:.1f}s wall), "
+          f"TL {t_tl:.1f} CPU-s ({w_tl:.1f}s wall), max|diff| {diff:.2e}, "
           f"largest effect {float(a.abs().max()):.3f}", flush=True)
     return t_tl / t_ours, diff
 
@@ -110,15 +121,15 @@ def circuit_part(name: str, model, n: int) -> float:
 
     batch = prompts(model, n, seed=2)
     with torch.no_grad():
-        _, t_circ = timed(lambda: run_circuit(model, batch, seed=0))
+        _, t_circ, _ = timed(lambda: run_circuit(model, batch, seed=0))
         zs, wrong = batch.zero_shot().trim(), wrong_label_batch(batch, 0).trim()
-        _, t_one = timed(lambda: model(batch.tokens), 2)
-        _, t_zs = timed(lambda: model(zs.tokens), 2)
-        _, t_wrong = timed(lambda: model(wrong.tokens), 2)
+        _, t_one, _ = timed(lambda: model(batch.tokens), 2)
+        _, t_zs, _ = timed(lambda: model(zs.tokens), 2)
+        _, t_wrong, _ = timed(lambda: model(wrong.tokens), 2)
     n_iv = 2 * len(ABLATIONS)
     bare = t_one * (1 + n_iv) + t_zs + t_wrong
-    print(f"[{name}] circuit on {n} prompts ({batch.seq_len} tokens): {t_circ:.1f}s; bare forwards "
-          f"{bare:.1f}s (1 + {n_iv} interventions x {t_one:.2f}s, zero-shot {t_zs:.2f}s, wrong labels "
+    print(f"[{name}] circuit on {n} prompts ({batch.seq_len} tokens): {t_circ:.1f} CPU-s; bare forwards "
+          f"{bare:.1f} CPU-s (1 + {n_iv} interventions x {t_one:.2f}s, zero-shot {t_zs:.2f}s, wrong labels "
           f"{t_wrong:.2f}s)", flush=True)
     return t_circ / bare
 
@@ -139,7 +150,7 @@ def bf16_part(name: str, n: int) -> dict[str, float | str]:
             model.to(torch.bfloat16)
         batch = prompts(model, n, seed=3)
         with torch.no_grad():
-            res[prec], times[prec] = timed(lambda: run_circuit(model, batch, seed=0, steps=("ablation",)))
+            res[prec], times[prec], _ = timed(lambda: run_circuit(model, batch, seed=0, steps=("ablation",)))
             ind[prec] = induction_scores(model, seg_len=20, batch=8, seed=0).scores.float().flatten()
     f, b = res["float32"], res["bfloat16"]
 
@@ -159,8 +170,8 @@ def bf16_part(name: str, n: int) -> dict[str, float | str]:
                        f"(n={acc.n}, McNemar p={acc.p_value:.2g}; fp32 {acc.control_value:.3f}, bf16 {acc.value:.3f})")
     out["max_knockout_effect_diff"] = max(effects) if effects else float("nan")
     out["induction_spearman"] = float(spearmanr(ind["float32"].numpy(), ind["bfloat16"].numpy()).statistic)
-    print(f"[{name}] bf16 vs fp32 on {n} prompts: circuit ablations {times['float32']:.1f}s vs "
-          f"{times['bfloat16']:.1f}s; unablated accuracy bf16 - fp32 {out['acc_diff']}; knockout "
+    print(f"[{name}] bf16 vs fp32 on {n} prompts: circuit ablations {times['float32']:.1f} vs "
+          f"{times['bfloat16']:.1f} CPU-s; unablated accuracy bf16 - fp32 {out['acc_diff']}; knockout "
           f"effects differ by at most {out['max_knockout_effect_diff']:.3f}; induction-score Spearman "
           f"{out['induction_spearman']:.3f}", flush=True)
     return out
@@ -174,7 +185,7 @@ def main() -> None:
     ap.add_argument("--n-circuit", type=int, default=16, help="prompts of the circuit overhead run")
     ap.add_argument("--n-bf16", type=int, default=32, help="prompts of the bf16 agreement pilot")
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     from experiments.models.loading import load_model
 
     lines: list[str] = []

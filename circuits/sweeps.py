@@ -10,10 +10,11 @@ the layers before it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import einops
@@ -57,7 +58,7 @@ def readout_forward(model: Any, tokens: Tensor, readout: Tensor,
     hooks = list(fwd_hooks) + ([(stop_name, grab)] if stop_name else [])
     inp = tokens if resid is None else resid
     kw = {} if start_at_layer is None else {"start_at_layer": start_at_layer}
-    with strict_hooks(), model.hooks(fwd_hooks=hooks):
+    with strict_hooks(), model.hooks(fwd_hooks=hooks), skipped_blocks(model, start_at_layer or 0):
         try:
             logits = model(inp, **kw)
         except StopForward:
@@ -67,27 +68,83 @@ def readout_forward(model: Any, tokens: Tensor, readout: Tensor,
     return model.unembed(captured["x"][:, None, :])[:, 0]
 
 
-_RESUME_OK: dict[int, bool] = {}
+_RESUME_MODE: "weakref.WeakKeyDictionary[Any, str | None]" = weakref.WeakKeyDictionary()
 
 
 def can_resume(model: Any) -> bool:
-    """Whether ``model(resid, start_at_layer=l)`` reproduces the full forward (checked once)."""
-    key = id(model)
-    if key not in _RESUME_OK:
-        ok = False
+    """Whether ``model(resid, start_at_layer=l)`` with the blocks below l skipped (``skipped_blocks``)
+    reproduces the full forward (checked once per model, from layer 1 and from the middle layer)."""
+    return _resume_mode(model) is not None
+
+
+def _resume_mode(model: Any) -> str | None:
+    """What a skipped block returns so that the model's block loop accepts it ("tensor": Hugging Face
+    decoder layers; "tuple": the native source's blocks), or None if resuming does not reproduce the
+    full forward either way."""
+    if model not in _RESUME_MODE:
+        _RESUME_MODE[model] = None
         L = int(model.cfg.n_layers)
-        if L >= 2:
+        toks = torch.randint(0, int(model.cfg.d_vocab), (2, 6), generator=torch.Generator().manual_seed(0))
+        for mode in ("tensor", "tuple") if L >= 2 else ():
             try:
-                toks = torch.randint(0, int(model.cfg.d_vocab), (2, 6), generator=torch.Generator().manual_seed(0))
                 with torch.no_grad():
                     full = model(toks)
-                    mid = model(toks, stop_at_layer=1)
-                    res = model(mid, start_at_layer=1)
-                ok = bool(torch.allclose(full, res, atol=1e-5, rtol=1e-4))
+                    ok = True
+                    for start in sorted({1, L // 2}):
+                        mid = model(toks, stop_at_layer=start)
+                        with _passed_through(model, start, mode):
+                            res = model(mid, start_at_layer=start)
+                        ok = ok and bool(torch.allclose(full, res, atol=1e-5, rtol=1e-4))
             except Exception:
                 ok = False
-        _RESUME_OK[key] = ok
-    return _RESUME_OK[key]
+            if ok:
+                _RESUME_MODE[model] = mode
+                break
+    return _RESUME_MODE[model]
+
+
+@contextlib.contextmanager
+def skipped_blocks(model: Any, start: int) -> Iterator[None]:
+    """Blocks below ``start`` pass their input through unchanged while the context is open, where
+    ``can_resume`` found that this reproduces the full forward (else nothing changes).
+
+    TransformerBridge's ``start_at_layer`` swaps the caller's residual stream in at block ``start``
+    but still runs every block below it (on the embeddings, and throws that work away), so resuming
+    saved nothing. With those blocks passed through, a resumed forward costs only the layers it
+    computes.
+    """
+    mode = _resume_mode(model) if start > 0 else None
+    if mode is None:
+        yield
+        return
+    with _passed_through(model, start, mode):
+        yield
+
+
+@contextlib.contextmanager
+def _passed_through(model: Any, start: int, mode: str) -> Iterator[None]:
+    # the wrapped module is replaced, so the bridge block still runs its hooks around it
+    inner = [getattr(b, "original_component", None) or b for b in list(getattr(model, "blocks", []))[:start]]
+    saved = [m.__dict__.get("forward") for m in inner]
+    skip = _pass_tensor if mode == "tensor" else _pass_tuple
+    for m in inner:  # object.__setattr__: bridge components forward attribute writes to the HF module
+        object.__setattr__(m, "forward", skip)
+    try:
+        yield
+    finally:
+        for m, prev in zip(inner, saved):
+            if prev is None:
+                object.__delattr__(m, "forward")
+            else:
+                object.__setattr__(m, "forward", prev)
+
+
+def _pass_tensor(*args: Any, **kwargs: Any) -> Any:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _pass_tuple(*args: Any, **kwargs: Any) -> Any:
+    return (_pass_tensor(*args, **kwargs),)
 
 
 Metric = Callable[[Float[Tensor, "batch vocab"], PromptBatch], Tensor]

@@ -18,6 +18,7 @@ from circuits import patching as P
 from circuits import sweeps as S
 from experiments.models.loading import load_model
 from probes.prompt import PromptBatch, PromptBuilder
+from tests.helpers import check_resume_skips_blocks
 from tests.integration.test_pretrained import write_tiny_gpt2
 
 N_LAYERS, N_HEADS, D_HEAD, WINDOW = 3, 4, 16, 4
@@ -164,6 +165,13 @@ def test_batched_sweep_and_patching_equal_looped(tiny):
 def _clean(bridge, batch):
     with torch.no_grad():
         return P.target_logprob(bridge(batch.tokens)[torch.arange(batch.batch_size), batch.readout], batch)
+
+
+def test_resuming_skips_the_blocks_below_on_gemma(tiny):
+    """Hugging Face decoder layers (tensor outputs, local/global attention) are skipped too."""
+    bridge, _ = tiny
+    for start in (1, 2):
+        check_resume_skips_blocks(bridge, _batch().tokens, start)
 
 
 def test_head_scores_capture_and_vectors_run(tiny):

@@ -11,7 +11,7 @@ from circuits import toy
 from circuits.patching import accuracy_metric, logit_diff, target_logprob
 from probes.prompt import PromptBatch, PromptBuilder
 from probes.readout import model_accuracy, readout_logits
-from tests.helpers import tiny_bridge
+from tests.helpers import check_resume_skips_blocks, tiny_bridge
 
 
 def _random_batch(n=6, k=3, seed=0, vocab=50):
@@ -186,6 +186,14 @@ def test_layer_window():
     assert S.layer_window(8) == [0, 1]
     assert S.layer_window(30) == list(range(7))
     assert S.layer_window(12, 0.5, 0.75) == [6, 7, 8]
+
+
+def test_resuming_skips_the_blocks_below_on_a_native_bridge():
+    model = tiny_bridge(n_layers=4, attn_only=False, seed=1)
+    model.eval()
+    tokens = torch.randint(0, 50, (3, 9), generator=torch.Generator().manual_seed(0))
+    for start in (1, 3):
+        check_resume_skips_blocks(model, tokens, start)
 
 
 def test_head_output_sweep_resumes_at_hook_z_and_equals_looped():
