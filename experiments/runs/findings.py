@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,33 @@ def _paired_vector(per_prompt: pd.DataFrame, model: str, task: str, method: str)
 
 
 # ------------------------------------------------------------------------------- the page
-def _provenance(store: Any, df: pd.DataFrame) -> list[str]:
+CELL = ("analysis", "model", "task", "k", "seed")
+
+
+def largest_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep, for each study cell (analysis, model, task, k, seed), only the unit with the most
+    prompts (its ``n_prompts`` parameter, or the head scan's ``induction_prompts``; the latest
+    computed on a tie), so that a sized-down run and the full-size run of the same cell are never
+    mixed on one page. Returns the rows kept and the keys of the units left out."""
+    if df.empty or not {"unit_key", "params", *CELL} <= set(df.columns):
+        return df, []
+    units = df.drop_duplicates("unit_key")[["unit_key", "params", "computed_at", *CELL]].copy()
+    units["_n"] = [_n_prompts(p) for p in units["params"]]
+    units = units.sort_values(["_n", "computed_at"], ascending=False)
+    keep = set(units.drop_duplicates(list(CELL))["unit_key"])
+    dropped = sorted(set(units["unit_key"]) - keep)
+    return df[df["unit_key"].isin(keep)], dropped
+
+
+def _n_prompts(params: Any) -> float:
+    try:
+        p = json.loads(params) if isinstance(params, str) else dict(params or {})
+        return float(max(p.get("n_prompts") or 0, p.get("induction_prompts") or 0))
+    except (ValueError, TypeError):
+        return 0.0
+
+
+def _provenance(store: Any, df: pd.DataFrame, superseded: Sequence[str] = ()) -> list[str]:
     lines = []
     sweeps = store.sweeps()
     for s in sweeps:
@@ -245,6 +272,10 @@ def _provenance(store: Any, df: pd.DataFrame) -> list[str]:
                 lines.append("- versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
             except (ValueError, TypeError):
                 pass
+    if superseded:
+        lines.append(f"- {len(superseded)} stored units left out: a run of the same cell (analysis, "
+                     "model, task, k, seed) with more prompts is shown instead: "
+                     + ", ".join(f"`{k[:12]}`" for k in superseded))
     return lines
 
 
@@ -252,7 +283,7 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
     """The findings page of the results store ``store_dir`` (Markdown); ``config`` is named in its
     header as the study's config."""
     store = ResultsStore(store_dir)
-    df = store.frame()
+    df, superseded = largest_runs(store.frame())
     models = _models(df)
     md = ["# Findings: the replicated full study", "",
           f"Generated from the results store `{store_dir}` by `iclwb study findings --store {store_dir} "
@@ -264,7 +295,7 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
           "Benjamini-Hochberg within each family; verdicts from `probes.stats.verdict`: "
           "*significant* (q < 0.05), *no effect detected (MDE = m)* when the whole interval lies "
           "within the minimum detectable effect, else *inconclusive*.", ""]
-    md += ["## Provenance", ""] + (_provenance(store, df) or ["- (empty store)"]) + [""]
+    md += ["## Provenance", ""] + (_provenance(store, df, superseded) or ["- (empty store)"]) + [""]
 
     # summary table (both models side by side)
     ind, circ, ivg, vec = induction_rows(df), circuit_rows(df), ivg_rows(df), vector_rows(df)
