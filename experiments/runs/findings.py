@@ -43,7 +43,10 @@ MODELS = ("smollm2-135m", "gemma3-270m")
 
 
 def _fmt(x: float, nd: int = 3) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    text = f"{x:.{nd}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
 
 
 def _ci(lo: float, hi: float, nd: int = 3) -> str:
@@ -341,6 +344,12 @@ def _circuit_md(circ: pd.DataFrame) -> list[str]:
     return md
 
 
+def _ordered(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Rows in the page's model order (``MODELS`` first), then by ``by``."""
+    rank = {m: i for i, m in enumerate(_models(df))}
+    return df.assign(_rank=df["model"].map(rank)).sort_values(["_rank", *by]).drop(columns="_rank")
+
+
 def _ivg_md(ivg: pd.DataFrame) -> list[str]:
     """Section 3: ICL against gradient descent."""
     md = ["## 3. ICL vs gradient descent", ""]
@@ -350,12 +359,15 @@ def _ivg_md(ivg: pd.DataFrame) -> list[str]:
                  f"{_fmt(r['acc_icl'])} {_ci(*r.get('acc_icl_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r['acc_gd'])} {_ci(*r.get('acc_gd_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('gd_minus_icl', math.nan))} {_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}",
-                 _fmt(r.get("q_value", math.nan)), _fmt(r["topk_overlap"]), _fmt(r["kl_icl_gd"]),
-                 _fmt(r["rec2ftp"]), _fmt(r["gd_lr"], 4)] for r in ivg.to_dict("records")]
+                 _fmt(r.get("q_value", math.nan)), r.get("test", ""), _fmt(r["topk_overlap"]),
+                 _fmt(r["kl_icl_gd"]), _fmt(r["rec2ftp"]), _fmt(r["gd_lr"], 4)]
+                for r in _ordered(ivg, ["task", "k"]).to_dict("records")]
         md += ["GD = a copy of the model fine-tuned on the prompt's own demonstrations (lr searched on "
-               "held-out prompts). GD - ICL accuracy is compared unpaired from the stored accuracies.", "",
+               "held-out prompts). GD - ICL accuracy is tested on the same prompts (McNemar) where "
+               "per-prompt rows are stored; the test column says which test was used.", "",
                _table(["model", "task", "k", "n", "zero-shot [CI]", "ICL [CI]", "GD [CI]",
-                       "GD - ICL [CI]", "q", "top-10 overlap", "KL(ICL||GD)", "Rec2FTP", "lr"], rows), ""]
+                       "GD - ICL [CI]", "q", "test", "top-10 overlap", "KL(ICL||GD)", "Rec2FTP", "lr"],
+                      rows), ""]
     else:
         md += ["(no ICL-vs-GD units in the store)", ""]
     return md
@@ -370,12 +382,13 @@ def _vector_md(vec: pd.DataFrame) -> list[str]:
                  f"{_fmt(r.get('with vector', math.nan))} {_ci(*r.get('with vector ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('with random vector', math.nan))}", _fmt(r.get("recovery", math.nan), 2),
                  f"{_effect_ci(r)}",
-                 _fmt(r.get("q_value", math.nan)), r.get("verdict", "")] for r in vec.to_dict("records")]
+                 _fmt(r.get("q_value", math.nan)), r.get("test", ""), r.get("verdict", "")]
+                for r in _ordered(vec, ["task", "method"]).to_dict("records")]
         md += ["Eval accuracy at the layer chosen on dev prompts. Recovery = (with vector - zero-shot) / "
-               "(ICL - zero-shot). Effect = with vector - with random vector (unpaired, from the stored "
-               "accuracies).", "",
+               "(ICL - zero-shot). Effect = with vector - with random vector, on the same eval prompts "
+               "(McNemar) where per-prompt rows are stored; the test column says which test was used.", "",
                _table(["model", "task", "method", "layer", "n", "zero-shot", "ICL", "with vector [CI]",
-                       "random vector", "recovery", "effect vs random [CI]", "q", "verdict"], rows), ""]
+                       "random vector", "recovery", "effect vs random [CI]", "q", "test", "verdict"], rows), ""]
     else:
         md += ["(no vector units in the store)", ""]
     return md

@@ -32,3 +32,10 @@ def test_a_tie_keeps_the_latest_and_an_empty_frame_passes_through():
     assert set(kept.unit_key) == {"new"} and dropped == ["old"]
     empty = pd.DataFrame()
     assert largest_runs(empty) == (empty, [])
+
+
+def test_numbers_that_round_to_zero_print_without_a_sign():
+    from experiments.runs.findings import _fmt
+
+    assert _fmt(-0.0) == "0.000" and _fmt(-0.0001) == "0.000" and _fmt(-0.0006) == "-0.001"
+    assert _fmt(float("nan")) == "n/a" and _fmt(0.25, 2) == "0.25"
