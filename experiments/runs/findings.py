@@ -326,7 +326,7 @@ def _circuit_md(circ: pd.DataFrame) -> list[str]:
     md = ["## 2. Circuit knockouts vs matched random controls (k = 4)", ""]
     if len(circ):
         rows = []
-        for r in circ.to_dict("records"):
+        for r in _ordered(circ, ["task"]).to_dict("records"):
             rows.append([r["model"], r["task"], r["ablation"], r.get("window", ""),
                          f"{_fmt(r['acc_mean'])} {_ci(r['ci_low'], r['ci_high'])}",
                          f"{_fmt(r.get('random_mean', math.nan))} "
@@ -345,9 +345,10 @@ def _circuit_md(circ: pd.DataFrame) -> list[str]:
 
 
 def _ordered(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Rows in the page's model order (``MODELS`` first), then by ``by``."""
+    """Rows in the page's model order (``MODELS`` first), then by ``by``; rows that tie keep their
+    order (a circuit's knockouts stay in the circuit's order)."""
     rank = {m: i for i, m in enumerate(_models(df))}
-    return df.assign(_rank=df["model"].map(rank)).sort_values(["_rank", *by]).drop(columns="_rank")
+    return df.assign(_rank=df["model"].map(rank)).sort_values(["_rank", *by], kind="stable").drop(columns="_rank")
 
 
 def _ivg_md(ivg: pd.DataFrame) -> list[str]:
