@@ -32,6 +32,8 @@ Generation: TransformerLens 4.3 ``generate`` with the KV cache returns garbage o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib
 import importlib.util
 import json
@@ -40,6 +42,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -300,11 +303,32 @@ def dequantize_gguf(out: Path | None = None, force: bool = False,
     cache already existed (and ``force`` is False). The directory is written to a temporary
     sibling and renamed into place, so a crash never leaves a half-written cache behind.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 (start-up)
-    spec = SPECS[name]
     out = out or cache_dir(name)
     if _cache_valid(out) and not force:
         return out, None, None
+    with _build_lock(out):
+        if _cache_valid(out) and not force:  # another process built it while this one waited
+            return out, None, None
+        return _dequantize(out, name)
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out``'s build: processes that load the same alias for the first
+    time at once (a sweep's workers) would otherwise race on the shared GGUF file (gemma3-270m's is
+    assembled into the cache and removed after the build) and on the cache folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _dequantize(out: Path, name: str) -> tuple[Path, Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415 (start-up)
+    spec = SPECS[name]
     gguf = gguf_path(name)
 
     t0 = time.perf_counter()

@@ -144,3 +144,26 @@ def test_smollm_has_induction_head_L18H6(smollm):
     assert (layer, head) == (18, 6)
     assert best > 0.8
     assert float(scores.scores[:10].max()) < 0.5  # early layers have no induction heads
+
+
+def test_first_loads_at_once_build_the_gguf_cache_once(tmp_path, monkeypatch):
+    """A process that finds the cache missing waits for one that is building it and then uses its
+    copy: it must not touch the GGUF file (gemma's is removed by the builder when it finishes)."""
+    import threading
+
+    from experiments.models import pretrained as P
+
+    out = tmp_path / "gemma3-270m"
+    monkeypatch.setattr(P, "gguf_path", lambda name: pytest.fail("the waiting load rebuilt the cache"))
+    result: list = []
+    with P._build_lock(out):  # "another process" is building
+        t = threading.Thread(target=lambda: result.append(P.dequantize_gguf(out, name="gemma3-270m")))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive(), "dequantize_gguf did not wait for the build in progress"
+        out.mkdir()
+        for f in ("config.json", "model.safetensors"):
+            (out / f).write_text("{}")
+        (out / "card.json").write_text(json.dumps({"cache_format": P.CACHE_FORMAT}))
+    t.join(10)
+    assert result == [(out, None, None)]
