@@ -167,3 +167,33 @@ def test_first_loads_at_once_build_the_gguf_cache_once(tmp_path, monkeypatch):
         (out / "card.json").write_text(json.dumps({"cache_format": P.CACHE_FORMAT}))
     t.join(10)
     assert result == [(out, None, None)]
+
+
+def _readme_python_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+
+
+@pytest.mark.slow
+def test_the_readmes_examples_run(smollm):
+    """The README's Python examples, as printed: the model-loading block (the offline lines; the
+    placeholder folder and the hub name cannot load here), then the prompts block on SmolLM2."""
+    blocks = _readme_python_blocks()
+    loading = next(b for b in blocks if "load_model(" in b)
+    offline = [ln for ln in loading.splitlines()
+               if "path/to" not in ln and '"gpt2"' not in ln and "gemma3-270m" not in ln]
+    ns: dict = {}
+    exec("\n".join(offline), ns)  # noqa: S102 (the README's own code)
+    assert ns["model"].cfg.n_layers == 30  # the last offline line loads smollm2-135m
+    prompts = next(b for b in blocks if "task_batch(" in b)
+    ns = {"model": smollm}
+    exec(prompts, ns)  # noqa: S102
+    batch, zs, shuffled = ns["batch"], ns["zs"], ns["shuffled"]
+    assert len(batch) == 40 and int(batch.demo_mask.sum(1).min()) == 4
+    assert zs.n_demos == 0 and torch.equal(zs.target, batch.target)
+    assert (zs.lengths < batch.lengths).all()
+    changed = shuffled.tokens != batch.tokens
+    label_pos = torch.zeros_like(changed)
+    for b in range(len(batch)):
+        label_pos[b, batch.label[b][batch.demo_mask[b]]] = True
+    assert changed.any() and not (changed & ~label_pos).any()  # only label tokens move
