@@ -33,8 +33,10 @@ def test_suite_ships_39_tasks_with_the_mit_notice():
     assert sent.label_sets["flipped"] == ("positive", "negative")
 
 
-@pytest.mark.parametrize("task", ["fv:antonym", "fv:choose_first_of_3", "fv:sentiment", "fv:word_length"])
-def test_suite_tasks_have_the_language_role_tags(tok, task):
+@pytest.mark.parametrize("task", suite.task_names())
+def test_every_suite_task_has_the_language_role_tags(tok, task):
+    """All 39 tasks build prompts that every analysis reads the same way (they all take their
+    prompts from task_batch: test_every_router_uses_task_batch)."""
     b = tasks.task_batch(task, 3, 5, seed=2, tokenizer=tok)
     assert b.batch_size == 5 and b.n_demos == 3 and b.meta["task_name"] == task
     for r in range(5):
@@ -44,8 +46,8 @@ def test_suite_tasks_have_the_language_role_tags(tok, task):
         assert int(b.readout[r]) == int(b.lengths[r]) - 1
         assert b.tokens[r, b.readout[r]] == b.tokens[r, b.forerunner[r, 0]]  # the same ':' token
     assert (b.target >= 0).all()
-    if task == "fv:sentiment":
-        assert b.candidates is not None and (b.candidates[:, :1] == b.candidates[0, 0]).all()
+    if suite.get_dataset(task).is_classification:  # e.g. fv:sentiment, fv:person-sport
+        assert b.candidates is not None and (b.candidates == b.candidates[0]).all()
         assert set(b.target.tolist()) <= set(b.candidates[0].tolist())
     else:
         assert b.candidates is None
