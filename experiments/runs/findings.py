@@ -159,7 +159,7 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
                 if len(c):
                     c = c.iloc[0]  # reported as GD - ICL
                     r.update(gd_minus_icl=-c.effect, gd_minus_icl_ci=(-c.effect_ci_high, -c.effect_ci_low),
-                             p_value=c.p_value, test="McNemar (paired)")
+                             p_value=c.p_value, mde=c.get("mde", math.nan), test="McNemar (paired)")
                     paired_done = True
             except stats.StatsError:
                 pass
@@ -173,6 +173,9 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
     res = pd.DataFrame(out)
     if len(res) and "p_value" in res:
         res["q_value"] = stats.bh(res["p_value"].to_numpy())
+        mde = res["mde"] if "mde" in res else pd.Series(math.nan, index=res.index)
+        res["verdict"] = [stats.verdict(*ci, q, m) if isinstance(ci, tuple) else "inconclusive"
+                          for ci, q, m in zip(res["gd_minus_icl_ci"], res["q_value"], mde)]
     return res
 
 
@@ -360,14 +363,15 @@ def _ivg_md(ivg: pd.DataFrame) -> list[str]:
                  f"{_fmt(r['acc_icl'])} {_ci(*r.get('acc_icl_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r['acc_gd'])} {_ci(*r.get('acc_gd_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('gd_minus_icl', math.nan))} {_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}",
-                 _fmt(r.get("q_value", math.nan)), r.get("test", ""), _fmt(r["topk_overlap"]),
+                 _fmt(r.get("q_value", math.nan)), r.get("verdict", ""), r.get("test", ""),
+                 _fmt(r["topk_overlap"]),
                  _fmt(r["kl_icl_gd"]), _fmt(r["rec2ftp"]), _fmt(r["gd_lr"], 4)]
                 for r in _ordered(ivg, ["task", "k"]).to_dict("records")]
         md += ["GD = a copy of the model fine-tuned on the prompt's own demonstrations (lr searched on "
                "held-out prompts). GD - ICL accuracy is tested on the same prompts (McNemar) where "
                "per-prompt rows are stored; the test column says which test was used.", "",
                _table(["model", "task", "k", "n", "zero-shot [CI]", "ICL [CI]", "GD [CI]",
-                       "GD - ICL [CI]", "q", "test", "top-10 overlap", "KL(ICL||GD)", "Rec2FTP", "lr"],
+                       "GD - ICL [CI]", "q", "verdict", "test", "top-10 overlap", "KL(ICL||GD)", "Rec2FTP", "lr"],
                       rows), ""]
     else:
         md += ["(no ICL-vs-GD units in the store)", ""]
@@ -431,8 +435,8 @@ def _summary_table(models: list[str], ind: pd.DataFrame, circ: pd.DataFrame, ivg
             def ivg_cell(m: str, k=k) -> str:
                 r = ivg[(ivg.model == m) & (ivg.k == k)].iloc[0]
                 return (f"ICL {_fmt(r['acc_icl'])} vs GD {_fmt(r['acc_gd'])} (diff {_fmt(r.get('gd_minus_icl', math.nan))} "
-                        f"{_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}, q={_fmt(r.get('q_value', math.nan))}); "
-                        f"top-10 overlap {_fmt(r['topk_overlap'])}")
+                        f"{_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}, q={_fmt(r.get('q_value', math.nan))}): "
+                        f"{r.get('verdict', '')}; top-10 overlap {_fmt(r['topk_overlap'])}")
             rows.append([f"ICL vs GD agreement, k={k}"] + [cell(ivg_cell, m) for m in models])
     if len(vec):
         for (task, method), _ in vec.groupby(["task", "method"], sort=False):

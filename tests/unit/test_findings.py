@@ -39,3 +39,36 @@ def test_numbers_that_round_to_zero_print_without_a_sign():
 
     assert _fmt(-0.0) == "0.000" and _fmt(-0.0001) == "0.000" and _fmt(-0.0006) == "-0.001"
     assert _fmt(float("nan")) == "n/a" and _fmt(0.25, 2) == "0.25"
+
+
+def _ivg_unit(k: int, icl: list[int], gd: list[int]) -> list[dict]:
+    rows = []
+    for metric, vals in (("acc_icl", icl), ("acc_gd", gd), ("acc_zs", [0] * len(icl))):
+        rows += [dict(analysis="icl_vs_gd", model="m", task="fv:a", k=k, seed=0, metric=metric, prompt=i,
+                      value=float(v), n_prompts=len(icl)) for i, v in enumerate(vals)]
+        rows.append(dict(analysis="icl_vs_gd", model="m", task="fv:a", k=k, seed=0, metric=metric, prompt=-1,
+                         value=sum(vals) / len(vals), n_prompts=len(icl)))
+    for metric in ("topk_overlap", "kl_icl_gd", "tv_icl_gd", "rec2ftp"):
+        rows.append(dict(analysis="icl_vs_gd", model="m", task="fv:a", k=k, seed=0, metric=metric, prompt=-1,
+                         value=0.5, n_prompts=len(icl)))
+    return rows
+
+
+def test_icl_vs_gd_rows_carry_a_verdict_that_follows_the_paired_test():
+    """GD wrong on every prompt ICL gets right: significant; GD = ICL on 200 prompts with a few
+    discordant pairs each way: no effect detected, with the MDE the run could see."""
+    from experiments.runs.findings import _summary_table, ivg_rows
+
+    n = 200
+    far = _ivg_unit(2, [1] * n, [0] * n)
+    same_icl = [1] * 100 + [0] * 100
+    same_gd = [1] * 95 + [0] * 5 + [1] * 5 + [0] * 95  # 5 discordant pairs each way
+    rows = ivg_rows(pd.DataFrame(far + _ivg_unit(4, same_icl, same_gd)))
+    by_k = rows.set_index("k")
+    assert by_k.loc[2, "verdict"] == "significant" and by_k.loc[2, "gd_minus_icl"] == -1.0
+    assert by_k.loc[4, "verdict"].startswith("no effect detected (MDE = ")
+    mde = float(by_k.loc[4, "verdict"].split("= ")[1].rstrip(")"))
+    lo, hi = by_k.loc[4, "gd_minus_icl_ci"]
+    assert -mde < lo <= 0 <= hi < mde
+    table = _summary_table(["m"], pd.DataFrame(), pd.DataFrame(), rows, pd.DataFrame())
+    assert "): significant; top-10 overlap" in table and "): no effect detected" in table
