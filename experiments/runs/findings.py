@@ -174,7 +174,7 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
     if len(res) and "p_value" in res:
         res["q_value"] = stats.bh(res["p_value"].to_numpy())
         mde = res["mde"] if "mde" in res else pd.Series(math.nan, index=res.index)
-        res["verdict"] = [stats.verdict(*ci, q, m) if isinstance(ci, tuple) else "inconclusive"
+        res["verdict"] = [stats.verdict(ci[0], ci[1], q, m) if isinstance(ci, tuple) else "inconclusive"
                           for ci, q, m in zip(res["gd_minus_icl_ci"], res["q_value"], mde)]
     return res
 
