@@ -190,7 +190,8 @@ def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
         acc = {c: float(d[d.condition == c]["value"].iloc[0]) for c in d["condition"].unique()}
         n = int(d["n_prompts"].iloc[0])
         r: dict[str, Any] = dict(model=model, task=task, method=method, n=n,
-                                 layer=float(d["layer"].iloc[0]) if "layer" in d else math.nan, **acc)
+                                 layer=float(d["layer"].iloc[0]) if "layer" in d else math.nan,
+                                 lam=float(d["lam"].iloc[0]) if "lam" in d else math.nan, **acc)
         for cond in ("zero-shot", "ICL", "with vector", "with random vector"):
             if cond in acc:
                 e = stats.estimate(_binary(acc[cond], n))
@@ -378,21 +379,28 @@ def _ivg_md(ivg: pd.DataFrame) -> list[str]:
     return md
 
 
+def _layer_lam(r: dict) -> str:
+    """The chosen layer, and the chosen scale (function vectors) or lambda (ICV) where searched."""
+    lam = r.get("lam", math.nan)
+    return _fmt(r["layer"], 0) + (f" (x{lam:g})" if isinstance(lam, float) and math.isfinite(lam) else "")
+
+
 def _vector_md(vec: pd.DataFrame) -> list[str]:
     """Section 4: task and function vectors."""
     md = ["## 4. Task and function vectors", ""]
     if len(vec):
-        rows = [[r["model"], r["task"], r["method"], _fmt(r["layer"], 0), r["n"],
+        rows = [[r["model"], r["task"], r["method"], _layer_lam(r), r["n"],
                  f"{_fmt(r.get('zero-shot', math.nan))}", f"{_fmt(r.get('ICL', math.nan))}",
                  f"{_fmt(r.get('with vector', math.nan))} {_ci(*r.get('with vector ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('with random vector', math.nan))}", _fmt(r.get("recovery", math.nan), 2),
                  f"{_effect_ci(r)}",
                  _fmt(r.get("q_value", math.nan)), r.get("test", ""), r.get("verdict", "")]
                 for r in _ordered(vec, ["task", "method"]).to_dict("records")]
-        md += ["Eval accuracy at the layer chosen on dev prompts. Recovery = (with vector - zero-shot) / "
+        md += ["Eval accuracy at the layer (and, where searched, the function vector's scale) chosen on "
+               "dev prompts; the random vector has the same norm. Recovery = (with vector - zero-shot) / "
                "(ICL - zero-shot). Effect = with vector - with random vector, on the same eval prompts "
                "(McNemar) where per-prompt rows are stored; the test column says which test was used.", "",
-               _table(["model", "task", "method", "layer", "n", "zero-shot", "ICL", "with vector [CI]",
+               _table(["model", "task", "method", "layer (scale)", "n", "zero-shot", "ICL", "with vector [CI]",
                        "random vector", "recovery", "effect vs random [CI]", "q", "test", "verdict"], rows), ""]
     else:
         md += ["(no vector units in the store)", ""]

@@ -195,7 +195,7 @@ def baselines(model: HookedModel, sets: PromptSets, info: StudyInfo, method: str
 
 def _sweep_readout(model: HookedModel, sets: PromptSets, info: StudyInfo, method: str,
                    vecs: dict[int, torch.Tensor], mode: Literal["replace", "add"], seed: int,
-                   extra: dict | None = None) -> list[dict]:
+                   extra: dict | None = None, lam: float = math.nan) -> list[dict]:
     rows = []
     zs = {s: getattr(sets, s).zero_shot() for s in ("dev", "eval")}
     for layer, v in vecs.items():
@@ -207,7 +207,7 @@ def _sweep_readout(model: HookedModel, sets: PromptSets, info: StudyInfo, method
                 def make(part: PromptBatch, layer: int = layer, vec: torch.Tensor = vec) -> list:
                     return vectors.readout_hooks(part, layer, vec, site="resid_post", mode=mode)
                 rows.append(_acc_row(model, b, make, **info.row(method=method, condition=cond, layer=layer,
-                                                                lam=math.nan, split=split,
+                                                                lam=lam, split=split,
                                                                 vector_norm=float(v.norm()), **(extra or {}))))
     return rows
 
@@ -228,14 +228,20 @@ def task_vector_study(model: HookedModel, sets: PromptSets, info: StudyInfo,
 def function_vector_study(model: HookedModel, sets: PromptSets, info: StudyInfo, n_heads: int = 10,
                           layers: Sequence[int] | None = None, n_aie_prompts: int = 16,
                           exact_budget: int = 1024, n_exact: int | None = None,
-                          shuffle_seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
+                          shuffle_seed: int = 0, scales: Sequence[float] = (1.0,)
+                          ) -> tuple[pd.DataFrame, torch.Tensor]:
     """Function vectors: mean z at s_q over ``sets.extract``; AIE of each head on label-shuffled
     extract prompts (exact for every head when heads x prompts <= ``exact_budget``, else exact on
     the top 3 * n_heads by ``head_aie_attribution``); FV from the top ``n_heads``; added at
     blocks.{L}.hook_resid_post at s_q of the zero-shot prompts, for each L in ``layers``
     (``n_exact``: exact AIE only on that many attribution-ranked candidates, default 3 * n_heads
     when the budget is exceeded).
+    ``scales``: the FV is added times each scale (its ``lam``; the random control has the scaled
+    norm), and the (layer, scale) is chosen on dev like the layer. Todd et al. add it at scale 1 to
+    6B+ models; small models may need more. The default (1,) leaves ``lam`` empty, as before.
     Returns the accuracy table and the [layer, head] AIE (NaN where not computed exactly)."""
+    if not scales or any(not (math.isfinite(x) and x > 0) for x in scales):
+        raise StudyError(f"function-vector scales must be positive numbers, got {list(scales)}")
     mean_z = vectors.mean_head_outputs(model, sets.extract)
     shuffled = sets.extract.select(slice(0, n_aie_prompts)).shuffle_labels(seed=shuffle_seed)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -251,8 +257,11 @@ def function_vector_study(model: HookedModel, sets: PromptSets, info: StudyInfo,
     fv = vectors.function_vector(model, mean_z, heads)
     layers = list(range(L)) if layers is None else list(layers)
     rows = baselines(model, sets, info, "function_vector")
-    rows += _sweep_readout(model, sets, info, "function_vector", {l: fv for l in layers}, "add",
-                           info.seed, extra={"heads": ";".join(f"L{l}H{h}" for l, h in heads), "aie": how})
+    extra = {"heads": ";".join(f"L{l}H{h}" for l, h in heads), "aie": how}
+    for x in scales:
+        lam = math.nan if tuple(scales) == (1.0,) else float(x)
+        rows += _sweep_readout(model, sets, info, "function_vector", {l: fv * x for l in layers}, "add",
+                               info.seed, extra=extra, lam=lam)
     return pd.DataFrame(rows), aie
 
 
@@ -387,7 +396,8 @@ def vectors_stats(per_prompt: pd.DataFrame, level: float = 0.95, alpha: float = 
             continue
         run = per[(per[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1) & (per.split == "eval")]
         picked.append(_at(run, best))
-        choice[key] = f"layer={best.layer:g}" if pd.isna(best.lam) else f"lam={best.lam:g}"
+        choice[key] = ", ".join(f"{name}={v:g}" for name, v in (("layer", best.layer), ("lam", best.lam))
+                                if not pd.isna(v))
     by = ["model", "task", "k", "method"]
     if not picked:
         return stats.StatsTables(pd.DataFrame(columns=[*by, "condition", *stats.EST_COLUMNS]),
@@ -432,7 +442,7 @@ def run_study(model: HookedModel, model_name: str, task: str, k: int = 4, n_prom
               lambdas: Sequence[float] = DEFAULT_LAMBDAS, layers: Sequence[int] | None = None,
               n_dev: int | None = None, n_aie_prompts: int = 16, n_exact: int | None = None,
               n_anchor_prompts: int | None = None, progress: Any = None,
-              **task_opts: Any) -> dict[str, pd.DataFrame]:
+              fv_scales: Sequence[float] = (1.0,), **task_opts: Any) -> dict[str, pd.DataFrame]:
     """Every requested method on one model and task. Returns {"accuracy": long table of every
     condition (``prompt`` = -1), "per_prompt": the same conditions per prompt (``per_prompt_table``;
     feed it to ``vectors_stats``), "summary": ``summary_table``, "anchors": flows by layer (and per
@@ -456,7 +466,7 @@ def run_study(model: HookedModel, model_name: str, task: str, k: int = 4, n_prom
     if "function_vector" in methods:
         tick("function vectors")
         fv, aie = function_vector_study(model, sets, info, n_heads=n_heads, layers=layers,
-                                        n_aie_prompts=n_aie_prompts, n_exact=n_exact)
+                                        n_aie_prompts=n_aie_prompts, n_exact=n_exact, scales=fv_scales)
         frames.append(fv)
         out["aie"] = pd.DataFrame([info.row(method="function_vector", layer=l, head=h, aie=float(aie[l, h]))
                                    for l in range(aie.shape[0]) for h in range(aie.shape[1])])
@@ -478,21 +488,11 @@ def run_study(model: HookedModel, model_name: str, task: str, k: int = 4, n_prom
     return out
 
 
-# ---------------------------------------------------------------------- figures
+# ---------------------------------------------------------------------- tasks
 def tasks_for(model: HookedModel) -> list[str]:
     """The tasks this study can run on ``model``: word tasks for a model with a tokenizer,
     ``classify`` for a model whose vocabulary covers it (the icl-classify zoo model), else ``toy``."""
     if getattr(model, "tokenizer", None) is not None:
-
         return list(LANGUAGE_TASKS) + suite.task_names()
-    out = []
-    card = getattr(model, "zoo_card", None) or {}
-    task_name = str((card.get("task") or {}).get("name", "")) if isinstance(card.get("task"), dict) else ""
-    if int(model.cfg.d_vocab) >= int(classify.VOCAB_SIZE):
-        out.append("classify")
-    if "classify" in task_name and "classify" in out:
-        out.remove("classify")
-        out.insert(0, "classify")
-    if int(model.cfg.d_vocab) >= 13:
-        out.append("toy")
-    return out
+    vocab = int(model.cfg.d_vocab)
+    return (["classify"] if vocab >= int(classify.VOCAB_SIZE) else []) + (["toy"] if vocab >= 13 else [])

@@ -66,6 +66,8 @@ BAD_CONFIGS = {
     "unknown field": ('models = ["induction-2l"]\nanalysis = ["head_scan"]', "analysis", "allowed fields"),
     "unknown param": ('models = ["induction-2l"]\nanalyses = ["head_scan"]\n[params.head_scan]\n'
                       'layers = 3', "params.head_scan", "allowed: "),
+    "bad fv scale": ('models = ["icl-classify"]\ntasks = ["classify"]\nk = [2]\nanalyses = ["vectors"]\n'
+                     '[params.vectors]\nfv_scales = [1.0, -2.0]', "vectors", "positive numbers"),
 }
 
 

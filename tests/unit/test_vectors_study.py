@@ -154,3 +154,26 @@ def test_anchor_flows_per_prompt_and_stats(model, study):
     r = vs.anchors_stats(twin).comparisons.iloc[0]
     assert r["effect"] == 0 and r["p_value"] == 1.0 and r["verdict"] != "significant"
     assert len(vf.flows_figure(f).data) == 3 and len(vf.flows_figure(f).data[0].x) == model.cfg.n_layers
+
+
+def test_function_vector_scales_are_searched_on_dev_with_a_scaled_random_control(model):
+    """Scale 1 reproduces the unscaled study; each scale's vector and random control have that
+    multiple of the norm; the summary reports the dev-best (layer, scale); bad scales are refused."""
+    info = vs.StudyInfo("tiny", "toy", 3, 0)
+    kw = dict(n_heads=3, layers=[0, 1], n_aie_prompts=8)
+    plain, _ = vs.function_vector_study(model, vs.prompt_sets(model, "toy", 3, 12, 0, n_dev=8), info, **kw)
+    scaled, _ = vs.function_vector_study(model, vs.prompt_sets(model, "toy", 3, 12, 0, n_dev=8), info,
+                                         scales=(1.0, 2.5), **kw)
+    injected = scaled[scaled.condition.isin(["with vector", "with random vector"])]
+    assert set(injected.lam) == {1.0, 2.5} and plain.lam.isna().all()
+    one = injected[injected.lam == 1.0].drop(columns="lam").reset_index(drop=True)
+    ref = plain[plain.condition.isin(["with vector", "with random vector"])].drop(columns="lam")
+    pd.testing.assert_frame_equal(one, ref.reset_index(drop=True))
+    norms = injected.groupby(["lam", "layer"]).vector_norm.first()
+    assert norms.loc[2.5].to_numpy() == pytest.approx(2.5 * norms.loc[1.0].to_numpy())
+    acc = scaled.drop(columns="correct").assign(prompt=-1)
+    row = vs.summary_table(acc).iloc[0]
+    dev = acc[(acc.split == "dev") & (acc.condition == "with vector")]
+    assert dev[(dev.layer == row.layer) & (dev.lam == row.lam)].accuracy.iloc[0] == dev.accuracy.max()
+    with pytest.raises(vs.StudyError, match="positive"):
+        vs.function_vector_study(model, vs.prompt_sets(model, "toy", 3, 4, 0), info, scales=(0.0,), **kw)

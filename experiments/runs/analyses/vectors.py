@@ -27,6 +27,8 @@ def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, An
         kwargs["n_dev"] = params["n_dev"]
     if params["n_exact"]:
         kwargs["n_exact"] = params["n_exact"]
+    if list(params["fv_scales"]) != [1.0]:
+        kwargs["fv_scales"] = [float(x) for x in params["fv_scales"]]
     out = vs.run_study(model, model_name, task, k=k, n_prompts=params["n_prompts"], seed=seed, **kwargs)
     drop = ("model", "task", "k", "seed")
     parts = []
@@ -57,10 +59,18 @@ def _vectors(model_name: str, task: str, k: int, seed: int, params: dict[str, An
     return with_precision(AnalysisResult(df.reset_index(drop=True)), params["precision"])
 
 
+def _check_vectors(model: str, task: str, k: int, params: dict[str, Any]) -> str | None:
+    scales = params["fv_scales"]
+    if not scales or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in scales):
+        return f"fv_scales={scales!r}: give the function vector's scales as positive numbers, e.g. [1, 2, 4]"
+    return None
+
+
 register(AnalysisSpec(
-    name="vectors", fn=_vectors,
+    name="vectors", fn=_vectors, check_params=_check_vectors,
     params={"n_prompts": 32, "n_dev": 0, "methods": ["task_vector", "function_vector"],
-            "n_heads": 10, "n_aie_prompts": 16, "n_exact": 0, "layers": [], "precision": "float32"},
+            "n_heads": 10, "n_aie_prompts": 16, "n_exact": 0, "layers": [], "fv_scales": [1.0],
+            "precision": "float32"},
     uses_task=True, uses_k=True,
     description="task / function / in-context vectors against zero-shot, ICL and a random vector "
                 "(experiments.studies.vectors_study)",
