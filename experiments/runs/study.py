@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.runs import modelinfo
 from experiments.runs.config import load_config
 from experiments.runs.executors import run_sweep
 from experiments.runs.findings import write_findings
@@ -32,20 +33,22 @@ ROOT = Path(__file__).resolve().parents[2]
 FULL_CONFIG = ROOT / "configs" / "full.toml"
 
 COST: dict[tuple[str, str], tuple[float, float]] = {
-    # (analysis, model) -> (fixed seconds per unit, seconds per unit of work), measured by pilots on
-    # the project's shared 2-core machine (niced, other jobs running), 2026-12-02:
-    # circuit (all steps): 65 s for 16 prompts at k = 4 on smollm2, 177 s on gemma; ablation step
-    # alone 36 s on smollm2. icl_vs_gd: 126 s for 4 prompts at k = 1 with a 2 x 2 lr search on
-    # smollm2 (~15 s per fine-tune). Work units: circuit = prompts; icl_vs_gd = fine-tunes;
-    # vectors = prompts over the three sets; head_scan = fixed only.
-    ("circuit", "smollm2-135m"): (10.0, 4.0),
-    ("circuit", "gemma3-270m"): (20.0, 11.0),
-    ("icl_vs_gd", "smollm2-135m"): (10.0, 15.0),
-    ("icl_vs_gd", "gemma3-270m"): (20.0, 30.0),
-    ("vectors", "smollm2-135m"): (30.0, 1.0),
-    ("vectors", "gemma3-270m"): (40.0, 2.0),
-    ("head_scan", "smollm2-135m"): (60.0, 0.0),
-    ("head_scan", "gemma3-270m"): (120.0, 0.0),
+    # (analysis, model) -> (fixed seconds per unit, seconds per unit of work): the full study's own
+    # units on the project's 2-core machine (2 workers of 1 thread), 2026-12-06, store results/full:
+    # circuit (all steps) 110-230 s per task at 128 prompts, k = 4, on both models (the ablation
+    # step alone costs about as much: the three measuring steps are cheap); icl_vs_gd 31-107 s per
+    # k on smollm2 and 60-224 s on gemma (32 prompts, 2 x 4 lr-search fine-tunes, order perms);
+    # vectors 187 s (smollm2) and 401 s (gemma) per task at 7 layers and one FV scale.
+    # Work units: circuit = prompts; icl_vs_gd = fine-tunes; vectors = prompts over the three
+    # sets times the injection sweep (layers x (1 + FV scales), 7 x 2 = 1); head_scan = fixed only.
+    ("circuit", "smollm2-135m"): (10.0, 1.0),
+    ("circuit", "gemma3-270m"): (20.0, 1.2),
+    ("icl_vs_gd", "smollm2-135m"): (10.0, 1.0),
+    ("icl_vs_gd", "gemma3-270m"): (20.0, 2.0),
+    ("vectors", "smollm2-135m"): (30.0, 0.55),
+    ("vectors", "gemma3-270m"): (40.0, 1.25),
+    ("head_scan", "smollm2-135m"): (40.0, 0.0),
+    ("head_scan", "gemma3-270m"): (200.0, 0.0),
 }
 """Unknown (analysis, model) pairs fall back to the largest known cost of that analysis."""
 LOAD_SECONDS = {"smollm2-135m": 30.0, "gemma3-270m": 40.0}
@@ -57,11 +60,14 @@ class Estimate:
     pending: int
     seconds: float
     per_analysis: dict[str, float]
+    workers: int = 1
 
     def text(self) -> str:
         parts = ", ".join(f"{a} {s / 60:.0f} min" for a, s in sorted(self.per_analysis.items()))
+        on = f"{self.workers} workers" if self.workers > 1 else "1 worker"
         return (f"{self.pending} of {self.units} units to compute; expected run time "
-                f"{_hms(self.seconds)} on this machine ({parts or 'nothing to do'})")
+                f"{_hms(self.seconds)} on this machine with {on} ({parts or 'nothing to do'} of "
+                "one worker's time)")
 
 
 def _hms(s: float) -> str:
@@ -82,27 +88,31 @@ def unit_seconds(unit: Any) -> float:
     length = (max(unit.k, 0) + 3) / 7  # prompt length relative to k = 4
     if unit.analysis == "circuit":
         steps = p.get("steps") or ["summarize", "merge", "retrieve", "ablation"]
-        work = n * length * (0.55 if list(steps) == ["ablation"] else 1.0)
+        work = n * length * (0.85 if list(steps) == ["ablation"] else 1.0)
     elif unit.analysis == "icl_vs_gd":
         tunes = n + int(p.get("lr_search_prompts", 0)) * len(p.get("lr_grid") or [])
         if unit.k >= 2 and int(p.get("order_perms", 0)) >= 2:
             tunes += 2 * int(p["order_perms"]) * min(4, n)
         work = tunes * length
     elif unit.analysis == "vectors":
-        work = 2 * n + (int(p.get("n_dev") or 0) or n)  # extract + eval, and dev
+        layers = len(p.get("layers") or []) or modelinfo.n_layers(unit.model) or 12
+        injections = layers * (1 + len(p.get("fv_scales") or [1.0])) / 14  # 7 layers, 1 scale = 1
+        work = (2 * n + (int(p.get("n_dev") or 0) or n)) * injections  # extract + eval, and dev
     else:
         work = 0.0
     return fixed + per * work
 
 
-def estimate(units: Sequence[Any], store: Any = None) -> Estimate:
-    """Expected wall time of the units ``store`` lacks (all of them without a store)."""
+def estimate(units: Sequence[Any], store: Any = None, workers: int = 1) -> Estimate:
+    """Expected wall time of the units ``store`` lacks (all of them without a store), with
+    ``workers`` processes sharing them (``per_analysis`` stays the one-worker sum)."""
     pending = list(store.missing(units)) if store is not None else list(units)
     per: dict[str, float] = {}
     for u in pending:
         per[u.analysis] = per.get(u.analysis, 0.0) + unit_seconds(u)
-    total = sum(per.values()) + sum(LOAD_SECONDS.get(m, 30.0) for m in {u.model for u in pending})
-    return Estimate(len(units), len(pending), total, per)
+    share = max(1, min(workers, len(pending)))
+    total = sum(per.values()) / share + sum(LOAD_SECONDS.get(m, 30.0) for m in {u.model for u in pending})
+    return Estimate(len(units), len(pending), total, per, share)
 
 
 def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, workers: int = 1,
@@ -131,7 +141,7 @@ def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, 
         units = [u for u in units if u.k in set(ks) or not u.k]
     root = Path(store or cfg.store or ROOT / "results" / cfg.name)
     rs = ResultsStore(root)
-    est = estimate(units, rs)
+    est = estimate(units, rs, workers)
     print(f"study {cfg.name!r} ({config}) -> {root}", file=out)
     print(est.text(), file=out, flush=True)
     if dry_run:

@@ -73,6 +73,11 @@ def test_estimate_counts_only_missing_units(tmp_path):
     half = study.estimate(units, Half())
     assert half.pending == 2 and half.seconds < full.seconds
     assert "expected run time" in half.text()
+    two = study.estimate(units, Half(), workers=2)  # two workers share the units' time
+    load = two.seconds - sum(two.per_analysis.values()) / 2
+    assert two.per_analysis == half.per_analysis and load > 0
+    assert half.seconds - load == pytest.approx(sum(half.per_analysis.values()))
+    assert study.estimate(units, Half(), workers=8).seconds == two.seconds  # at most one per unit
 
 
 @pytest.mark.slow
