@@ -265,15 +265,40 @@ def top_heads(scores: Float[Tensor, "layer head"], n: int = 10) -> list[tuple[in
 
 
 def function_vector(model: HookedModel, mean_z: Float[Tensor, "layer head d_head"],
-                    heads: Sequence[tuple[int, int]]) -> Float[Tensor, " d_model"]:
-    """Todd et al.'s function vector: sum over ``heads`` of ``W_O[l, h] @ mean_z[l, h]``."""
+                    heads: Sequence[tuple[int, int]],
+                    gain: Float[Tensor, "layer d_model"] | None = None) -> Float[Tensor, " d_model"]:
+    """Todd et al.'s function vector: sum over ``heads`` of ``W_O[l, h] @ mean_z[l, h]``, each
+    times ``gain[l]`` where the model normalises the attention output before the residual stream
+    (``post_attention_gain``; Gemma 2/3), so that the vector lives in the residual stream."""
     if not heads:
         raise VectorError("a function vector needs at least one head")
     W_O = model.W_O.detach()
     out = torch.zeros(W_O.shape[-1], dtype=W_O.dtype)
     for l, h in heads:
-        out = out + einsum(mean_z[l, h].to(W_O.dtype), W_O[l, h], "d, d m -> m")
+        head_out = einsum(mean_z[l, h].to(W_O.dtype), W_O[l, h], "d, d m -> m")
+        out = out + (head_out if gain is None else head_out * gain[l].to(W_O.dtype))
     return out
+
+
+def post_attention_gain(model: HookedModel, batch: PromptBatch) -> Float[Tensor, "layer d_model"] | None:
+    """Per layer, the post-attention norm (``blocks.{l}.ln1_post``: Gemma 2/3 RMS-normalise the
+    attention output before adding it to the residual stream) linearised at the read-out of
+    ``batch``: its weight over the attention output's mean RMS there. A head's output ``W_O z`` enters
+    the residual stream times this gain (exactly, for one prompt and all heads of a layer). None
+    for models without such a norm, whose heads add ``W_O z`` directly."""
+    if not hasattr(model.blocks[0], "ln1_post"):
+        return None
+    L = model.cfg.n_layers
+    names = [f"blocks.{l}.ln1_post.hook_{k}" for l in range(L) for k in ("normalized", "out", "scale")]
+    acts = capture(model, batch.trim().tokens, names)
+    rows = torch.arange(batch.batch_size)
+    gains = []
+    for l in range(L):
+        normed, out, scale = (acts[f"blocks.{l}.ln1_post.hook_{k}"][rows, batch.readout].double()
+                              for k in ("normalized", "out", "scale"))
+        weight = (out * normed).sum(0) / (normed * normed).sum(0).clamp_min(1e-30)  # out = normed * weight
+        gains.append(weight / scale.mean())
+    return torch.stack(gains).float()
 
 
 # ---------------------------------------------------------------------- in-context vectors

@@ -254,7 +254,7 @@ def function_vector_study(model: HookedModel, sets: PromptSets, info: StudyInfo,
         aie = vectors.head_aie(model, shuffled, mean_z, heads=cand)
         how = "attribution+exact"
     heads = vectors.top_heads(aie, n_heads)
-    fv = vectors.function_vector(model, mean_z, heads)
+    fv = vectors.function_vector(model, mean_z, heads, vectors.post_attention_gain(model, sets.extract))
     layers = list(range(L)) if layers is None else list(layers)
     rows = baselines(model, sets, info, "function_vector")
     extra = {"heads": ";".join(f"L{l}H{h}" for l, h in heads), "aie": how}

@@ -18,7 +18,7 @@ from circuits import patching as P
 from circuits import sweeps as S
 from experiments.models.loading import load_model
 from probes.prompt import PromptBatch, PromptBuilder
-from tests.helpers import check_resume_skips_blocks
+from tests.helpers import check_resume_skips_blocks, tiny_bridge
 from tests.integration.test_pretrained import write_tiny_gpt2
 
 N_LAYERS, N_HEADS, D_HEAD, WINDOW = 3, 4, 16, 4
@@ -200,6 +200,31 @@ def test_head_scores_capture_and_vectors_run(tiny):
     assert fv.shape == (bridge.cfg.d_model,) and fv.norm() > 0
     tv = vectors.task_vector(bridge, batch, [1], site="resid_post")
     assert tv.shape[-1] == bridge.cfg.d_model
+
+
+def test_function_vector_enters_gemmas_residual_stream_through_the_post_attention_norm(tiny):
+    """Gemma RMS-normalises the attention output before the residual stream, so a function vector
+    made of raw W_O z is in the wrong space. With the norm's gain, the "function vector" of every
+    head of a layer on one prompt is exactly what that layer's attention adds to the residual
+    stream (ln1_post's output at the read-out); without it, it is the pre-norm attention output."""
+    from circuits import vectors
+
+    bridge, _ = tiny
+    one = _batch(n=1, seed=6)
+    mean_z = vectors.mean_head_outputs(bridge, one)
+    gain = vectors.post_attention_gain(bridge, one)
+    assert gain is not None and gain.shape == (N_LAYERS, bridge.cfg.d_model)
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(one.tokens, names_filter=lambda n: "ln1_post.hook_" in n)
+    for layer in range(N_LAYERS):
+        heads = [(layer, h) for h in range(N_HEADS)]
+        added = cache[f"blocks.{layer}.ln1_post.hook_out"][0, int(one.readout[0])]
+        raw = cache[f"blocks.{layer}.ln1_post.hook_in"][0, int(one.readout[0])]
+        torch.testing.assert_close(vectors.function_vector(bridge, mean_z, heads, gain), added,
+                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(vectors.function_vector(bridge, mean_z, heads), raw, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(added, raw, atol=1e-3)
+    assert vectors.post_attention_gain(tiny_bridge(attn_only=False, seed=1), one.select([0])) is None
 
 
 def test_circuit_runs_on_tiny_gemma(tiny):

@@ -75,7 +75,7 @@ register(AnalysisSpec(
     description="task / function / in-context vectors against zero-shot, ICL and a random vector "
                 "(experiments.studies.vectors_study)",
     requires=("experiments.studies.vectors_study",),
-    code=("experiments.runs.analyses.vectors", "experiments.runs.inputs"),
+    code=("experiments.runs.analyses.vectors", "experiments.runs.inputs", "circuits.vectors"),
     applies=lambda m, t: token_task_only(m, t) or (
         None if split_task(t)[0] in ("classify", "language", "fv", "file")
         else "the vectors study runs on classify and text tasks (language:, fv:, file:)"),
