@@ -25,7 +25,7 @@ from typing import Any
 
 from experiments.runs import modelinfo
 from experiments.runs.config import load_config
-from experiments.runs.executors import run_sweep
+from experiments.runs.executors import expected_provenance, run_sweep
 from experiments.runs.findings import write_findings
 from experiments.runs.store import ResultsStore
 
@@ -103,10 +103,20 @@ def unit_seconds(unit: Any) -> float:
     return fixed + per * work
 
 
+def _to_compute(units: Sequence[Any], store: Any) -> list[Any]:
+    """The units a run would compute: missing, stale (stored by other code or weights) or damaged."""
+    if store is None:
+        return list(units)
+    if not hasattr(store, "classify"):  # a store-like object that only knows what it lacks
+        return list(store.missing(units))
+    states = store.classify(list(units), expected_provenance(list(units)))
+    return [u for u in units if states[u.key][0] != "done"]
+
+
 def estimate(units: Sequence[Any], store: Any = None, workers: int = 1) -> Estimate:
     """Expected wall time of the units ``store`` lacks (all of them without a store), with
     ``workers`` processes sharing them (``per_analysis`` stays the one-worker sum)."""
-    pending = list(store.missing(units)) if store is not None else list(units)
+    pending = _to_compute(units, store)
     per: dict[str, float] = {}
     for u in pending:
         per[u.analysis] = per.get(u.analysis, 0.0) + unit_seconds(u)

@@ -81,7 +81,7 @@ def test_estimate_counts_only_missing_units(tmp_path):
 
 
 @pytest.mark.slow
-def test_study_runs_resumes_and_writes_findings(tmp_path):
+def test_study_runs_resumes_and_writes_findings(tmp_path, monkeypatch):
     cfg_path = tmp_path / "mini.toml"
     cfg_path.write_text(MINI)
     out, page = io.StringIO(), tmp_path / "findings.md"
@@ -96,3 +96,15 @@ def test_study_runs_resumes_and_writes_findings(tmp_path):
     again = io.StringIO()
     assert study.run_full(cfg_path, tmp_path / "store", findings=None, progress=False, out=again) == 0
     assert "0 of 4 units to compute" in again.getvalue() and "4 already stored" in again.getvalue()
+    # a new version of one analysis makes its stored units stale: the estimate counts them again
+    import dataclasses
+
+    from experiments.runs import registry
+    from experiments.runs.store import ResultsStore
+
+    units = load_config(cfg_path).units()
+    name = units[0].analysis
+    spec = registry.REGISTRY[name]
+    monkeypatch.setitem(registry.REGISTRY, name, dataclasses.replace(spec, version=f"{spec.version}-new"))
+    est = study.estimate(units, ResultsStore(tmp_path / "store"))
+    assert est.pending == sum(u.analysis == name for u in units) >= 1
