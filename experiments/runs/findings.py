@@ -281,7 +281,8 @@ def _provenance(store: Any, df: pd.DataFrame, superseded: Sequence[str] = ()) ->
                 pass
     if superseded:
         lines.append(f"- {len(superseded)} stored units left out: a run of the same cell (analysis, "
-                     "model, task, k, seed) with more prompts is shown instead: "
+                     "model, task, k, seed) with more prompts, or a later run of the same size (other "
+                     "parameters or older code), is shown instead: "
                      + ", ".join(f"`{k[:12]}`" for k in superseded))
     return lines
 
