@@ -107,8 +107,6 @@ def _to_compute(units: Sequence[Any], store: Any) -> list[Any]:
     """The units a run would compute: missing, stale (stored by other code or weights) or damaged."""
     if store is None:
         return list(units)
-    if not hasattr(store, "classify"):  # a store-like object that only knows what it lacks
-        return list(store.missing(units))
     states = store.classify(list(units), expected_provenance(list(units)))
     return [u for u in units if states[u.key][0] != "done"]
 
