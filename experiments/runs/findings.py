@@ -172,10 +172,9 @@ def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
         out.append(r)
     res = pd.DataFrame(out)
     if len(res) and "p_value" in res:
-        res["q_value"] = stats.bh(res["p_value"].to_numpy())
-        mde = res["mde"] if "mde" in res else pd.Series(math.nan, index=res.index)
-        res["verdict"] = [stats.verdict(ci[0], ci[1], q, m) if isinstance(ci, tuple) else "inconclusive"
-                          for ci, q, m in zip(res["gd_minus_icl_ci"], res["q_value"], mde)]
+        cis = [ci if isinstance(ci, tuple) else (math.nan, math.nan) for ci in res["gd_minus_icl_ci"]]
+        res["effect_ci_low"], res["effect_ci_high"] = [c[0] for c in cis], [c[1] for c in cis]
+        res = stats.add_q_and_verdicts(res)
     return res
 
 
