@@ -49,3 +49,48 @@ def check_resume_skips_blocks(model: torch.nn.Module, tokens: torch.Tensor, star
         for h in handles:
             h.remove()
     assert not any("forward" in vars(getattr(b, "original_component", None) or b) for b in model.blocks)
+
+
+def circuit_rows(outcomes: dict[str, "list[float] | object"], window: str = "0-1") -> "object":
+    """A circuit unit's table (ablation step) from per-prompt 0/1 outcomes per condition
+    (``unablated``, ``zero_shot``, each knockout and ``<knockout>:random``)."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for name, v in outcomes.items():
+        v = np.asarray(v, dtype=float)
+        base = {"step": "ablation", "layer": -1, "head": -1, "metric": f"acc:{name}", "sd": float("nan"),
+                "window": window, "n_prompts": len(v)}
+        rows.append({**base, "value": float(v.mean()), "prompt": -1})
+        rows += [{**base, "value": float(x), "prompt": i} for i, x in enumerate(v)]
+    return pd.DataFrame(rows)
+
+
+def store_with_superseded(root) -> "tuple[object, str, str]":
+    """A results store holding two runs of one circuit cell (model "m", task "classify", k 4,
+    seed 0): a 128-prompt run (unablated accuracy 0.75, knockout ``yi_to_sq`` 0.25 against a
+    control at 0.75) computed first, and a 32-prompt pilot (unablated 0.5, no knockout effect)
+    computed later, both by the running code. Returns (store, key of the 128-prompt unit, key of
+    the 32-prompt unit): every reader must show the 128-prompt numbers."""
+    import numpy as np
+
+    from experiments.runs.analyses import get_analysis
+    from experiments.runs.config import Unit
+    from experiments.runs.store import ResultsStore
+
+    store = ResultsStore(root)
+    prov = {**get_analysis("circuit").fingerprint(), "model_hash": "unknown", "wall_time_s": 1.0}
+
+    def ok(n: int, m: int) -> "np.ndarray":
+        return np.r_[np.ones(m), np.zeros(n - m)]
+
+    big = Unit("m", "classify", 4, 0, "circuit", '{"n_prompts":128}')
+    store.write_unit(big, circuit_rows({"unablated": ok(128, 96), "zero_shot": ok(128, 10),
+                                        "yi_to_sq": ok(128, 32), "yi_to_sq:random": ok(128, 96)}),
+                     {**prov, "computed_at": "2026-01-01T00:00:00Z"})
+    small = Unit("m", "classify", 4, 0, "circuit", '{"n_prompts":32}')
+    store.write_unit(small, circuit_rows({"unablated": ok(32, 16), "zero_shot": ok(32, 3),
+                                          "yi_to_sq": ok(32, 16), "yi_to_sq:random": ok(32, 16)}),
+                     {**prov, "computed_at": "2026-02-01T00:00:00Z"})
+    return store, big.key, small.key

@@ -32,10 +32,14 @@ def circuit_run(model: HookedModel, model_name: str, task: str, k: int, n_prompt
 
 
 def circuit_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The circuit's rows among stored results (those with a ``step`` column that is set)."""
+    """The circuit's rows among stored results: analysis ``circuit`` where the column exists (a
+    training-dynamics unit also has a ``step`` column), and a ``step`` that is set."""
     if "step" not in df.columns:
         return df.iloc[0:0]
-    out = df[df["step"].notna()].copy()
+    out = df[df["step"].notna()]
+    if "analysis" in out.columns:
+        out = out[out["analysis"] == "circuit"]
+    out = out.copy()
     for col in ("layer", "head"):
         if col in out.columns:
             out[col] = pd.to_numeric(out[col], errors="coerce").fillna(-1).astype(int)

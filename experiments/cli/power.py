@@ -18,7 +18,7 @@ def _cmd_power(args: argparse.Namespace) -> int:
     from experiments.runs.power import pilot_comparisons, power_table
     from experiments.runs.store import ResultsStore
 
-    frame = ResultsStore(args.store, create=False).frame()
+    frame = ResultsStore(args.store, create=False).frame()  # the current unit of each cell
     for col, val in (("model", args.model), ("task", args.task), ("k", args.k)):
         if val is not None and col in frame.columns:
             frame = frame[frame[col] == val]

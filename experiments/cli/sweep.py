@@ -1,4 +1,4 @@
-"""``iclwb sweep run|status|results``: the command line of scripted sweeps."""
+"""``iclwb sweep run|status|unlock|results|prune``: the command line of scripted sweeps."""
 
 from __future__ import annotations
 
@@ -129,6 +129,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
     from experiments.runs.store import ResultsStore, StoreError
 
     store = ResultsStore(args.store or "results/demo", create=False)
+    runs = "all" if args.all_runs else "current"
     if args.stats:
         return _print_stats(store, args)
     if args.sql:
@@ -137,10 +138,14 @@ def _cmd_results(args: argparse.Namespace) -> int:
         filters = {"model": args.model, "task": args.task, "k": args.k, "analysis": args.analysis,
                    "metric": args.metric, "seed": args.seed}
         # None means "no filter"; 0 (seed 0, k 0) and "" are values to match
-        df = store.frame(**{c: v for c, v in filters.items() if v is not None})
+        df = store.frame(runs=runs, **{c: v for c, v in filters.items() if v is not None})
         if not store.finished_keys():
             raise StoreError(f"results store {store.root} has no finished units yet"
                              + (f" ({store.skipped_line()})" if store.skipped else ""))
+        n_sup = len(df.attrs.get("iclwb.superseded") or {})
+        if n_sup and runs == "current":
+            print(f"iclwb: note: {n_sup} superseded unit(s) left out (the current unit of each cell is "
+                  f"shown); --all-runs shows every run, with a column 'current'", file=sys.stderr)
     if store.skipped:
         print(f"iclwb: warning: {store.skipped_line()}", file=sys.stderr)
     mixed = _version_notes(store, df)
@@ -165,6 +170,8 @@ def _cmd_results(args: argparse.Namespace) -> int:
     if not args.sql and not args.all_columns:
         dims = [c for c in ("analysis", "model", "task", "k", "seed", "metric", "step", "condition",
                             "layer", "head", "value") if c in df.columns]
+        if args.all_runs and "current" in df.columns:
+            dims = ["current", "unit_key"] + dims
         if mixed and "analysis_version" in df.columns:
             dims.insert(1, "analysis_version")
         df = df[dims]
@@ -185,7 +192,7 @@ def _print_stats(store, args: argparse.Namespace) -> int:
 
 
     tables = []
-    for name, tab in build_report(store).tables.items():
+    for name, tab in build_report(store, runs="all" if args.all_runs else "current").tables.items():
         for col in ("model", "task"):
             want = getattr(args, col)
             if want is not None and col in tab.columns:
@@ -234,6 +241,25 @@ def _version_notes(store, df) -> list[str]:
         notes.append(f"{len(stale)} of {len(units)} units in these rows are stale ("
                      + _counts(stale) + "); rerun their sweep (`iclwb sweep run CONFIG`) to recompute them")
     return notes
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from experiments.runs.store import ResultsStore
+
+    store = ResultsStore(args.store, create=False)
+    sel = store.selection()
+    if not sel.superseded:
+        print(f"store {store.root}: no superseded units ({len(sel.current)} current)")
+        return 0
+    for key, why in sorted(sel.superseded.items()):
+        print(f"  {'would move' if args.dry_run else 'moved'} {key}  {' '.join(map(str, sel.cells[key][:5]))}: {why}")
+    if args.dry_run:
+        print(f"{len(sel.superseded)} superseded unit(s) would move to {store.root / 'superseded'} (--dry-run)")
+        return 0
+    moved = store.prune()
+    print(f"moved {len(moved)} superseded unit(s) to {store.root / 'superseded'} (nothing deleted; "
+          f"move a file back into units/ to restore it); {len(sel.current)} current units stay")
+    return 0
 
 
 def _guard(fn):
@@ -285,7 +311,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int)
     q.add_argument("--analysis")
     q.add_argument("--metric")
-    q.add_argument("--sql", help="SQL over the view 'results', e.g. \"SELECT model, avg(value) FROM results GROUP BY model\"")
+    q.add_argument("--sql", help="SQL over the views 'current' (the current unit of each cell) and 'results' "
+                                 "(every run, with a boolean column 'current'), e.g. "
+                                 "\"SELECT model, avg(value) FROM current GROUP BY model\"")
+    q.add_argument("--all-runs", action="store_true",
+                   help="every stored run, superseded ones included (column 'current'); default: only the "
+                        "current unit of each cell (analysis, model, task, k, seed, prompt format)")
     q.add_argument("--export", help="write the rows to FILE.csv or FILE.parquet")
     q.add_argument("--limit", type=int, default=40)
     q.add_argument("--all-columns", action="store_true", help="include the provenance columns")
@@ -293,3 +324,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the statistics of each analysis run instead of the rows: n, value, 95%% CI and, "
                         "for comparisons, effect with its CI, p, BH q, MDE and verdict")
     q.set_defaults(func=_guard(_cmd_results))
+
+    pr = sp.add_parser("prune", help="move superseded units (not the current unit of their cell) to superseded/")
+    pr.add_argument("--store", required=True, help="results folder")
+    pr.add_argument("--dry-run", action="store_true", help="only list what would move")
+    pr.set_defaults(func=_guard(_cmd_prune))

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from circuits.icl_circuit import ablation_summary
+from experiments.runs.cells import CELL, select
 from experiments.runs.store import ResultsStore
 from experiments.studies.icl_vs_gd import icl_vs_gd_stats
 from experiments.studies.vectors_study import vectors_stats
@@ -226,33 +227,21 @@ def _paired_vector(per_prompt: pd.DataFrame, model: str, task: str, method: str)
 
 
 # ------------------------------------------------------------------------------- the page
-CELL = ("analysis", "model", "task", "k", "seed")
-
-
 def largest_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep, for each study cell (analysis, model, task, k, seed), only the unit with the most
-    prompts (its ``n_prompts`` parameter, or the head scan's ``induction_prompts``; the latest
-    computed on a tie), so that a sized-down run and the full-size run of the same cell are never
-    mixed on one page. Returns the rows kept and the keys of the units left out."""
+    """Deprecated (use ``ResultsStore.frame()``, which keeps only current units): the rows of the
+    current unit of each cell of ``df`` by ``experiments.runs.cells.select`` (most prompts, then the
+    latest), without the running-code check that needs the store. Returns the rows kept and the
+    keys of the units left out."""
     if df.empty or not {"unit_key", "params", *CELL} <= set(df.columns):
         return df, []
-    units = df.drop_duplicates("unit_key")[["unit_key", "params", "computed_at", *CELL]].copy()
-    units["_n"] = [_n_prompts(p) for p in units["params"]]
-    units = units.sort_values(["_n", "computed_at"], ascending=False)
-    keep = set(units.drop_duplicates(list(CELL))["unit_key"])
-    dropped = sorted(set(units["unit_key"]) - keep)
-    return df[df["unit_key"].isin(keep)], dropped
+    units = df.drop_duplicates("unit_key")
+    sel = select([{"key": r.unit_key, "state": "done", "computed_at": getattr(r, "computed_at", ""),
+                   "unit": {"analysis": r.analysis, "model": r.model, "task": r.task, "k": r.k,
+                            "seed": r.seed, "params": r.params}} for r in units.itertuples()])
+    return df[df["unit_key"].isin(set(sel.current))], sorted(sel.superseded)
 
 
-def _n_prompts(params: Any) -> float:
-    try:
-        p = json.loads(params) if isinstance(params, str) else dict(params or {})
-        return float(max(p.get("n_prompts") or 0, p.get("induction_prompts") or 0))
-    except (ValueError, TypeError):
-        return 0.0
-
-
-def _provenance(store: Any, df: pd.DataFrame, superseded: Sequence[str] = ()) -> list[str]:
+def _provenance(store: Any, df: pd.DataFrame, superseded: dict[str, str] | Sequence[str] = ()) -> list[str]:
     lines = []
     sweeps = store.sweeps()
     for s in sweeps:
@@ -279,10 +268,17 @@ def _provenance(store: Any, df: pd.DataFrame, superseded: Sequence[str] = ()) ->
             except (ValueError, TypeError):
                 pass
     if superseded:
-        lines.append(f"- {len(superseded)} stored units left out: a run of the same cell (analysis, "
-                     "model, task, k, seed) with more prompts, or a later run of the same size (other "
-                     "parameters or older code), is shown instead: "
-                     + ", ".join(f"`{k[:12]}`" for k in superseded))
+        lines.append(f"- {len(superseded)} stored units left out: another run of the same cell (analysis, "
+                     "model, task, k, seed, prompt format) is current (the running code's, then the one "
+                     "with the most prompts, then the latest; `experiments.runs.cells`). "
+                     "`iclwb sweep results --all-runs` shows them:")
+        why = superseded if isinstance(superseded, dict) else {k: "" for k in superseded}
+        for key in sorted(why):
+            lines.append(f"  - `{key[:12]}`" + (f": {why[key]}" if why[key] else ""))
+    stale = df.attrs.get("iclwb.stale") or {}
+    if stale:
+        lines.append(f"- {len(stale)} cells are shown from stale units (no unit of the running code): "
+                     + ", ".join(f"`{k[:12]}` ({v})" for k, v in sorted(stale.items())))
     return lines
 
 
@@ -290,7 +286,8 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
     """The findings page of the results store ``store_dir`` (Markdown); ``config`` is named in its
     header as the study's config."""
     store = ResultsStore(store_dir)
-    df, superseded = largest_runs(store.frame())
+    df = store.frame()  # the current unit of each cell only
+    superseded = df.attrs.get("iclwb.superseded") or {}
     models = _models(df)
     md = ["# Findings: the replicated full study", "",
           f"Generated from the results store `{store_dir}` by `iclwb study findings --store {store_dir} "

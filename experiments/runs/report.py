@@ -272,14 +272,21 @@ def _dynamics_section(df: pd.DataFrame, rep: Report) -> None:
                             agg="max", per_head=True, section="training dynamics"))
 
 
-def build_report(store: Any, title: str = "ICL Workbench report", notes: list[str] | None = None) -> Report:
-    """Figures, findings and provenance of everything in ``store`` (a ResultsStore or folder)."""
+def build_report(store: Any, title: str = "ICL Workbench report", notes: list[str] | None = None,
+                 runs: str = "current") -> Report:
+    """Figures, findings and provenance of ``store`` (a ResultsStore or folder): the current unit
+    of each cell (``experiments.runs.cells``), or every run with ``runs="all"``."""
 
     store = store if isinstance(store, ResultsStore) else ResultsStore(store, create=False)
-    df = store.frame()
+    df = store.frame(runs=runs)
     rep = Report(title=title, notes=list(notes or []))
     if store.skipped:
         rep.notes.append(store.skipped_line() or "")
+    superseded = df.attrs.get("iclwb.superseded") or {}
+    if superseded and runs == "current":
+        rep.notes.append(f"{len(superseded)} superseded unit(s) left out (another run of the same cell is "
+                         f"current: the running code's, with the most prompts, the latest); "
+                         f"`iclwb sweep results --all-runs` shows them, `iclwb sweep prune` moves them aside")
     rep.notes.extend(_stale_notes(store, df))
     if df.empty:
         rep.notes.append("the store has no results yet")

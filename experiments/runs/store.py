@@ -11,6 +11,8 @@ Format (version 2)::
       errors/<key>.json               traceback of a unit that failed (removed when it succeeds)
       locks/<key>.lock                a claim on a unit being computed (see Locks below)
       tmp/                            files being written (renamed into place when complete)
+      superseded/                     units moved aside by ``iclwb sweep prune`` (units/, artefacts/,
+                                      pruned.json: key -> why it was superseded)
 
 ``<key>`` is ``Unit.key``: a hash of (model, task, k, seed, analysis, params), so the same unit run
 by any sweep lands in the same file.
@@ -40,14 +42,20 @@ the running code; otherwise it is *stale*: ``status`` counts it, ``run`` recompu
 ``results`` says when the rows it prints come from different versions. The git commit and the
 package versions are recorded but do not make a unit stale (every commit would).
 
+One truth per cell: several units can answer the same study cell (analysis, model, task, k,
+seed, prompt format), e.g. a pilot and the full-size run. Every reader shows only the *current*
+unit of each cell (``experiments.runs.cells``: the running code's, then the most prompts, then
+the latest); ``frame(runs="all")`` and ``iclwb sweep results --all-runs`` show the rest, and
+``iclwb sweep prune`` moves superseded units to ``superseded/`` (never deletes).
+
 Query all results at once (different analyses have different columns; DuckDB unions them by name)::
 
-    duckdb.sql("SELECT model, metric, avg(value) FROM read_parquet('RESULTS/units/*.parquet',"
-               " union_by_name=true) GROUP BY ALL")
-    ResultsStore("RESULTS").frame(analysis="head_scan", model="induction-2l")   # pandas
+    con = ResultsStore("RESULTS").connect()      # views: current (one unit per cell), results (all)
+    con.sql("SELECT model, metric, avg(value) FROM current GROUP BY ALL")
+    ResultsStore("RESULTS").frame(analysis="head_scan", model="induction-2l")   # pandas, current only
 
 (the store's own queries pass the sound files to DuckDB as a list of paths, never pasted into SQL,
-so any folder name works; reading the glob yourself includes damaged files).
+so any folder name works; reading the glob yourself includes damaged and superseded files).
 
 Safety: every file is written to ``tmp/`` and moved into place with ``os.replace`` (atomic on POSIX),
 tensors before the table, so a process killed at any moment (SIGKILL included) leaves either a
@@ -75,6 +83,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from safetensors.torch import load_file, save_file
 
+from experiments.runs.cells import Selection, select
 from experiments.runs.config import SweepConfig, Unit, canonical_json
 from experiments.runs.locks import UnitLocks
 from experiments.runs.unitfile import CHECKSUM_MARK, check_unit_file, seal
@@ -329,18 +338,53 @@ class ResultsStore(UnitLocks):
         return (f"left out {len(items)} damaged unit file(s) ({named}{more}); "
                 f"`iclwb sweep run CONFIG --store {self.root}` recomputes them")
 
+    def selection(self) -> Selection:
+        """The current unit of every cell (``experiments.runs.cells``): judged against the running
+        code (``states.stored_states``), cached while no unit file changes."""
+        from experiments.runs.states import stored_states  # noqa: PLC0415 (imports every analysis)
+
+        sig = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                           for p in (self.root / "units").glob("*.parquet")))
+        cached = getattr(self, "_selection", None)
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        units = []
+        for key, (state, reason) in stored_states(self).items():
+            if state == "damaged":
+                continue
+            u = self.stored_unit(key)
+            if u is None:
+                continue
+            units.append({"key": key, "unit": u.as_dict(), "state": state, "reason": reason,
+                          "computed_at": self.stored_provenance(key).get("computed_at")})
+        sel = select(units)
+        self._selection = (sig, sel)
+        return sel
+
+    def current_keys(self) -> set[str]:
+        """Keys of the current unit of each cell (see ``selection``)."""
+        return set(self.selection().current)
+
     def connect(self):
-        """A DuckDB connection with a view ``results`` over every sound unit (none: no view).
-        The file names are handed to DuckDB as a list of values, never pasted into SQL."""
+        """A DuckDB connection with two views over the sound units (none when there are none):
+        ``results`` (every run, with a boolean column ``current``) and ``current`` (only the
+        current unit of each cell; see ``experiments.runs.cells``). The file names are handed to
+        DuckDB as a list of values, never pasted into SQL."""
 
         con = duckdb.connect()
         files = self.sound_files()
         if files:
-            con.read_parquet([str(f) for f in files], union_by_name=True).create_view("results")
+            con.read_parquet([str(f) for f in files], union_by_name=True).create_view("all_runs")
+            keys = pd.DataFrame({"unit_key": sorted(self.current_keys())}, dtype=str)
+            con.register("current_keys", keys)
+            con.execute("CREATE VIEW results AS SELECT *, unit_key IN (SELECT unit_key FROM current_keys)"
+                        " AS current FROM all_runs")
+            con.execute("CREATE VIEW current AS SELECT * FROM results WHERE current")
         return con
 
     def sql(self, query: str) -> pd.DataFrame:
-        """Run SQL against the view ``results``, e.g. ``SELECT * FROM results WHERE k = 4``."""
+        """Run SQL against the views ``current`` (the current unit of each cell) and ``results``
+        (every run, column ``current``), e.g. ``SELECT * FROM current WHERE k = 4``."""
         con = self.connect()
         if not self.finished_keys():
             raise StoreError(f"results store {self.root} has no finished units yet"
@@ -350,17 +394,23 @@ class ResultsStore(UnitLocks):
             return con.execute(query).df()
         except duckdb.Error as err:
             msg = " ".join(str(err).split())[:300]
-            raise StoreError(f"the SQL query failed: {msg}; query the view 'results', e.g. "
-                             f"\"SELECT model, avg(value) FROM results GROUP BY model\"") from None
+            raise StoreError(f"the SQL query failed: {msg}; query the view 'current' (or 'results' for "
+                             f"every run), e.g. \"SELECT model, avg(value) FROM current GROUP BY model\"") from None
 
-    def frame(self, **filters: Any) -> pd.DataFrame:
-        """All rows of the sound units as pandas, filtered by column equality (a list value means
-        "any of"; None means no filter, while 0 and "" are values). Damaged units are left out and
-        listed in ``self.skipped`` and ``df.attrs["iclwb.skipped"]``."""
+    def frame(self, runs: str = "current", **filters: Any) -> pd.DataFrame:
+        """The rows of the sound units as pandas, filtered by column equality (a list value means
+        "any of"; None means no filter, while 0 and "" are values). ``runs="current"`` (default):
+        only the current unit of each cell (``experiments.runs.cells``); ``runs="all"``: every
+        run, superseded ones included. Either way a boolean column ``current`` says which rows are
+        current, ``df.attrs["iclwb.superseded"]`` names the units left out or superseded and
+        ``df.attrs["iclwb.stale"]`` the current units that are stale. Damaged units are left out
+        and listed in ``self.skipped`` and ``df.attrs["iclwb.skipped"]``."""
+        if runs not in ("current", "all"):
+            raise StoreError(f"runs={runs!r}: use 'current' (the current unit of each cell) or 'all'")
         con = self.connect()
         if not self.finished_keys() or not (self.root / "units").is_dir():
-            df = pd.DataFrame(columns=list(PROVENANCE_COLUMNS) + ["metric", "value"])
-            df.attrs["iclwb.skipped"] = dict(self.skipped)
+            df = pd.DataFrame(columns=list(PROVENANCE_COLUMNS) + ["metric", "value", "current"])
+            df.attrs.update({"iclwb.skipped": dict(self.skipped), "iclwb.superseded": {}, "iclwb.stale": {}})
             return df
         where, args = [], []
         for col, val in filters.items():
@@ -369,15 +419,37 @@ class ResultsStore(UnitLocks):
             vals = list(val) if isinstance(val, (list, tuple, set)) else [val]
             where.append(f'"{col}" IN ({", ".join("?" for _ in vals)})')
             args.extend(vals)
-        q = "SELECT * FROM results" + (" WHERE " + " AND ".join(where) if where else "")
+        view = "current" if runs == "current" else "results"
+        q = f"SELECT * FROM {view}" + (" WHERE " + " AND ".join(where) if where else "")
         try:
             df = con.execute(q, args).df()
         except Exception as err:
             if isinstance(err, duckdb.BinderException):
                 raise StoreError(f"cannot filter: {err}") from None
             raise
+        sel = self.selection()
         df.attrs["iclwb.skipped"] = dict(self.skipped)
+        df.attrs["iclwb.superseded"] = dict(sel.superseded)
+        df.attrs["iclwb.stale"] = dict(sel.stale)
         return df
+
+    def prune(self) -> dict[str, str]:
+        """Move every superseded unit (its table and artefact) to ``superseded/`` beside
+        ``units/``; nothing is deleted, and moving the files back restores them. Returns the
+        keys moved with why each was superseded."""
+        sel = self.selection()
+        dest = self.root / "superseded"
+        for key in sel.superseded:
+            for src, sub in ((self.unit_path(key), "units"), (self.artefact_path(key), "artefacts")):
+                if src.exists():
+                    (dest / sub).mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dest / sub / src.name)
+        if sel.superseded:
+            log = dest / "pruned.json"
+            old = json.loads(log.read_text()) if log.exists() else {}
+            old.update(sel.superseded)
+            self._atomic_write_bytes(log, json.dumps(old, indent=1, sort_keys=True).encode())
+        return dict(sel.superseded)
 
     def _sound(self, key: str) -> None:
         why = self.problem(key)
