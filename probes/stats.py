@@ -10,10 +10,12 @@ comparison and returns tidy rows.
   gets the Wilson score interval (``binomtest(...).proportion_ci``); anything else the BCa
   bootstrap over prompts (``scipy.stats.bootstrap``).
 - **Paired comparisons** (``paired``): a condition against its control on the *same* prompts.
-  0/1 outcomes: McNemar's exact test (a binomial test on the discordant pairs, ``binomtest``);
-  other values: a paired permutation test (the two values of a prompt swapped at random,
-  ``permutation_test(permutation_type="samples")``). The effect (mean difference) gets a paired
-  bootstrap interval.
+  0/1 outcomes: McNemar's exact test (a binomial test on the discordant pairs, ``binomtest``),
+  with the interval that inverts it (``mcnemar_ci``: Clopper-Pearson for the share of discordant
+  pairs that favour the condition, scaled to the accuracy difference), so the interval excludes 0
+  exactly when p < 1 - level; other values: a paired permutation test (the two values of a prompt
+  swapped at random, ``permutation_test(permutation_type="samples")``) with a paired bootstrap
+  interval of the mean difference.
 - **Unpaired comparisons** (``unpaired``): a score against a null sample (e.g. a head's score on
   sequences where the mechanism cannot apply): permutation test on the difference of means, with a
   bootstrap interval of that difference.
@@ -23,6 +25,9 @@ comparison and returns tidy rows.
   the n needed for an effect (Connor 1987), at 80% power by default.
 - **Verdicts** (``verdict``): "significant" (q < alpha), "no effect detected (MDE = ...)" when the
   effect's interval lies inside +-MDE, else "inconclusive". Never a bare "largest effect".
+  ``agreement_note``: the sentence a row needs where its interval and verdict seem to disagree;
+  ``verdict_words``: the verdict with its direction and baseline ("significant: below its control").
+- **Sign convention**: every effect is *condition minus baseline* (``SIGN_CONVENTION``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ N_RESAMPLES = 2000
 EST_COLUMNS = ["n", "value", "ci_low", "ci_high"]
 CMP_COLUMNS = ["n", "value", "control_value", "effect", "effect_ci_low", "effect_ci_high", "p_value",
                "q_value", "mde", "p_discordant", "test", "verdict"]
+SIGN_CONVENTION = ("Every effect is the condition minus its baseline (a knockout minus its random control, "
+                   "a vector minus a random vector of the same norm, fine-tuning (GD) minus ICL, a head's "
+                   "score minus its null): negative means the condition is lower.")
 
 
 class StatsError(WorkbenchError):
@@ -183,12 +191,30 @@ def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(sps.binomtest(n10, n10 + n01, 0.5).pvalue)
 
 
+def mcnemar_ci(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """The interval of mean(a) - mean(b) for paired 0/1 outcomes that inverts McNemar's exact test.
+
+    Given the d prompts whose outcomes differ, the n10 that favour ``a`` are Binomial(d, theta)
+    and the accuracy difference is (2 theta - 1) d / n (the exact conditional approach). The
+    Clopper-Pearson interval of theta is the set of theta that the central two-sided binomial test
+    does not reject, and at theta = 1/2 that test is McNemar's (the null is symmetric), so the
+    interval excludes 0 exactly when ``mcnemar_p < 1 - level``. No discordant prompt: [0, 0]."""
+    n10 = int(((a == 1) & (b == 0)).sum())
+    n01 = int(((a == 0) & (b == 1)).sum())
+    d, n = n10 + n01, a.size
+    if d == 0:
+        return 0.0, 0.0
+    ci = sps.binomtest(n10, d, 0.5).proportion_ci(confidence_level=level, method="exact")
+    return float((2 * ci.low - 1) * d / n), float((2 * ci.high - 1) * d / n)
+
+
 def paired(a: Iterable[float], b: Iterable[float], level: float = LEVEL, seed: int = 0,
            alpha: float = ALPHA, power: float = POWER) -> Comparison:
     """``a`` (a condition) against ``b`` (its control) measured on the same prompts, in order.
 
-    The effect is mean(a) - mean(b) with a paired bootstrap interval; the p-value is McNemar's
-    exact test for 0/1 outcomes, else a paired (swap-within-prompt) permutation test.
+    The effect is mean(a) - mean(b). 0/1 outcomes: McNemar's exact test with the interval that
+    inverts it (``mcnemar_ci``); other values: a paired (swap-within-prompt) permutation test with
+    a paired bootstrap interval.
     """
     x, y = _array(a, "condition"), _array(b, "control")
     if x.shape != y.shape:
@@ -196,12 +222,13 @@ def paired(a: Iterable[float], b: Iterable[float], level: float = LEVEL, seed: i
                          "values; align the two conditions on (seed, prompt) first")
     n = x.size
     effect = float(x.mean() - y.mean())
-    lo, hi = _bootstrap_ci((x, y), _mean_diff, level, seed, paired=True)
     if is_binary(x, y):
+        lo, hi = mcnemar_ci(x, y, level)
         p = mcnemar_p(x, y)
         p_disc = float((x != y).mean())
         return Comparison(n, float(x.mean()), float(y.mean()), effect, lo, hi, p, "mcnemar",
                           mde_paired(n, p_disc, alpha, power), p_disc)
+    lo, hi = _bootstrap_ci((x, y), _mean_diff, level, seed, paired=True)
     if np.all(x == y):
         p = 1.0
     else:
@@ -287,6 +314,52 @@ def verdict(effect_ci_low: float, effect_ci_high: float, q_value: float, mde: fl
     if np.isfinite(mde) and -mde < effect_ci_low and effect_ci_high < mde:
         return f"no effect detected (MDE = {mde:.3f})"
     return "inconclusive"
+
+
+def agreement_note(row: pd.Series | dict, alpha: float = ALPHA) -> str:
+    """The sentence a comparison row needs when its interval and its verdict seem to disagree
+    ("" when they agree): an interval that excludes 0 beside a verdict that is not significant,
+    or a significant verdict beside an interval that includes 0."""
+    r = dict(row)
+    lo, hi, p, q = (float(r.get(c, math.nan)) for c in ("effect_ci_low", "effect_ci_high", "p_value", "q_value"))
+    if not all(np.isfinite(v) for v in (lo, hi, p, q)):
+        return ""
+    excludes = lo > 0 or hi < 0
+    significant = q < alpha
+    if excludes and not significant:
+        if p < alpha:
+            return (f"The interval excludes 0 before the correction for multiple comparisons (p = {p:.3g}), "
+                    f"not after it (BH q = {q:.3g} >= {alpha:g}): not significant as one of its family.")
+        return (f"The bootstrap interval excludes 0 but the {r.get('test') or 'test'} does not reject "
+                f"(p = {p:.3g}): the two procedures disagree at this n, so the row stays inconclusive.")
+    if significant and not excludes:
+        return (f"The {r.get('test') or 'test'} rejects (q = {q:.3g}) but the bootstrap interval includes 0: "
+                f"the two procedures disagree at this n; read the effect's size with care.")
+    return ""
+
+
+def at_floor(row: pd.Series | dict) -> bool:
+    """True when both sides of a comparison sit at the same bound with a degenerate interval
+    (e.g. a vector and its control both at accuracy 0): nothing was measurable."""
+    r = dict(row)
+    vals = [float(r.get(c, math.nan)) for c in ("value", "control_value", "effect_ci_low", "effect_ci_high")]
+    return all(np.isfinite(vals)) and vals[0] == vals[1] and vals[2] == vals[3] == 0 and vals[0] in (0.0, 1.0)
+
+
+def verdict_words(row: pd.Series | dict, baseline: str = "its control") -> str:
+    """The verdict of a comparison row in words that say what was found: its direction against
+    its named baseline ("significant: below its control"), "both at floor (no effect measurable)"
+    or "both at ceiling" for degenerate rows, and the MDE with "no effect detected"."""
+    r = dict(row)
+    v = str(r.get("verdict", ""))
+    if at_floor(r):
+        return ("both at floor (no effect measurable)" if float(r["value"]) == 0
+                else "both at ceiling (no effect measurable)")
+    if v == "significant":
+        return f"significant: {'above' if float(r.get('effect', 0)) > 0 else 'below'} {baseline}"
+    if v.startswith("no effect detected"):
+        return v.replace("no effect detected", f"no effect vs {baseline} detected", 1)
+    return v
 
 
 def describe(row: pd.Series | dict, what: str = "") -> str:

@@ -210,3 +210,62 @@ def test_summarize_rows_prefers_per_prompt_rows_and_falls_back_to_seeds():
     bars = S.error_bars(out["value"], out["ci_low"], out["ci_high"])
     assert list(bars["array"]) == pytest.approx([0.9285 - 0.75, 0.1], abs=1e-4)
     assert list(bars["arrayminus"]) == pytest.approx([0.75 - 0.4093, 0.1], abs=1e-4)
+
+
+def test_mcnemar_ci_known_answer_and_floor():
+    # 10 prompts favour the condition, none the control, 10 tie: theta's Clopper-Pearson interval
+    # for 10/10 is [0.025^(1/10), 1] = [0.6915, 1], so the difference lies in [0.1915, 0.5]
+    a = np.r_[np.ones(10), np.zeros(10)]
+    b = np.zeros(20)
+    lo, hi = S.mcnemar_ci(a, b)
+    assert lo == pytest.approx((2 * 0.025 ** 0.1 - 1) * 0.5, abs=1e-6) and hi == pytest.approx(0.5)
+    c = S.paired(a, b)
+    assert (c.effect_ci_low, c.effect_ci_high) == (lo, hi) and c.effect == 0.5
+    floor = S.paired(np.zeros(16), np.zeros(16))
+    assert (floor.effect_ci_low, floor.effect_ci_high) == (0.0, 0.0)
+    row = {**floor.as_dict(), "verdict": "inconclusive"}
+    assert S.at_floor(row) and S.verdict_words(row) == "both at floor (no effect measurable)"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paired_intervals_agree_with_their_tests_over_simulated_runs(seed):
+    """Over simulated families of paired 0/1 comparisons (effects 0 to 0.3, n 16 to 200): the
+    interval excludes 0 exactly when McNemar's p < 0.05, and after BH the two disagree only where
+    the correction explains it (p < alpha <= q), with the sentence that says so beside the row."""
+    rng = np.random.default_rng(seed)
+    n_disagree = 0
+    for family in range(30):
+        rows = []
+        for _ in range(6):
+            n = int(rng.integers(16, 200))
+            base = rng.uniform(0.2, 0.8)
+            shift = rng.choice([0.0, 0.0, 0.05, 0.1, 0.3])
+            b = (rng.random(n) < base).astype(float)
+            a = np.where(rng.random(n) < 0.7, b, (rng.random(n) < min(base + shift, 1.0)).astype(float))
+            c = S.paired(a, b)
+            excludes = c.effect_ci_low > 0 or c.effect_ci_high < 0
+            assert excludes == (c.p_value < 0.05), (c, family)
+            assert c.effect_ci_low - 1e-12 <= c.effect <= c.effect_ci_high + 1e-12
+            rows.append(c.as_dict())
+        cmp = S.add_q_and_verdicts(pd.DataFrame(rows))
+        for r in cmp.to_dict("records"):
+            excludes = r["effect_ci_low"] > 0 or r["effect_ci_high"] < 0
+            significant = r["verdict"] == "significant"
+            if excludes != significant:
+                n_disagree += 1
+                assert excludes and r["p_value"] < 0.05 <= r["q_value"]  # only multiplicity
+                assert "before the correction for multiple comparisons" in S.agreement_note(r)
+            else:
+                assert S.agreement_note(r) == ""
+    assert n_disagree > 0  # the simulation does reach the case the sentence is for
+
+
+def test_verdict_words_name_direction_and_baseline():
+    sig = {"verdict": "significant", "effect": -0.2, "value": 0.5, "control_value": 0.7,
+           "effect_ci_low": -0.3, "effect_ci_high": -0.1}
+    assert S.verdict_words(sig, "its random control") == "significant: below its random control"
+    assert S.verdict_words({**sig, "effect": 0.2}, "its null") == "significant: above its null"
+    none = {**sig, "verdict": "no effect detected (MDE = 0.060)", "effect": 0.0}
+    assert S.verdict_words(none, "zero-shot") == "no effect vs zero-shot detected (MDE = 0.060)"
+    boot = {"effect_ci_low": 0.01, "effect_ci_high": 0.2, "p_value": 0.2, "q_value": 0.3, "test": "permutation"}
+    assert "the two procedures disagree" in S.agreement_note(boot)
