@@ -227,21 +227,30 @@ def test_copying_score_pure_copy_and_negation():
 
 def test_composition_known_answers():
     m = tiny_bridge()
-    comp = composition_scores(m, subtract_baseline=False)
+    comp = composition_scores(m, subtract_baseline=False, fold_norms=False)
     assert torch.isnan(comp[1]).all() and not torch.isnan(comp[0, :, 1]).any()
     assert (comp[0, :, 1] >= 0).all() and (comp[0, :, 1] <= 1).all()
     # direct check of one pair: ||W_OV W_QK^T||_F / (||W_OV|| ||W_QK||)
-    OV = m.W_V[0, 1] @ m.W_O[0, 1]
-    QK = m.W_Q[1, 2] @ m.W_K[1, 2].T
+    with torch.no_grad():
+        OV = m.W_V[0, 1] @ m.W_O[0, 1]
+        QK = m.W_Q[1, 2] @ m.W_K[1, 2].T
     want = (OV @ QK.T).norm() / (OV.norm() * QK.norm())
     assert torch.allclose(comp[0, 1, 1, 2], want, atol=1e-5)
     base = composition_baseline(32, 8, n=300, seed=0)
     assert 0 < base < 1
-    sub = composition_scores(m)
+    sub = composition_scores(m, fold_norms=False)
     assert torch.allclose(sub[0, :, 1], comp[0, :, 1] - base, atol=1e-6)
-    v = composition_scores(m, kind="v", subtract_baseline=False)
-    OV2 = m.W_V[1, 3] @ m.W_O[1, 3]
+    v = composition_scores(m, kind="v", subtract_baseline=False, fold_norms=False)
+    with torch.no_grad():
+        OV2 = m.W_V[1, 3] @ m.W_O[1, 3]
     assert torch.allclose(v[0, 1, 1, 3], (OV @ OV2).norm() / (OV.norm() * OV2.norm()), atol=1e-5)
+    # folded (the default): the model's LayerNorms (unit gains) remove the mean before every
+    # read (and the writes are centred), so the circuits are C W_OV C and C W_QK C, C = I - 11^T/d
+    C = torch.eye(32) - 1 / 32
+    folded = composition_scores(m, subtract_baseline=False)
+    OVc, QKc = C @ OV @ C, C @ QK @ C
+    want = (OVc @ QKc.T).norm() / (OVc.norm() * QKc.norm())
+    assert torch.allclose(folded[0, 1, 1, 2], want, atol=1e-5) and not torch.allclose(want, comp[0, 1, 1, 2], atol=1e-4)
 
 
 def test_icl_score_on_induction_data():
