@@ -12,8 +12,8 @@ comparison and returns tidy rows.
 - **Paired comparisons** (``paired``): a condition against its control on the *same* prompts.
   0/1 outcomes: McNemar's exact test (a binomial test on the discordant pairs, ``binomtest``),
   with the interval that inverts it (``mcnemar_ci``: Clopper-Pearson for the share of discordant
-  pairs that favour the condition, scaled to the accuracy difference), so the interval excludes 0
-  exactly when p < 1 - level; other values: a paired permutation test (the two values of a prompt
+  pairs that favour the condition, scaled by the share of discordant pairs), so the interval
+  excludes 0 exactly when p < 1 - level; other values: a paired permutation test (the two values of a prompt
   swapped at random, ``permutation_test(permutation_type="samples")``) with a paired bootstrap
   interval of the mean difference.
 - **Unpaired comparisons** (``unpaired``): a score against a null sample (e.g. a head's score on
@@ -25,9 +25,8 @@ comparison and returns tidy rows.
   the n needed for an effect (Connor 1987), at 80% power by default.
 - **Verdicts** (``verdict``): "significant" (q < alpha), "no effect detected (MDE = ...)" when the
   effect's interval lies inside +-MDE, else "inconclusive". Never a bare "largest effect".
-  ``agreement_note``: the sentence a row needs where its interval and verdict seem to disagree;
-  ``verdict_words``: the verdict with its direction and baseline ("significant: below its control").
-- **Sign convention**: every effect is *condition minus baseline* (``SIGN_CONVENTION``).
+  The words that go with them (direction, baseline, the sentence a row needs where interval and
+  verdict seem to disagree, the sign convention: condition minus baseline) are ``probes.verdicts``.
 """
 
 from __future__ import annotations
@@ -56,9 +55,6 @@ N_RESAMPLES = 2000
 EST_COLUMNS = ["n", "value", "ci_low", "ci_high"]
 CMP_COLUMNS = ["n", "value", "control_value", "effect", "effect_ci_low", "effect_ci_high", "p_value",
                "q_value", "mde", "p_discordant", "test", "verdict"]
-SIGN_CONVENTION = ("Every effect is the condition minus its baseline (a knockout minus its random control, "
-                   "a vector minus a random vector of the same norm, fine-tuning (GD) minus ICL, a head's "
-                   "score minus its null): negative means the condition is lower.")
 
 
 class StatsError(WorkbenchError):
@@ -194,18 +190,24 @@ def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
 def mcnemar_ci(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     """The interval of mean(a) - mean(b) for paired 0/1 outcomes that inverts McNemar's exact test.
 
-    Given the d prompts whose outcomes differ, the n10 that favour ``a`` are Binomial(d, theta)
-    and the accuracy difference is (2 theta - 1) d / n (the exact conditional approach). The
+    The difference is (2 theta - 1) pi, with pi the share of discordant prompts and theta the
+    share of those that favour ``a``. Given d discordant prompts, n10 ~ Binomial(d, theta); the
     Clopper-Pearson interval of theta is the set of theta that the central two-sided binomial test
-    does not reject, and at theta = 1/2 that test is McNemar's (the null is symmetric), so the
-    interval excludes 0 exactly when ``mcnemar_p < 1 - level``. No discordant prompt: [0, 0]."""
+    does not reject, and at theta = 1/2 that test is McNemar's (the null is symmetric). Each bound
+    of theta is scaled by the pi in pi's own Clopper-Pearson interval that widens it most, so the
+    interval also covers the uncertainty in the discordance (scaling by the observed d / n alone
+    covered 73% in a simulation with n = 100 and 90% of prompts concordant), while its sign, and so
+    whether it excludes 0, is theta's: it excludes 0 exactly when ``mcnemar_p < 1 - level``.
+    No discordant prompt: theta is unknown (anything in [0, 1]), so [-pi_high, pi_high]."""
     n10 = int(((a == 1) & (b == 0)).sum())
     n01 = int(((a == 0) & (b == 1)).sum())
     d, n = n10 + n01, a.size
+    pi = sps.binomtest(d, n, 0.5).proportion_ci(confidence_level=level, method="exact")
     if d == 0:
-        return 0.0, 0.0
-    ci = sps.binomtest(n10, d, 0.5).proportion_ci(confidence_level=level, method="exact")
-    return float((2 * ci.low - 1) * d / n), float((2 * ci.high - 1) * d / n)
+        return -float(pi.high), float(pi.high)
+    th = sps.binomtest(n10, d, 0.5).proportion_ci(confidence_level=level, method="exact")
+    lo, hi = 2 * th.low - 1, 2 * th.high - 1
+    return float(lo * (pi.high if lo < 0 else pi.low)), float(hi * (pi.high if hi > 0 else pi.low))
 
 
 def paired(a: Iterable[float], b: Iterable[float], level: float = LEVEL, seed: int = 0,
@@ -314,52 +316,6 @@ def verdict(effect_ci_low: float, effect_ci_high: float, q_value: float, mde: fl
     if np.isfinite(mde) and -mde < effect_ci_low and effect_ci_high < mde:
         return f"no effect detected (MDE = {mde:.3f})"
     return "inconclusive"
-
-
-def agreement_note(row: pd.Series | dict, alpha: float = ALPHA) -> str:
-    """The sentence a comparison row needs when its interval and its verdict seem to disagree
-    ("" when they agree): an interval that excludes 0 beside a verdict that is not significant,
-    or a significant verdict beside an interval that includes 0."""
-    r = dict(row)
-    lo, hi, p, q = (float(r.get(c, math.nan)) for c in ("effect_ci_low", "effect_ci_high", "p_value", "q_value"))
-    if not all(np.isfinite(v) for v in (lo, hi, p, q)):
-        return ""
-    excludes = lo > 0 or hi < 0
-    significant = q < alpha
-    if excludes and not significant:
-        if p < alpha:
-            return (f"The interval excludes 0 before the correction for multiple comparisons (p = {p:.3g}), "
-                    f"not after it (BH q = {q:.3g} >= {alpha:g}): not significant as one of its family.")
-        return (f"The bootstrap interval excludes 0 but the {r.get('test') or 'test'} does not reject "
-                f"(p = {p:.3g}): the two procedures disagree at this n, so the row stays inconclusive.")
-    if significant and not excludes:
-        return (f"The {r.get('test') or 'test'} rejects (q = {q:.3g}) but the bootstrap interval includes 0: "
-                f"the two procedures disagree at this n; read the effect's size with care.")
-    return ""
-
-
-def at_floor(row: pd.Series | dict) -> bool:
-    """True when both sides of a comparison sit at the same bound with a degenerate interval
-    (e.g. a vector and its control both at accuracy 0): nothing was measurable."""
-    r = dict(row)
-    vals = [float(r.get(c, math.nan)) for c in ("value", "control_value", "effect_ci_low", "effect_ci_high")]
-    return all(np.isfinite(vals)) and vals[0] == vals[1] and vals[2] == vals[3] == 0 and vals[0] in (0.0, 1.0)
-
-
-def verdict_words(row: pd.Series | dict, baseline: str = "its control") -> str:
-    """The verdict of a comparison row in words that say what was found: its direction against
-    its named baseline ("significant: below its control"), "both at floor (no effect measurable)"
-    or "both at ceiling" for degenerate rows, and the MDE with "no effect detected"."""
-    r = dict(row)
-    v = str(r.get("verdict", ""))
-    if at_floor(r):
-        return ("both at floor (no effect measurable)" if float(r["value"]) == 0
-                else "both at ceiling (no effect measurable)")
-    if v == "significant":
-        return f"significant: {'above' if float(r.get('effect', 0)) > 0 else 'below'} {baseline}"
-    if v.startswith("no effect detected"):
-        return v.replace("no effect detected", f"no effect vs {baseline} detected", 1)
-    return v
 
 
 def describe(row: pd.Series | dict, what: str = "") -> str:

@@ -15,7 +15,8 @@ libraries once) with a time limit; its outcome is one of
 - ``ok``: did the right thing.
 
 Every case states the outcome the issue asks for (``expect``); ``as_expected`` counts the cases
-that got it. Items 1-5 and 13 (results store) are the store engineer's; item 8 (a statistics
+that got it. Issue 24's cases (item 24) check that every reader shows one run per cell.
+Items 1-5 and 13 (results store) are the store engineer's; item 8 (a statistics
 question) has no automatable case here. The counts are printed last, one per line, as
 ``name: value``. Cost: 2-4 minutes of CPU, 5-8 of wall time on 2 busy cores (one sweep of 15 units,
 then 52 short cases; the old code's hangs wait out their limits).
@@ -804,6 +805,97 @@ def classify_exception(err: BaseException) -> str:
     if isinstance(err, MemoryError) or "can't allocate memory" in text or "bad_alloc" in text:
         return "hang"  # exhausted memory
     return "clear_error" if is_project_error(err) else "traceback"
+
+
+# ============================================================================ issue 24: one truth per cell
+def two_run_store(ctx: Ctx, dynamics: bool = False) -> "tuple[Path, str, str]":
+    """A store with two runs of one circuit cell by the running code: 128 prompts (unablated 0.75)
+    computed first, a 32-prompt pilot (0.5) later; every reader must show the 128-prompt run.
+    With ``dynamics``, also a training-dynamics row (its ``step`` column must not leak into the
+    app's circuit pickers)."""
+    import numpy as np
+    import pandas as pd
+
+    from experiments.runs.analyses import get_analysis
+    from experiments.runs.config import Unit
+    from experiments.runs.store import ResultsStore
+
+    store = ResultsStore(ctx.work / "two-runs")
+    prov = {**get_analysis("circuit").fingerprint(), "model_hash": "unknown"}
+    keys = []
+    for n, acc, at in ((128, 0.75, "2026-01-01"), (32, 0.5, "2026-02-01")):
+        rows = []
+        for name, a in (("unablated", acc), ("zero_shot", 0.1), ("yi_to_sq", acc), ("yi_to_sq:random", acc)):
+            v = np.r_[np.ones(int(a * n)), np.zeros(n - int(a * n))]
+            base = {"step": "ablation", "layer": -1, "head": -1, "metric": f"acc:{name}", "window": "0-1",
+                    "n_prompts": n, "sd": float("nan")}
+            rows += [{**base, "value": float(v.mean()), "prompt": -1}]
+            rows += [{**base, "value": float(x), "prompt": i} for i, x in enumerate(v)]
+        u = Unit("m", "classify", 4, 0, "circuit", json.dumps({"n_prompts": n}))
+        store.write_unit(u, pd.DataFrame(rows), {**prov, "computed_at": at})
+        keys.append(u.key)
+    if dynamics:
+        store.write_unit(Unit("induction-2l", "", 0, 0, "dynamics"),
+                         pd.DataFrame({"metric": ["induction"], "value": [0.5], "step": [10], "layer": [1],
+                                       "head": [0]}), {"computed_at": "2026-01-01"})
+    return store.root, keys[0], keys[1]
+
+
+@case(24, "results on a store with two runs of one cell show only the 128-prompt run", expect="ok")
+def _current_results(ctx: Ctx):
+    s, big, small = two_run_store(ctx)
+    why, df = export_rows(s, "--analysis", "circuit")
+    if why:
+        return why
+    return "ok" if set(df["unit_key"]) == {big} and set(df["n_prompts"]) == {128} else "silent_wrong"
+
+
+@case(24, "--all-runs exports both runs with a current column", expect="ok")
+def _all_runs(ctx: Ctx):
+    s, big, small = two_run_store(ctx)
+    why, df = export_rows(s, "--analysis", "circuit", "--all-runs")
+    if why:
+        return why
+    cur = df.groupby("unit_key")["current"].all().to_dict()
+    return "ok" if cur == {big: True, small: False} else "silent_wrong"
+
+
+@case(24, "results --stats on two runs of one cell report n = 128", expect="ok")
+def _current_stats(ctx: Ctx):
+    s, _, _ = two_run_store(ctx)
+    rc, out, err = cli("sweep", "results", "--store", str(s), "--stats", "--analysis", "circuit")
+    return cli_outcome(rc, out, err, ok=lambda o, e: " 128 " in o and " 256 " not in o and " 32 " not in o)
+
+
+@case(24, "power on two runs of one cell uses the 128-prompt run", expect="ok")
+def _current_power(ctx: Ctx):
+    s, _, _ = two_run_store(ctx)
+    rc, out, err = cli("power", "--store", str(s))
+    return cli_outcome(rc, out, err, ok=lambda o, e: "the pilot had 128-128" in o)
+
+
+@case(24, "prune moves superseded units aside and deletes nothing", expect="ok")
+def _prune(ctx: Ctx):
+    s, big, small = two_run_store(ctx)
+    before = {p.name: p.read_bytes() for p in s.rglob("*.parquet")}
+    rc, out, err = cli("sweep", "prune", "--store", str(s))
+    if rc != 0:
+        return cli_outcome(rc, out, err)
+    after = {p.name: p.read_bytes() for p in s.rglob("*.parquet")}
+    if after != before:
+        return "data_loss"
+    return "ok" if (s / "superseded" / "units" / f"{small}.parquet").exists() else "silent_wrong"
+
+
+@case(24, "the app's stored circuit rows hold only circuit units, current ones", expect="ok")
+def _app_circuit_rows(ctx: Ctx):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+    from iclwb_app import circuit_view, results_view
+
+    s, big, _ = two_run_store(ctx, dynamics=True)
+    rows = circuit_view.circuit_rows(results_view.load_results(s))
+    ok = set(rows["unit_key"]) == {big} and set(rows["analysis"]) == {"circuit"}
+    return "ok" if ok else "silent_wrong"
 
 
 def run_in_child(c: Case, ctx: Ctx, timeout: float) -> tuple[str, str]:

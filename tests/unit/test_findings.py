@@ -55,14 +55,14 @@ def _ivg_unit(k: int, icl: list[int], gd: list[int]) -> list[dict]:
 
 
 def test_icl_vs_gd_rows_carry_a_verdict_that_follows_the_paired_test():
-    """GD wrong on every prompt ICL gets right: significant; GD = ICL on 200 prompts with a few
+    """GD wrong on every prompt ICL gets right: significant; GD = ICL on 1000 prompts with 40
     discordant pairs each way: no effect detected, with the MDE the run could see."""
     from experiments.runs.findings import _summary_table, ivg_rows
 
-    n = 200
+    n = 1000
     far = _ivg_unit(2, [1] * n, [0] * n)
-    same_icl = [1] * 100 + [0] * 100
-    same_gd = [1] * 95 + [0] * 5 + [1] * 5 + [0] * 95  # 5 discordant pairs each way
+    same_icl = [1] * 500 + [0] * 500
+    same_gd = [1] * 460 + [0] * 40 + [1] * 40 + [0] * 460  # 40 discordant pairs each way
     rows = ivg_rows(pd.DataFrame(far + _ivg_unit(4, same_icl, same_gd)))
     by_k = rows.set_index("k")
     assert by_k.loc[2, "verdict"] == "significant" and by_k.loc[2, "gd_minus_icl"] == -1.0
