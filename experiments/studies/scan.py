@@ -8,6 +8,10 @@
 - ``copying_effective``: the same with W_E + MLP0(W_E), for models with MLPs;
 - ``k_composition``: per later head, the strongest K-composition from an earlier head (minus
   the random baseline), with the source head in ``info["source"]``;
+
+  the weight-based three (``probes.head_weights``) are per query head on grouped-query models
+  (query head h reads key/value head h // (n_heads / n_kv_heads)), with the norms around each head
+  folded into its weights (``circuit_weights``);
 - ``ngram_2``, ``ngram_3``, ``ngram_4``: n-gram head scores, when ICLL-like token prompts are
   given (``ngram_tokens``), a sampler is given (``token_sampler(n, seed) -> tokens``), or the
   model is a zoo model trained on ICLL (its card's task), whose prompts come from
