@@ -134,6 +134,22 @@ def load_results(folder: str | Path, root: str | Path | None = None) -> pd.DataF
     return df
 
 
+def superseded_note(df: pd.DataFrame) -> str | None:
+    """A one-line note when the store's readers left out superseded runs (None if none): the
+    page shows the current unit of each cell only (``experiments.runs.cells``)."""
+    sup = df.attrs.get("iclwb.superseded") or {}
+    stale = df.attrs.get("iclwb.stale") or {}
+    parts = []
+    if sup:
+        parts.append(f"{len(sup)} superseded run{'s' if len(sup) > 1 else ''} of the same cells left out "
+                     "(each cell shows its current unit: the running code's, with the most prompts, the latest; "
+                     "`iclwb sweep results --all-runs` lists them)")
+    if stale:
+        parts.append(f"{len(stale)} cell{'s are' if len(stale) > 1 else ' is'} shown from stale units "
+                     "(computed by older code): `iclwb sweep run CONFIG` recomputes them")
+    return "; ".join(parts) or None
+
+
 def damaged_note(df: pd.DataFrame) -> str | None:
     """A one-line warning naming the damaged files ``load_results`` skipped (None if none)."""
     bad = df.attrs.get("damaged") or []

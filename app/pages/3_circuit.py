@@ -99,6 +99,8 @@ if source == "Stored sweep":
         st.info(f"{folder} holds no circuit results yet; run `iclwb demo` or a sweep with the "
                 f"circuit analysis, or use a live run.")
         st.stop()
+    if results_view.superseded_note(stored):
+        st.caption(results_view.superseded_note(stored))
     f1, f2, f3 = st.columns(3)
     model_sel = f1.selectbox("Model", sorted(rows["model"].astype(str).unique()), key="circ_st_model")
     rows = rows[rows["model"].astype(str) == model_sel]

@@ -17,6 +17,8 @@ if df is None:
     st.stop()
 
 st.caption(f"{len(df)} rows · {len(df.columns)} columns from {folder}")
+if results_view.superseded_note(df):
+    st.caption(results_view.superseded_note(df))
 options = results_view.filter_options(df)
 selected = {}
 if options:

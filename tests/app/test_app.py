@@ -255,3 +255,45 @@ def test_icl_vs_gd_page_stored_sweep(tmp_path):
     trace = chart(at, 0).data[0]
     assert list(trace.x) == [1, 2, 4]
     assert list(trace.y) == pytest.approx([0.1 * k + 0.005 for k in (1, 2, 4)])
+
+
+def test_circuit_page_stored_sweep_shows_the_current_run_of_each_cell(tmp_path):
+    """A store with a 128-prompt run and a later 32-prompt pilot of one circuit cell, plus a
+    training-dynamics unit (whose `step` column once leaked into the pickers as model
+    induction-2l, k 0): the page shows the 128-prompt run, says the pilot was left out, and offers
+    only the circuit's model."""
+    import pandas as pd
+
+    from experiments.runs.config import Unit
+    from tests.helpers import store_with_superseded
+
+    store, _, _ = store_with_superseded(tmp_path / "store")
+    store.write_unit(Unit("induction-2l", "", 0, 0, "dynamics"),
+                     pd.DataFrame({"metric": ["induction"], "value": [0.5], "step": [10], "layer": [1], "head": [0]}),
+                     {"computed_at": "2026-01-01"})
+    at = app(store.root).run()
+    at.switch_page("pages/3_circuit.py").run()
+    at.radio(key="circ_source").set_value("Stored sweep").run()
+    no_exception(at)
+    assert at.selectbox(key="circ_st_model").options == ["m"]
+    assert at.selectbox(key="circ_st_k").options == ["4"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "1 seed(s) × 128 prompts" in captions and "1 superseded run of the same cells left out" in captions
+    assert metric(at, "accuracy, unablated") == pytest.approx(0.75)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_circuit_page_stored_sweep_on_the_shipped_store(model):
+    """results/full holds two runs of every circuit cell: the page used to end in "several rows
+    per ['seed', 'prompt']"; now it shows each cell's 128-prompt current run."""
+    full = Path(__file__).resolve().parents[2] / "results" / "full"
+    at = app(full).run()
+    at.switch_page("pages/3_circuit.py").run()
+    at.radio(key="circ_source").set_value("Stored sweep").run()
+    at.selectbox(key="circ_st_model").set_value(model).run()
+    for task in at.selectbox(key="circ_st_task").options:
+        at.selectbox(key="circ_st_task").set_value(task).run()
+        no_exception(at)
+        abl = at.dataframe[0].value
+        assert (abl["n"] == 128).all(), (model, task)
