@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from iclwb_app import attention_view, model_info, prompting
+    from iclwb_app import attention_view, model_info, prompting, ui
 
     at = AppTest.from_file(str(MAIN), default_timeout=300)
     at.session_state["explorer_model_goto"] = args.model
@@ -37,7 +37,7 @@ def main() -> None:
     at.run()  # loads the model into st.cache_resource (and imports everything)
     assert not at.exception, at.exception
     first_load_s = time.perf_counter() - t0
-    model = __import__("sys").modules["iclwb_ui"].get_model(args.model)
+    model = ui.get_model(args.model)
     task = at.selectbox(key="ex_task").value
     k = int(at.number_input(key="ex_k").value)
     L, H = model_info.model_summary(model)["n_layers"], model_info.model_summary(model)["n_heads"]
@@ -45,9 +45,9 @@ def main() -> None:
     render, head, compute = [], [], []
     for r in range(args.repeats):
         # leave the page, then request it again with a new prompt (a new seed: not in st.cache_data)
-        at.switch_page("pages/5_results.py").run()
+        at.switch_page("views/5_results.py").run()
         at.session_state["ex_seed"] = 1 + r
-        at.switch_page("pages/1_explorer.py")
+        at.switch_page("views/1_explorer.py")
         t = time.perf_counter()
         at.run()
         render.append(time.perf_counter() - t)

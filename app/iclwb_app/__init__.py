@@ -1,6 +1,6 @@
 """What the Streamlit app's pages compute: pure functions, reachable from tests and notebooks.
 
-The pages (``app/pages``) hold only UI code; every number they show comes from a module here (or
+The pages (``app/views``) hold only UI code; every number they show comes from a module here (or
 from the layers below: probes, circuits, experiments), so ``tests/app`` checks it without a
 browser. One module per section of the app:
 

@@ -134,7 +134,7 @@ def load_results(folder: str | Path, root: str | Path | None = None) -> pd.DataF
     return df
 
 
-def superseded_note(df: pd.DataFrame) -> str | None:
+def superseded_note(df: Any) -> str | None:
     """A one-line note when the store's readers left out superseded runs (None if none): the
     page shows the current unit of each cell only (``experiments.runs.cells``)."""
     sup = df.attrs.get("iclwb.superseded") or {}
@@ -150,7 +150,7 @@ def superseded_note(df: pd.DataFrame) -> str | None:
     return "; ".join(parts) or None
 
 
-def damaged_note(df: pd.DataFrame) -> str | None:
+def damaged_note(df: Any) -> str | None:
     """A one-line warning naming the damaged files ``load_results`` skipped (None if none)."""
     bad = df.attrs.get("damaged") or []
     if not bad:
@@ -217,16 +217,23 @@ def ci_error(part: pd.DataFrame) -> dict:
     return stats.error_bars(part["value"], part["ci_low"], part["ci_high"])
 
 
-def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model",
-                  level: float = stats.LEVEL) -> go.Figure:
-    """Mean of ``metric`` against ``x`` with its ``level`` CI as error bars
+def metric_summary(df: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model",
+                   level: float = stats.LEVEL) -> pd.DataFrame:
+    """Mean of ``metric`` per (``color``, ``x``) with its ``level`` CI
     (``probes.stats.summarize_rows``: over prompts, seeds pooled, where the rows have per-prompt
-    values; else over seeds), one line per ``color`` group; a bar chart when ``x`` is categorical."""
+    values; else over seeds): the numbers ``metric_figure`` draws and the page's table shows."""
     sub = metric_series(df, metric)
     if x not in sub.columns:
         raise AppInputError(f"cannot plot against {x!r}: no such column")
     groups = [color] if color and color in sub.columns and color != x else []
-    agg = stats.summarize_rows(sub, groups + [x], level)
+    return stats.summarize_rows(sub, groups + [x], level).sort_values(groups + [x], kind="stable").reset_index(drop=True)
+
+
+def summary_figure(agg: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model",
+                   level: float = stats.LEVEL) -> go.Figure:
+    """``metric_summary``'s table drawn: one line per ``color`` group with the CI as error bars; a
+    bar chart when ``x`` is categorical."""
+    groups = [color] if color and color in agg.columns and color != x else []
     fig = go.Figure()
     numeric_x = pd.api.types.is_numeric_dtype(agg[x])
     for key, part in (agg.groupby(groups, dropna=False) if groups else [("all", agg)]):
@@ -240,6 +247,13 @@ def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None
     fig.update_layout(title=f"{metric} by {x} (error bars: {level:.0%} CI)", xaxis_title=x, yaxis_title=metric,
                       height=400, margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+def metric_figure(df: pd.DataFrame, metric: str, x: str = "k", color: str | None = "model",
+                  level: float = stats.LEVEL) -> go.Figure:
+    """Mean of ``metric`` against ``x`` with its ``level`` CI as error bars
+    (``metric_summary``), one line per ``color`` group; a bar chart when ``x`` is categorical."""
+    return summary_figure(metric_summary(df, metric, x, color, level), metric, x, color, level)
 
 
 def metric_ci_table(df: pd.DataFrame, metric: str, by: Sequence[str], level: float = stats.LEVEL) -> pd.DataFrame:

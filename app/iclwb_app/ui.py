@@ -15,6 +15,7 @@ import streamlit as st
 from experiments.models.loading import builtin_names as names
 from experiments.models.loading import load_model
 from iclwb_app import results_view
+from iclwb_app.results_db import ResultsDB
 
 OTHER = "Other (name or folder)…"
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, OSError)
@@ -149,6 +150,26 @@ def _cached_results(folder: str, root: str, signature: tuple) -> Any:
     return results_view.load_results(folder, root)
 
 
+def results_db(folder: str) -> ResultsDB | None:
+    """The rows under ``folder`` in DuckDB (``iclwb_app.results_db``), loaded once per state of
+    its files and shared by every session; None after showing why not. A warning names damaged
+    files that were left out."""
+    try:
+        db = _cached_db(folder, results_root(), results_view.results_signature(folder, results_root()))
+    except EXPECTED_ERRORS as err:
+        show_error(err, "no results to show")
+        return None
+    note = results_view.damaged_note(db)
+    if note:
+        st.warning(note, icon=":material/warning:")
+    return db
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _cached_db(folder: str, root: str, signature: tuple) -> ResultsDB:
+    return ResultsDB.open(folder, root)
+
+
 def module_available(name: str) -> bool:
 
     try:
@@ -158,6 +179,6 @@ def module_available(name: str) -> bool:
 
 
 __all__ = ["get_model", "model_picker", "load_or_error", "show_error", "guarded",
-           "load_results", "results_root",
+           "load_results", "results_db", "results_root",
            "wait_for_run", "mark_run",
            "module_available", "builtin_names"]

@@ -104,7 +104,7 @@ def test_head_scan_page_numbers_and_click_through(induction):
     from experiments.studies.scan import head_scan
 
     at = app().run()
-    at.switch_page("pages/2_head_scan.py").run()
+    at.switch_page("views/2_head_scan.py").run()
     no_exception(at)
     scan = head_scan(induction, seed=0)
     assert n_charts(at) == len(scan)
@@ -135,7 +135,7 @@ def test_head_scan_page_numbers_and_click_through(induction):
 def test_results_page_filters_plots_and_downloads(tmp_path):
     root = make_store(tmp_path / "store")
     at = app(root).run()
-    at.switch_page("pages/5_results.py").run()
+    at.switch_page("views/5_results.py").run()
     no_exception(at)
     # the CI table beside the figure, then the rows
     assert n_charts(at) == 1 and len(at.dataframe) == 2
@@ -157,7 +157,7 @@ def test_results_page_filters_plots_and_downloads(tmp_path):
 
 def test_results_page_empty_folder_is_a_message(tmp_path):
     at = app(tmp_path).run()
-    at.switch_page("pages/5_results.py").run()
+    at.switch_page("views/5_results.py").run()
     no_exception(at)
     assert any("no Parquet result files" in e.value for e in at.error)
     at.text_input(key="res_folder").input(str(tmp_path / "nope")).run()
@@ -192,7 +192,7 @@ def test_circuit_page_live_run_and_stored_sweep(induction, tmp_path):
     from probes.readout import model_accuracy
 
     at = app(tmp_path / "store").run()
-    at.switch_page("pages/3_circuit.py").run()
+    at.switch_page("views/3_circuit.py").run()
     at.selectbox(key="circ_model_select").set_value("induction-2l").run()
     at.selectbox(key="circ_task").set_value("kv-recall").run()
     at.number_input(key="circ_n").set_value(16).run()
@@ -227,7 +227,7 @@ def test_icl_vs_gd_page_language_model_run(induction):
     from probes.readout import model_accuracy
 
     at = app().run()
-    at.switch_page("pages/4_icl_vs_gd.py").run()
+    at.switch_page("views/4_icl_vs_gd.py").run()
     at.selectbox(key="gd_model_select").set_value("induction-2l").run()
     at.selectbox(key="gd_task").set_value("kv-recall").run()
     at.multiselect(key="gd_ks_lm").set_value([1, 2]).run()
@@ -247,7 +247,7 @@ def test_icl_vs_gd_page_language_model_run(induction):
 def test_icl_vs_gd_page_stored_sweep(tmp_path):
     root = make_store(tmp_path / "store")
     at = app(root).run()
-    at.switch_page("pages/4_icl_vs_gd.py").run()
+    at.switch_page("views/4_icl_vs_gd.py").run()
     at.radio(key="gd_source").set_value("Stored sweep").run()
     at.selectbox(key="gd_st_model").set_value("induction-2l").run()
     at.multiselect(key="gd_st_metrics").set_value(["accuracy"]).run()
@@ -272,7 +272,7 @@ def test_circuit_page_stored_sweep_shows_the_current_run_of_each_cell(tmp_path):
                      pd.DataFrame({"metric": ["induction"], "value": [0.5], "step": [10], "layer": [1], "head": [0]}),
                      {"computed_at": "2026-01-01"})
     at = app(store.root).run()
-    at.switch_page("pages/3_circuit.py").run()
+    at.switch_page("views/3_circuit.py").run()
     at.radio(key="circ_source").set_value("Stored sweep").run()
     no_exception(at)
     assert at.selectbox(key="circ_st_model").options == ["m"]
@@ -289,7 +289,7 @@ def test_circuit_page_stored_sweep_on_the_shipped_store(model):
     per ['seed', 'prompt']"; now it shows each cell's 128-prompt current run."""
     full = Path(__file__).resolve().parents[2] / "results" / "full"
     at = app(full).run()
-    at.switch_page("pages/3_circuit.py").run()
+    at.switch_page("views/3_circuit.py").run()
     at.radio(key="circ_source").set_value("Stored sweep").run()
     at.selectbox(key="circ_st_model").set_value(model).run()
     for task in at.selectbox(key="circ_st_task").options:

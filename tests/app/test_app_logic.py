@@ -228,6 +228,36 @@ def test_results_filter_plot_and_csv(tmp_path):
     assert results_view.metric_names(results_view.load_results(plain)) == ["accuracy"]
 
 
+def test_results_db_pushes_filters_into_duckdb_and_keeps_current_units(tmp_path):
+    """ResultsDB answers what the pandas path answers (filter options, counts, the selected rows,
+    the CI table) and, on a store with a superseded run, shows the current unit only."""
+    from iclwb_app.results_db import ResultsDB
+    from tests.helpers import store_with_superseded
+
+    root = make_store(tmp_path / "store")
+    df, db = results_view.load_results(root), ResultsDB.open(root, root)
+    assert db.n_rows == len(df) and db.filter_options() == results_view.filter_options(df)
+    sel = dict(model=["induction-2l"], k=[2, 4], analysis=[])
+    sub = results_view.filter_results(df, **sel)
+    assert db.count(**sel) == len(sub) and db.count(model=["nope"]) == 0
+    got = db.frame(**sel).sort_values(["k", "seed", "metric", "layer"]).reset_index(drop=True)
+    want = sub.sort_values(["k", "seed", "metric", "layer"]).reset_index(drop=True)
+    assert got["value"].tolist() == pytest.approx(want["value"].tolist())
+    assert len(db.frame(limit=5)) == 5 and db.metric_names(**sel) == results_view.metric_names(sub)
+    agg = results_view.metric_summary(db.metric_rows("accuracy", ["model", "k"], **sel), "accuracy", "k", "model")
+    want_ci = results_view.metric_ci_table(sub, "accuracy", ["model", "k"])
+    pd.testing.assert_frame_equal(agg.sort_values("k").reset_index(drop=True),
+                                  want_ci.sort_values("k").reset_index(drop=True))
+    assert db.count(no_such_column=["x"]) == 0
+    back = pd.read_csv(__import__("io").BytesIO(db.csv(**sel)))
+    assert len(back) == len(sub)
+
+    store, big, small = store_with_superseded(tmp_path / "sup")
+    sdb = ResultsDB.open(store.root, store.root)
+    assert sdb.distinct("unit_key") == [big] and small in sdb.attrs["iclwb.superseded"]
+    assert "1 superseded run" in results_view.superseded_note(sdb)
+
+
 # ------------------------------------------------------------------------------------ CLI
 def test_app_cli_builds_a_localhost_streamlit_command(tmp_path):
     from experiments.cli.app import streamlit_command
@@ -242,6 +272,28 @@ def test_app_cli_builds_a_localhost_streamlit_command(tmp_path):
     assert cmd[cmd.index("--server.address") + 1] == "localhost"
     assert cmd[-3:] == ["--", "--results", str(tmp_path.resolve())]
     assert "--theme.base=dark" in cmd and cmd[cmd.index("--server.port") + 1] == "9000"
+
+
+def test_app_cli_prints_the_address_it_binds_and_passes_the_results_folder(tmp_path):
+    """The printed address follows --port, then --server.port / --server.address (both spellings),
+    else the first free port from 8501, which is then passed to Streamlit; the results folder also
+    reaches the server as ICLWB_RESULTS (read by a first visit to any page URL)."""
+    import socket
+
+    from experiments.cli.app import DEFAULT_PORT, app_env, port_free, server_address
+
+    assert server_address("localhost", 9000, ["--server.port", "8765"]) == ("localhost", 9000, False)
+    assert server_address("localhost", None, ["--server.port", "8765"]) == ("localhost", 8765, False)
+    assert server_address("localhost", None, ["--server.port=8766", "--server.address=127.0.0.1"]) == (
+        "127.0.0.1", 8766, False)
+    host, port, passed = server_address("localhost", None, [])
+    assert passed and port >= DEFAULT_PORT and port_free("localhost", port)
+    with socket.socket() as held:  # a taken port is skipped
+        held.bind(("localhost", port))
+        held.listen()
+        assert not port_free("localhost", port)
+        assert server_address("localhost", None, [])[1] > port
+    assert app_env(tmp_path)["ICLWB_RESULTS"] == str(tmp_path.resolve())
 
 
 def test_linreg_comparison_of_the_hand_built_gd_layer():

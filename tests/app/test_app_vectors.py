@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-PAGE = Path(__file__).resolve().parents[2] / "app" / "pages" / "6_ICL_Vectors.py"
+PAGE = Path(__file__).resolve().parents[2] / "app" / "views" / "6_ICL_Vectors.py"
 MODEL = "induction-2l"  # a small shipped token model (vocab 256 covers the classify task)
 
 

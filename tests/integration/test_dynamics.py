@@ -320,7 +320,7 @@ def test_app_page_runs_and_its_heatmap_follows_the_step_slider():
     from tests.app.test_app import app, n_charts, no_exception
 
     at = app().run()
-    at.switch_page("pages/7_training_dynamics.py").run()
+    at.switch_page("views/7_training_dynamics.py").run()
     no_exception(at)
     at.selectbox(key="dyn_model").set_value("induction-2l").run()
     at.button(key="dyn_run").click().run()

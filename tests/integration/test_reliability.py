@@ -511,8 +511,8 @@ def test_app_pages_show_messages_for_damaged_results_and_outside_folders(tmp_pat
         at = AppTest.from_file(str(main_py), default_timeout=120)
         at.session_state["results_dir"] = str(root)
         at.run()
-        at.switch_page({"Results": "pages/5_results.py", "Circuit": "pages/3_circuit.py",
-                        "ICL vs GD": "pages/4_icl_vs_gd.py"}[page])
+        at.switch_page({"Results": "views/5_results.py", "Circuit": "views/3_circuit.py",
+                        "ICL vs GD": "views/4_icl_vs_gd.py"}[page])
         at.run()
         if page != "Results":
             at.radio[0].set_value("Stored sweep").run()
@@ -521,7 +521,7 @@ def test_app_pages_show_messages_for_damaged_results_and_outside_folders(tmp_pat
     at = AppTest.from_file(str(main_py), default_timeout=120)
     at.session_state["results_dir"] = str(root)
     at.run()
-    at.switch_page("pages/5_results.py").run()
+    at.switch_page("views/5_results.py").run()
     t0 = time.perf_counter()
     at.text_input(key="res_folder").set_value("/").run()
     assert time.perf_counter() - t0 < 20

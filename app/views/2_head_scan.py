@@ -81,4 +81,4 @@ head_id = o1.selectbox("Head to explore (or click a table row)", head_ids, key="
 if o2.button(f"Open {head_id} in the explorer", key="scan_open", type="primary"):
     layer, head = scan_view.parse_head_id(head_id)
     st.session_state["explorer_goto"] = {"model": model_name, "layer": layer, "head": head}
-    st.switch_page("pages/1_explorer.py")
+    st.switch_page("views/1_explorer.py")
