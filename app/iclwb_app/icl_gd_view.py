@@ -45,23 +45,58 @@ def icl_gd_run(model: HookedModel, name: str, task: str, k: int, seed: int = 0,
                           seeds=[seed], gd=gd, n_prompts=n_prompts, model_name=name, task_name=task)
 
 
+UNBOUNDED = ("kl_icl_gd", "kl_gd_icl")
+"""Metrics not on a 0-1 scale (KL divergences, nats): drawn on their own axis."""
+
+
 def metrics_by_k_figure(df: pd.DataFrame, metrics: Sequence[str], title: str,
-                        yaxis_title: str = "", level: float = stats.LEVEL) -> go.Figure:
+                        yaxis_title: str = "", level: float = stats.LEVEL,
+                        secondary: Sequence[str] = UNBOUNDED, secondary_title: str = "KL (nats)") -> go.Figure:
     """Tidy rows (k, metric, value; ``layer`` < 0 where present): each metric's mean against k with
     its ``level`` CI as error bars (``probes.stats.summarize_rows``: over prompts, seeds pooled,
-    where per-prompt rows exist; else over seeds)."""
+    where per-prompt rows exist; else over seeds). Metrics in ``secondary`` (KL: not 0-1) go on a
+    right-hand axis of their own, dashed, when others share the figure."""
     sub = df[df["metric"].isin(list(metrics))]
     if "layer" in sub.columns:
         sub = sub[pd.to_numeric(sub["layer"], errors="coerce").fillna(-1) < 0]
     fig = go.Figure()
-    for metric in metrics:
+    present = [m for m in metrics if (sub["metric"] == m).any()]
+    split = any(m in secondary for m in present) and any(m not in secondary for m in present)
+    for metric in present:
         part = sub[sub["metric"] == metric]
-        if part.empty:
-            continue
         agg = stats.summarize_rows(part, ["k"], level).sort_values("k")
+        right = split and metric in secondary
         fig.add_trace(go.Scatter(x=agg["k"], y=agg["value"], name=metric, mode="lines+markers",
-                                 error_y=ci_error(agg), customdata=agg["n"],
+                                 error_y=ci_error(agg), customdata=agg["n"], yaxis="y2" if right else "y",
+                                 line=dict(dash="dash") if right else None,
                                  hovertemplate="k=%{x}: %{y:.3f} (n %{customdata})<extra>" + metric + "</extra>"))
     fig.update_layout(title=f"{title} (error bars: {level:.0%} CI)", xaxis_title="k (demonstrations)",
                       yaxis_title=yaxis_title, height=340, margin=dict(l=10, r=10, t=40, b=10))
+    if split:
+        fig.update_layout(yaxis2=dict(title=secondary_title, overlaying="y", side="right", rangemode="tozero",
+                                      showgrid=False), legend=dict(x=1.08))
+    return fig
+
+
+def order_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """The order-sensitivity rows worth drawing: only k >= 2 (with one demonstration there is one
+    ordering, so its spread is no measurement and drew a bare whisker). Returns the rows and the
+    ks left out."""
+    if "metric" in df.columns and "method" not in df.columns:
+        df = df[df["metric"].astype(str).str.startswith("order_std_")]
+    ks = pd.to_numeric(df["k"], errors="coerce")
+    return df[ks >= 2], sorted({int(k) for k in ks[ks < 2].dropna()})
+
+
+def order_figure(df: pd.DataFrame) -> go.Figure | None:
+    """``icl_vs_gd.fig_order_sensitivity`` of ``order_rows`` (None when no k has two orderings)."""
+    from experiments.studies.icl_vs_gd import fig_order_sensitivity  # noqa: PLC0415
+
+    rows, dropped = order_rows(df)
+    if rows.empty:
+        return None
+    fig = fig_order_sensitivity(rows)
+    if dropped:
+        fig.add_annotation(text=f"k={', '.join(map(str, dropped))}: one ordering only, no spread to show",
+                           xref="paper", yref="paper", x=0, y=1.08, showarrow=False, font=dict(size=11))
     return fig

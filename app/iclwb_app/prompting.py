@@ -139,6 +139,10 @@ def _parse_text_prompt(model: HookedModel, text: str) -> PromptBatch:
         pb.add([bos])
     newline = enc("\n")
     structured = lines[-1].rstrip().endswith(":")
+    if not structured and (len(lines) > 1 or ":" in text):
+        raise PromptError(f"the last line ({lines[-1].strip()!r}) must end with ':' (the query, whose "
+                          f"label the model predicts), e.g. 'loved it:'; demonstrations above it are "
+                          f"'input: label'. A single line without ':' is read as plain text")
     if not structured:
         ids = enc(text.strip())
         if len(ids) < 1:
@@ -173,6 +177,35 @@ def check_prompt_fits(model: HookedModel, batch: PromptBatch) -> None:
     n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
     if n_ctx is not None:
         batch.validate(n_ctx=int(n_ctx))
+
+
+def max_k(model: HookedModel, task: str, limit: int = 256) -> int:
+    """The largest k whose prompt of ``task`` fits the model's context (at most ``limit``): from
+    the lengths of prompts with 1, 2 and 3 demonstrations (the longest step per demonstration, so
+    text tasks with longer examples are bounded too). ``limit`` when the task cannot be measured."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if n_ctx is None:
+        return limit
+    try:
+        lens = [task_batch(model, task, k, 4, seed=0).seq_len for k in (1, 2, 3)]
+    except (ValueError, KeyError):
+        return limit
+    per = max(max(b - a for a, b in zip(lens, lens[1:])), 1)
+    hi = int(max(0, min(limit, 1 + (int(n_ctx) - lens[0]) // per)))
+
+    def fits(k: int) -> bool:
+        try:
+            task_prompt(model, task, k, 0)
+            return True
+        except ValueError:
+            return False
+    if fits(hi):
+        return hi
+    lo = 0  # another bound (e.g. kv-recall's distinct tokens): the largest k that builds
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def task_batch(model: HookedModel, task: str, k: int, n_prompts: int, seed: int = 0) -> PromptBatch:

@@ -25,6 +25,16 @@ def stats_view(table: pd.DataFrame) -> pd.DataFrame:
     return table[[c for c in STAT_COLUMNS if c in table.columns]].reset_index(drop=True)
 
 
+FINDINGS_COLUMNS = ["model", "task", "method", "n", "layer", "lam", "zero-shot", "ICL", "with vector",
+                    "with random vector", "recovery", "effect", "effect_ci_low", "effect_ci_high", "p_value",
+                    "q_value", "mde", "verdict", "test"]
+
+
+def findings_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """``experiments.runs.findings.vector_rows`` cut to the columns the vectors page shows."""
+    return rows[[c for c in FINDINGS_COLUMNS if c in rows.columns]].reset_index(drop=True)
+
+
 def verdict_lines(cmp: pd.DataFrame, label: Callable[[Any], str], only: Callable[[Any], bool] | None = None) -> list[str]:
     """One sentence per comparison row: ``label(row)``, the verdict, the effect with its 95%
     interval, q and n (``probes.stats.describe``)."""

@@ -7,7 +7,7 @@ outside ``app/`` imports it. No analysis logic lives here.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
@@ -26,6 +26,14 @@ def get_model(name: str) -> Any:
     """The model ``name`` (zoo name, alias, HF directory or hub name), loaded once per process."""
 
     return load_model(name)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def max_k(model_name: str, task: str, limit: int = 256) -> int:
+    """The largest k whose ``task`` prompt fits ``model_name``'s context (``prompting.max_k``)."""
+    from iclwb_app import prompting  # noqa: PLC0415
+
+    return prompting.max_k(get_model(model_name), task, limit)
 
 
 def builtin_names() -> list[str]:
@@ -117,6 +125,88 @@ def mark_run(state_key: str, run_key: Any) -> None:
     st.session_state.setdefault(state_key, set()).add(run_key)
 
 
+_SECONDS_PER_UNIT: dict[str, float] = {"head_scan": 0.45}
+"""Per kind of run, seconds per unit of cost measured on its last run in this process (ETAs);
+seeded with the head scan's measured rate on two cores (smollm2-135m: 115 s for 270 heads)."""
+
+
+def stored_wall_time(db: ResultsDB | None, analysis: str, model: str) -> float | None:
+    """The median wall time of the stored units of ``analysis`` on ``model`` (an ETA for the same
+    run live), None when there are none."""
+    if db is None or not {"analysis", "model", "wall_time_s", "unit_key"} <= set(db.columns):
+        return None
+    t = db.query("SELECT median(w) FROM (SELECT any_value(wall_time_s) AS w FROM rows WHERE analysis = ? "
+                 "AND model = ? GROUP BY unit_key)", [analysis, model])
+    v = t.iloc[0, 0] if len(t) else None
+    return float(v) if v is not None and v == v and v > 0 else None
+
+
+def eta_text(label: str, elapsed: float, expected: float | None) -> str:
+    """The progress line: elapsed time and, when an estimate exists, about how long is left."""
+    if expected is None or expected <= 0:
+        return f"{label} {elapsed:.0f} s (no estimate yet: the first run of this kind)"
+    return f"{label} {elapsed:.0f} s of about {expected:.0f} s, about {max(expected - elapsed, 0):.0f} s left"
+
+
+def run_with_eta(fn: Callable[[], Any], label: str, kind: str, cost: float,
+                 expected_s: float | None = None, done: float = 0.0, share: float = 1.0,
+                 bar: Any = None) -> Any:
+    """Run ``fn`` (in a thread carrying this session's script context) while a progress bar shows
+    its elapsed time and ETA: ``expected_s``, else ``cost`` times the seconds per unit of cost
+    that the last run of ``kind`` took. ``done``/``share`` place it within a longer run (a bar of
+    several jobs); the measured rate is kept for the next ETA. Errors of ``fn`` are raised here."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx  # noqa: PLC0415
+
+    rate = _SECONDS_PER_UNIT.get(kind)
+    expected = expected_s if expected_s is not None else (rate * cost if rate else None)
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as err:  # handed to the script thread
+            result["error"] = err
+
+    own = bar is None
+    bar = bar if bar is not None else st.progress(0.0, text=eta_text(label, 0, expected))
+    thread = threading.Thread(target=work, daemon=True)
+    add_script_run_ctx(thread, get_script_run_ctx())
+    t0 = time.perf_counter()
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        elapsed = time.perf_counter() - t0
+        frac = min(elapsed / expected, 0.99) if expected else 0.0
+        bar.progress(min(done + share * frac, 0.99), text=eta_text(label, elapsed, expected))
+    elapsed = time.perf_counter() - t0
+    if "error" in result:
+        if own:
+            bar.empty()
+        raise result["error"]
+    if cost > 0 and elapsed > 0.5:  # a cache hit says nothing about the cost
+        _SECONDS_PER_UNIT[kind] = elapsed / cost
+    if own:
+        bar.empty()
+    return result.get("value")
+
+
+WIDE_TEXT = ("verdict", "test", "condition", "control", "ablation", "window", "method", "task", "model")
+
+
+def stats_table(df: Any, key: str) -> Any:
+    """A statistics table that scrolls sideways rather than squeezing its text: the verdict and
+    other text columns get wide fixed widths, numbers three decimals."""
+    config = {c: st.column_config.TextColumn(c, width="large" if c == "verdict" else "medium")
+              for c in WIDE_TEXT if c in df.columns}
+    for c in df.columns:
+        if c not in config and str(df[c].dtype).startswith("float"):
+            config[c] = st.column_config.NumberColumn(c, format="%.4g")
+    return st.dataframe(df, hide_index=True, width="stretch", key=key, column_config=config)
+
+
 def guarded(fn: Callable[[], Any], what: str) -> Any | None:
     """Run ``fn``; show expected errors on the page and return None."""
     try:
@@ -170,6 +260,36 @@ def _cached_db(folder: str, root: str, signature: tuple) -> ResultsDB:
     return ResultsDB.open(folder, root)
 
 
+def launch_db() -> ResultsDB | None:
+    """The results folder given at launch in DuckDB, or None (quietly) when it cannot be read."""
+    folder = st.session_state.get("results_dir", "")
+    if not str(folder).strip():
+        return None
+    try:
+        return _cached_db(folder, results_root(), results_view.results_signature(folder, results_root()))
+    except EXPECTED_ERRORS:
+        return None
+
+
+def analysis_filter(db: ResultsDB, analyses: Sequence[str]) -> dict[str, list[str]]:
+    """The filter on ``analysis`` (none for a folder of Parquet files without that column)."""
+    return {"analysis": list(analyses)} if "analysis" in db.columns else {}
+
+
+def source_picker(key: str, analyses: Sequence[str]) -> tuple[str, ResultsDB | None]:
+    """Live run or Stored sweep: Stored sweep is the default when the launch results folder holds
+    units of ``analyses``. Returns the choice and the folder's rows (None if unreadable)."""
+    from iclwb_app import stored_view  # noqa: PLC0415 (imports the findings page's code)
+
+    db = launch_db()
+    has = db is not None and "analysis" in db.columns and db.count(analysis=list(analyses)) > 0
+    choice = st.radio("Source", stored_view.SOURCES, horizontal=True, key=key,
+                      index=stored_view.SOURCES.index(stored_view.STORED if has else stored_view.LIVE),
+                      help="Stored sweep: the current units of the results folder (as the findings page "
+                           "shows them); Live run: compute on this machine now")
+    return choice, db
+
+
 def module_available(name: str) -> bool:
 
     try:
@@ -180,5 +300,5 @@ def module_available(name: str) -> bool:
 
 __all__ = ["get_model", "model_picker", "load_or_error", "show_error", "guarded",
            "load_results", "results_db", "results_root",
-           "wait_for_run", "mark_run",
+           "wait_for_run", "mark_run", "run_with_eta", "source_picker", "stats_table", "launch_db",
            "module_available", "builtin_names"]

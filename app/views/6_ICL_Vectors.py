@@ -8,7 +8,7 @@ import streamlit as st
 from experiments.models import zoo
 from experiments.studies import vectors_figures as vf
 from experiments.studies import vectors_study as vs
-from iclwb_app import model_info, stats_view, ui
+from iclwb_app import model_info, results_view, stats_view, stored_view, ui
 
 METHOD_NAMES = {"task_vector": "Task vectors", "function_vector": "Function vectors",
                 "icv": "In-context vectors", "anchors": "Label-word anchors"}
@@ -34,6 +34,13 @@ def parse_lambdas(text: str) -> tuple[float, ...]:
     return vals
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def cached_stored(_db, signature: tuple, model_name: str, task: str, k: int, seed: int):
+    rows = _db.frame(analysis=["vectors"], model=[model_name], task=[task], k=[k], seed=[seed])
+    every = _db.frame(analysis=["vectors"], metric=["summary", "correct"])  # the findings page's BH family
+    return stored_view.vectors_out(rows), stored_view.vector_findings(every, model_name, task)
+
+
 def default_model() -> str:
 
     return "icl-classify" if (zoo.checkpoint_path("icl-classify") / "card.json").exists() else "induction-2l"
@@ -47,58 +54,82 @@ st.caption("Task vectors (Hendel et al.): the read-out residual at layer L (bloc
            "every layer and position with strength λ. Each against a random vector of the same norm; "
            "the layer / λ is chosen on dev prompts and reported on separate eval prompts.")
 
-c1, c2, c3, c4, c5 = st.columns([3, 2, 1, 1, 1])
-with c1:
-    model_name = ui.model_picker("vec_model", default=default_model())
-model = ui.load_or_error(model_name)
-if model is None:
-    st.stop()
-if model_info.model_kind(model) == "vector" or not hasattr(model, "W_O"):
-    st.error("This model reads real vectors, not tokens: the ICL vector methods need a token model. "
-             "Pick a zoo token model (icl-classify) or a pretrained one (smollm2-135m).")
-    st.stop()
-tasks = vs.tasks_for(model)
-if not tasks:
-    st.error(f"No task fits {model_name!r} (its vocabulary has {model.cfg.d_vocab} tokens). "
-             "Pick icl-classify or a pretrained model.")
-    st.stop()
-task = ui.task_picker(c2, tasks, "vec_task", getattr(model, "tokenizer", None) is not None)
-if task is None:
-    st.stop()
-k = int(c3.number_input("k (demos)", min_value=1, max_value=64, value=4, step=1, key="vec_k"))
-n_prompts = int(c4.number_input("Prompts", min_value=4, max_value=512, value=32, step=4, key="vec_n"))
-seed = int(c5.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="vec_seed"))
-d1, d2, d3 = st.columns([3, 2, 1])
-methods = tuple(d1.multiselect("Methods", list(METHOD_NAMES), default=list(METHOD_NAMES),
-                               format_func=METHOD_NAMES.get, key="vec_methods"))
-lam_text = d2.text_input("λ values (ICV)", value="0, 0.02, 0.05, 0.1, 0.2, 0.4", key="vec_lambdas")
-layer_step = int(d3.number_input("Layer step", min_value=1, max_value=16,
-                                 value=1 if model.cfg.n_layers <= 8 else 3, key="vec_layer_step"))
-if not methods:
-    st.info("Pick at least one method.")
-    st.stop()
-try:
-    lambdas = parse_lambdas(lam_text)
-except vs.StudyError as err:
-    ui.show_error(err, "bad λ values")
-    st.stop()
+source, db = ui.source_picker("vec_source", ["vectors"])
+findings_rows = None
+if source == stored_view.STORED:
+    if db is None or "analysis" not in db.columns or not db.count(analysis=["vectors"]):
+        st.info(f"{st.session_state.get('results_dir', '')} holds no ICL-vector units; run a sweep with the "
+                "vectors analysis (`iclwb study full`), or use a live run.")
+        st.stop()
+    if results_view.superseded_note(db):
+        st.caption(results_view.superseded_note(db))
+    v = {"analysis": ["vectors"]}
+    c1, c2, c3, c4 = st.columns([3, 3, 1, 1])
+    model_name = c1.selectbox("Model", db.distinct("model", **v), key="vec_st_model")
+    task = c2.selectbox("Task", db.distinct("task", **v, model=[model_name]), key="vec_st_task")
+    k = int(c3.selectbox("k", db.distinct("k", **v, model=[model_name], task=[task]), key="vec_st_k"))
+    seed = int(c4.selectbox("Seed", db.distinct("seed", **v, model=[model_name], task=[task], k=[k]),
+                            key="vec_st_seed"))
+    signature = results_view.results_signature(st.session_state["results_dir"], ui.results_root())
+    out, findings_rows = cached_stored(db, signature, model_name, task, k, seed)
+    if not out:
+        st.info("This stored unit has no vector rows.")
+        st.stop()
+else:
+    c1, c2, c3, c4, c5 = st.columns([3, 2, 1, 1, 1])
+    with c1:
+        model_name = ui.model_picker("vec_model", default=default_model())
+    model = ui.load_or_error(model_name)
+    if model is None:
+        st.stop()
+    if model_info.model_kind(model) == "vector" or not hasattr(model, "W_O"):
+        st.error("This model reads real vectors, not tokens: the ICL vector methods need a token model. "
+                 "Pick a zoo token model (icl-classify) or a pretrained one (smollm2-135m).")
+        st.stop()
+    tasks = vs.tasks_for(model)
+    if not tasks:
+        st.error(f"No task fits {model_name!r} (its vocabulary has {model.cfg.d_vocab} tokens). "
+                 "Pick icl-classify or a pretrained model.")
+        st.stop()
+    task = ui.task_picker(c2, tasks, "vec_task", getattr(model, "tokenizer", None) is not None)
+    if task is None:
+        st.stop()
+    k_max = max(1, ui.max_k(model_name, task, 64))
+    k = int(c3.number_input("k (demos)", min_value=1, max_value=k_max, value=min(4, k_max), step=1, key="vec_k",
+                            help=f"at most {k_max}: longer prompts do not fit the model's context "
+                                 f"({model.cfg.n_ctx} tokens)"))
+    n_prompts = int(c4.number_input("Prompts", min_value=4, max_value=512, value=32, step=4, key="vec_n"))
+    seed = int(c5.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="vec_seed"))
+    d1, d2, d3 = st.columns([3, 2, 1])
+    methods = tuple(d1.multiselect("Methods", list(METHOD_NAMES), default=list(METHOD_NAMES),
+                                   format_func=METHOD_NAMES.get, key="vec_methods"))
+    lam_text = d2.text_input("λ values (ICV)", value="0, 0.02, 0.05, 0.1, 0.2, 0.4", key="vec_lambdas")
+    layer_step = int(d3.number_input("Layer step", min_value=1, max_value=16,  # a model's own default
+                                     value=1 if model.cfg.n_layers <= 8 else 3, key=f"vec_layer_step_{model_name}"))
+    if not methods:
+        st.info("Pick at least one method.")
+        st.stop()
+    try:
+        lambdas = parse_lambdas(lam_text)
+    except vs.StudyError as err:
+        ui.show_error(err, "bad λ values")
+        st.stop()
 
-key = (model_name, task, k, n_prompts, seed, methods, lambdas, layer_step)
-small = model.cfg.n_layers * model.cfg.n_heads <= 64 and n_prompts <= 64
-ui.wait_for_run("vec_requested", key, not small, "Run study", "vec_run",
-                note="This model is large for a CPU: the study takes minutes.")
+    key = (model_name, task, k, n_prompts, seed, methods, lambdas, layer_step)
+    small = model.cfg.n_layers * model.cfg.n_heads <= 64 and n_prompts <= 64
+    ui.wait_for_run("vec_requested", key, not small, "Run study", "vec_run",
+                    note="This model is large for a CPU: the study takes minutes.")
 
-try:
-    with st.status(f"Running the ICL vector study on {model_name} / {task}…", expanded=False) as status:
-        out = cached_study(*key)
-        status.update(label=f"{model_name} / {task}: k={k}, {n_prompts} eval prompts", state="complete")
-except (vs.StudyError, *ui.EXPECTED_ERRORS) as err:
-    ui.show_error(err, "the study failed")
-    st.stop()
-except Exception as err:  # still the user's input (e.g. a model the hooks do not fit), not a crash
-    ui.show_error(err, f"the study failed ({type(err).__name__})")
-    st.stop()
-ui.mark_run("vec_requested", key)
+    try:
+        out = ui.run_with_eta(lambda: cached_study(*key), f"Running the ICL vector study on {model_name} / {task}…",
+                              "vectors", model.cfg.n_layers * model.cfg.n_heads * n_prompts * len(methods) / layer_step)
+    except (vs.StudyError, *ui.EXPECTED_ERRORS) as err:
+        ui.show_error(err, "the study failed")
+        st.stop()
+    except Exception as err:  # still the user's input (e.g. a model the hooks do not fit), not a crash
+        ui.show_error(err, f"the study failed ({type(err).__name__})")
+        st.stop()
+    ui.mark_run("vec_requested", key)
 
 if "summary" in out:
     summary = out["summary"]
@@ -108,6 +139,12 @@ if "summary" in out:
         col.metric(f"{row['method']}: with vector", f"{row['with vector']:.3f}",
                    delta=f"{row['with vector'] - row['zero-shot']:+.3f} vs zero-shot")
     v_stats = stats_view.vectors_verdict_stats(out["per_prompt"]) if "per_prompt" in out else None
+    if findings_rows is not None and len(findings_rows):
+        st.subheader("As on the findings page")
+        st.caption("Eval accuracy with the vector against a random vector of the same norm (McNemar on the same "
+                   "prompts), Benjamini-Hochberg q over every stored model, task and method: the findings page's "
+                   "numbers (`experiments.runs.findings.vector_rows`).")
+        ui.stats_table(stats_view.findings_view(findings_rows), key="vec_findings")
     st.plotly_chart(vf.summary_figure(summary, v_stats.estimates if v_stats else None), width="stretch",
                     key="vec_summary_fig")
     st.caption("Eval accuracy at the layer / lambda chosen on the dev prompts; error bars: 95% CI (Wilson, "
@@ -119,7 +156,7 @@ if "summary" in out:
         st.markdown("\n".join(f"- {line}" for line in stats_view.verdict_lines(
             cmp, lambda r: f"{r['method']}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
         st.caption("Held-out prompts, paired (McNemar); Benjamini-Hochberg q per method; 95% intervals.")
-        st.dataframe(stats_view.stats_view(cmp), hide_index=True, width="stretch", key="vec_verdicts")
+        ui.stats_table(stats_view.stats_view(cmp), key="vec_verdicts")
     acc = out["accuracy"]
     st.subheader("Sweeps")
     sweep_methods = [m for m in ("task_vector", "function_vector", "icv") if m in set(acc.method)]

@@ -87,5 +87,6 @@ def aie_figure(aie_df: pd.DataFrame) -> "go.Figure":
     fig = go.Figure(go.Heatmap(z=m.values, x=[f"H{h}" for h in m.columns], y=[f"L{l}" for l in m.index],
                                colorscale="RdBu", zmid=0, colorbar_title="AIE",
                                hovertemplate="%{y}%{x}: %{z:.4f}<extra></extra>"))
-    fig.update_layout(title="Head AIE on label-shuffled prompts", height=340, margin=dict(t=50, b=40))
+    fig.update_layout(title="Head AIE on label-shuffled prompts", height=340, margin=dict(t=50, b=40),
+                      yaxis=dict(autorange="reversed"))  # L0 on top, as every layer x head heatmap
     return fig
