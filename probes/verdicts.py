@@ -28,13 +28,13 @@ def agreement_note(row: pd.Series | dict, alpha: float = stats.ALPHA) -> str:
     significant = q < alpha
     if excludes and not significant:
         if p < alpha:
-            return (f"The interval excludes 0 before the correction for multiple comparisons (p = {p:.3g}), "
-                    f"not after it (BH q = {q:.3g} >= {alpha:g}): not significant as one of its family.")
-        return (f"The bootstrap interval excludes 0 but the {r.get('test') or 'test'} does not reject "
-                f"(p = {p:.3g}): the two procedures disagree at this n, so the row stays inconclusive.")
+            return (f"the CI excludes 0 before the BH correction for multiple comparisons "
+                    f"(p = {p:.2g}), not after it (q = {q:.2g})")
+        return (f"the bootstrap CI excludes 0 but the {r.get('test') or 'test'} test does not reject "
+                f"(p = {p:.2g}): the two disagree at this n")
     if significant and not excludes:
-        return (f"The {r.get('test') or 'test'} rejects (q = {q:.3g}) but the bootstrap interval includes 0: "
-                f"the two procedures disagree at this n; read the effect's size with care.")
+        return (f"the {r.get('test') or 'test'} test rejects (q = {q:.2g}) but the bootstrap CI includes 0: "
+                f"the two disagree at this n; read the effect's size with care")
     return ""
 
 
@@ -46,17 +46,21 @@ def at_floor(row: pd.Series | dict) -> bool:
     return all(np.isfinite(vals)) and vals[0] == vals[1] and vals[0] in (0.0, 1.0)
 
 
-def verdict_words(row: pd.Series | dict, baseline: str = "its control") -> str:
+def verdict_words(row: pd.Series | dict, baseline: str | None = "its control") -> str:
     """The verdict of a comparison row in words that say what was found: its direction against
-    its named baseline ("significant: below its control"), "both at floor (no effect measurable)"
-    or "both at ceiling" for degenerate rows, and the MDE with "no effect detected"."""
+    its named baseline ("significantly below its control"; with ``baseline=None``, for a sentence
+    that has just named it, "significantly lower"), "both at floor (no effect measurable)" or
+    "both at ceiling" for degenerate rows, and the MDE with "no effect detected"."""
     r = dict(row)
     v = str(r.get("verdict", ""))
     if at_floor(r):
         return ("both at floor (no effect measurable)" if float(r["value"]) == 0
                 else "both at ceiling (no effect measurable)")
+    up = float(r.get("effect", 0)) > 0
     if v == "significant":
-        return f"significant: {'above' if float(r.get('effect', 0)) > 0 else 'below'} {baseline}"
-    if v.startswith("no effect detected"):
-        return v.replace("no effect detected", f"no effect vs {baseline} detected", 1)
+        if baseline is None:
+            return f"significantly {'higher' if up else 'lower'}"
+        return f"significantly {'above' if up else 'below'} {baseline}"
+    if v.startswith("no effect detected") and baseline is not None:
+        return v.replace("no effect detected", f"no effect detected vs {baseline}", 1)
     return v

@@ -209,6 +209,7 @@ def run_demo(quick: bool = False, out_dir: str = "results/demo", fresh: bool = F
     print(report.summary())
     print(f"report: {html}  ({len(rep.figures)} figures; open it in a browser, works offline)")
     print(f"explore: iclwb app --results {out}")
-    print(f"query:   iclwb sweep results --store {out} --analysis head_scan   (or DuckDB on {out}/units/*.parquet)")
+    print(f"query:   iclwb sweep results --store {out} --analysis head_scan   (or SQL on the view of one run "
+          f"per cell: --sql \"SELECT ... FROM current\")")
     print(f"done in {time.perf_counter() - t0:.0f}s")
     return 0 if report.ok else 1

@@ -16,9 +16,8 @@ with both models side by side:
 4. **Task / function vector recovery of ICL accuracy**: eval accuracy with the vector against
    zero-shot and against a random vector of the same norm, at the layer chosen on dev prompts.
 
-Where a unit stored only an accuracy and its n (no per-prompt outcomes), the 0/1 outcomes are
-rebuilt from them (Wilson intervals are exact that way) and comparisons are unpaired (conservative;
-stated in the table).
+The rows themselves are ``experiments.runs.finding_rows``'s (re-exported here); this module
+renders the page.
 """
 
 from __future__ import annotations
@@ -33,14 +32,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from circuits.icl_circuit import ablation_summary
 from experiments.runs.cells import CELL, select
+from experiments.runs.finding_rows import (
+    MODELS,
+    circuit_rows,
+    icl_explained,
+    icl_gain,
+    induction_rows,
+    ivg_rows,
+    models_in,
+    vector_rows,
+)
 from experiments.runs.store import ResultsStore
-from experiments.studies.icl_vs_gd import icl_vs_gd_stats
-from experiments.studies.vectors_study import vectors_stats
-from probes import stats
-
-MODELS = ("smollm2-135m", "gemma3-270m")
+from probes import verdicts
 
 
 def _fmt(x: float, nd: int = 3) -> str:
@@ -54,176 +58,26 @@ def _ci(lo: float, hi: float, nd: int = 3) -> str:
     return f"[{_fmt(lo, nd)}, {_fmt(hi, nd)}]"
 
 
-def _binary(acc: float, n: int) -> np.ndarray:
-    k = int(round(acc * n))
-    return np.array([1.0] * k + [0.0] * (n - k))
-
-
-def _models(df: pd.DataFrame) -> list[str]:
-    found = list(df["model"].unique()) if len(df) else []
-    return [m for m in MODELS if m in found] + sorted(m for m in found if m not in MODELS)
+def _says(r: Any, baseline: str, icl_ok: bool = True) -> str:
+    """A row's verdict in words: direction against ``baseline``, the sentence an interval that
+    seems to disagree with it needs, and "no ICL to explain" when the cell's ICL gain is not
+    significant."""
+    r = dict(r)
+    if not r.get("verdict"):
+        return ""
+    text = verdicts.verdict_words(r, baseline)
+    note = verdicts.agreement_note(r)
+    if note:
+        text += f" ({note})"
+    if not icl_ok:
+        text += "; no ICL to explain (ICL's gain over zero-shot is not significant here)"
+    return text
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c).replace("|", "/") for c in r) + " |" for r in rows]
     return "\n".join(out)
-
-
-# ------------------------------------------------------------------------------- 1. induction heads
-def induction_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model: the top 5 induction heads, score vs null with interval, q (BH over the 5), verdict."""
-    out = []
-    if df.empty:
-        return pd.DataFrame()
-    scan = df[df["analysis"] == "head_scan"]
-    for model in _models(scan):
-        d = scan[scan["model"] == model]
-        per = d[d["metric"] == "induction:prompt"]
-        null = d[d["metric"] == "induction_null:prompt"]
-        if per.empty:
-            top = d[d["metric"] == "induction"].sort_values("value", ascending=False).head(5)
-            for _, r in top.iterrows():
-                out.append(dict(model=model, head=f"L{int(r.layer)}H{int(r.head)}", value=r.value,
-                                ci_low=math.nan, ci_high=math.nan, null=math.nan, effect=math.nan,
-                                effect_ci_low=math.nan, effect_ci_high=math.nan, p_value=math.nan, n=0))
-            continue
-        rows = []
-        for (l, h), g in per.groupby(["layer", "head"], sort=False):
-            x = g.sort_values("prompt")["value"].to_numpy()
-            y = null[(null["layer"] == l) & (null["head"] == h)].sort_values("prompt")["value"].to_numpy()
-            est = stats.estimate(x)
-            c = stats.unpaired(x, y)
-            rows.append(dict(model=model, head=f"L{int(l)}H{int(h)}", value=est.value, ci_low=est.ci_low,
-                             ci_high=est.ci_high, null=c.control_value, effect=c.effect,
-                             effect_ci_low=c.effect_ci_low, effect_ci_high=c.effect_ci_high,
-                             p_value=c.p_value, n=est.n))
-        fam = pd.DataFrame(rows).sort_values("value", ascending=False)
-        out += stats.add_q_and_verdicts(fam).to_dict("records")
-    res = pd.DataFrame(out)
-    if len(res) and "verdict" not in res:
-        res["verdict"] = "no per-prompt scores stored"
-    return res
-
-
-# ------------------------------------------------------------------------------- 2. circuit
-def circuit_rows(df: pd.DataFrame) -> pd.DataFrame:
-
-    if df.empty:
-        return pd.DataFrame()
-    circ = df[(df["analysis"] == "circuit")]
-    if circ.empty or "prompt" not in circ:
-        return pd.DataFrame()
-    cols = [c for c in circ.columns if c not in ("analysis",)]
-    return ablation_summary(circ[cols])
-
-
-# ------------------------------------------------------------------------------- 3. ICL vs GD
-IVG_AGREEMENT = ("topk_overlap", "kl_icl_gd", "tv_icl_gd", "rec2ftp")
-
-
-def ivg_rows(df: pd.DataFrame) -> pd.DataFrame:
-    ivg = df[(df["analysis"] == "icl_vs_gd")]
-    if ivg.empty:
-        return pd.DataFrame()
-    out = []
-    for (model, task, k), d in ivg.groupby(["model", "task", "k"], sort=False):
-        val = {m: d[(d.metric == m) & (d.get("layer", -1) == -1)] for m in
-               ("acc_zs", "acc_icl", "acc_gd", *IVG_AGREEMENT)}
-        n = int(d["n_prompts"].dropna().iloc[0]) if "n_prompts" in d and d["n_prompts"].notna().any() else 0
-
-        def mean(m: str) -> float:
-            v = val[m]
-            v = v[v["prompt"] < 0] if "prompt" in v and (v["prompt"] < 0).any() else v
-            return float(v["value"].mean()) if len(v) else math.nan
-        r: dict[str, Any] = dict(model=model, task=task, k=int(k), n=n)
-        for m in ("acc_zs", "acc_icl", "acc_gd"):
-            a = mean(m)
-            r[m] = a
-            if n and np.isfinite(a):
-                e = stats.estimate(_binary(a, n))
-                r[f"{m}_ci"] = (e.ci_low, e.ci_high)
-        for m in IVG_AGREEMENT:
-            r[m] = mean(m)
-        paired_done = False
-        if "prompt" in d and (d["prompt"] >= 0).any():  # per-prompt rows: paired (McNemar)
-
-            try:
-                st = icl_vs_gd_stats(d.drop(columns=["analysis"]))
-                est = st.estimates.set_index("metric")
-                for m in ("acc_zs", "acc_icl", "acc_gd"):
-                    if m in est.index:
-                        e = est.loc[m] if est.loc[m].ndim == 1 else est.loc[m].iloc[0]
-                        r[m], r[f"{m}_ci"] = float(e.value), (float(e.ci_low), float(e.ci_high))
-                c = st.comparisons
-                c = c[(c.condition == "acc_icl") & (c.control == "acc_gd")]
-                if len(c):
-                    c = c.iloc[0]  # reported as GD - ICL
-                    r.update(gd_minus_icl=-c.effect, gd_minus_icl_ci=(-c.effect_ci_high, -c.effect_ci_low),
-                             p_value=c.p_value, mde=c.get("mde", math.nan), test="McNemar (paired)")
-                    paired_done = True
-            except stats.StatsError:
-                pass
-        if not paired_done and n and all(np.isfinite(r.get(m, math.nan)) for m in ("acc_icl", "acc_gd")):
-            c = stats.unpaired(_binary(r["acc_gd"], n), _binary(r["acc_icl"], n))
-            r.update(gd_minus_icl=c.effect, gd_minus_icl_ci=(c.effect_ci_low, c.effect_ci_high),
-                     p_value=c.p_value, test="unpaired (no per-prompt rows stored)")
-        lr = d["gd_lr"].dropna() if "gd_lr" in d else pd.Series(dtype=float)
-        r["gd_lr"] = float(lr.iloc[0]) if len(lr) else math.nan
-        out.append(r)
-    res = pd.DataFrame(out)
-    if len(res) and "p_value" in res:
-        cis = [ci if isinstance(ci, tuple) else (math.nan, math.nan) for ci in res["gd_minus_icl_ci"]]
-        res["effect_ci_low"], res["effect_ci_high"] = [c[0] for c in cis], [c[1] for c in cis]
-        res = stats.add_q_and_verdicts(res)
-    return res
-
-
-# ------------------------------------------------------------------------------- 4. vectors
-def vector_rows(df: pd.DataFrame) -> pd.DataFrame:
-    vec = df[(df["analysis"] == "vectors") & (df["metric"] == "summary")]
-    per_prompt = df[(df["analysis"] == "vectors") & (df["metric"] == "correct")]
-    if vec.empty or not {"method", "condition"} <= set(vec.columns):
-        return pd.DataFrame()
-    out = []
-    for (model, task, method), d in vec.groupby(["model", "task", "method"], sort=False):
-        acc = {c: float(d[d.condition == c]["value"].iloc[0]) for c in d["condition"].unique()}
-        n = int(d["n_prompts"].iloc[0])
-        r: dict[str, Any] = dict(model=model, task=task, method=method, n=n,
-                                 layer=float(d["layer"].iloc[0]) if "layer" in d else math.nan,
-                                 lam=float(d["lam"].iloc[0]) if "lam" in d else math.nan, **acc)
-        for cond in ("zero-shot", "ICL", "with vector", "with random vector"):
-            if cond in acc:
-                e = stats.estimate(_binary(acc[cond], n))
-                r[f"{cond} ci"] = (e.ci_low, e.ci_high)
-        if {"with vector", "with random vector", "zero-shot", "ICL"} <= set(acc):
-            gap = acc["ICL"] - acc["zero-shot"]
-            r["recovery"] = (acc["with vector"] - acc["zero-shot"]) / gap if gap > 0 else math.nan
-            c = _paired_vector(per_prompt, model, task, method)
-            if c is None:
-                c = stats.unpaired(_binary(acc["with vector"], n), _binary(acc["with random vector"], n))
-                r["test"] = "unpaired (no per-prompt rows stored)"
-            else:
-                r["test"] = "McNemar (paired)"
-            r.update(effect=c.effect, effect_ci_low=c.effect_ci_low, effect_ci_high=c.effect_ci_high,
-                     p_value=c.p_value)
-        out.append(r)
-    res = pd.DataFrame(out)
-    if len(res) and "p_value" in res:
-        res = stats.add_q_and_verdicts(res)
-    return res
-
-
-def _paired_vector(per_prompt: pd.DataFrame, model: str, task: str, method: str) -> Any:
-    """The vector vs random-vector comparison of ``vectors_study.vectors_stats`` (paired on the
-    eval prompts), or None when the unit stored no per-prompt outcomes."""
-    d = per_prompt[(per_prompt.model == model) & (per_prompt.task == task) & (per_prompt.method == method)]
-    if d.empty:
-        return None
-
-    c = vectors_stats(d.drop(columns=["analysis", "metric"])).comparisons
-    c = c[(c.condition == "with vector") & (c.control == "with random vector")]
-    return None if c.empty else c.iloc[0]
 
 
 # ------------------------------------------------------------------------------- the page
@@ -288,17 +142,23 @@ def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
     store = ResultsStore(store_dir)
     df = store.frame()  # the current unit of each cell only
     superseded = df.attrs.get("iclwb.superseded") or {}
-    models = _models(df)
+    models = models_in(df)
     md = ["# Findings: the replicated full study", "",
           f"Generated from the results store `{store_dir}` by `iclwb study findings --store {store_dir} "
           f"--out docs/findings.md` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
           "(do not edit by hand: rerun the command). The study itself: "
           f"`iclwb study full --config {config} --store {store_dir}` (prints its expected run time, "
           "resumes after interruption).", "",
-          "Intervals are 95% (Wilson for accuracies, BCa bootstrap otherwise); q-values are "
-          "Benjamini-Hochberg within each family; verdicts from `probes.stats.verdict`: "
-          "*significant* (q < 0.05), *no effect detected (MDE = m)* when the whole interval lies "
-          "within the minimum detectable effect, else *inconclusive*.", ""]
+          f"**Sign convention.** {verdicts.SIGN_CONVENTION}", "",
+          "Intervals are 95%: Wilson for accuracies; for paired 0/1 comparisons the interval that "
+          "inverts McNemar's exact test (`probes.stats.mcnemar_ci`: it excludes 0 exactly when p < 0.05); "
+          "BCa bootstrap otherwise. q-values are Benjamini-Hochberg within each family; verdicts from "
+          "`probes.stats.verdict`: *significant* (q < 0.05, with its direction against the named "
+          "baseline), *no effect detected (MDE = m)* when the whole interval lies within the minimum "
+          "detectable effect, else *inconclusive*. Where an interval and its verdict seem to disagree "
+          "(an interval that excludes 0 before the BH correction), the row says why. A knockout, vector "
+          "or GD row on a cell whose ICL gain over zero-shot is not significant says *no ICL to explain*.",
+          ""]
     md += ["## Provenance", ""] + (_provenance(store, df, superseded) or ["- (empty store)"]) + [""]
 
     # summary table (both models side by side)
@@ -312,10 +172,11 @@ def _induction_md(ind: pd.DataFrame) -> list[str]:
     """Section 1: the top induction heads against their null."""
     md = ["## 1. Induction heads", ""]
     if len(ind):
-        md += [_table(["model", "head", "score [CI]", "null", "effect [CI]", "q", "n", "verdict"],
+        md += ["Effect = the head's score minus its null (the same sequences with a fresh second half).", "",
+               _table(["model", "head", "score [CI]", "null", "score - null [CI]", "q", "n", "verdict"],
                       [[r["model"], r["head"], f"{_fmt(r['value'])} {_ci(r['ci_low'], r['ci_high'])}",
                         _fmt(r["null"]), f"{_fmt(r['effect'])} {_ci(r['effect_ci_low'], r['effect_ci_high'])}",
-                        _fmt(r.get("q_value", math.nan), 3), int(r["n"]), r.get("verdict", "")]
+                        _fmt(r.get("q_value", math.nan), 3), int(r["n"]), _says(r, "its null")]
                        for r in ind.to_dict("records")]), ""]
     else:
         md += ["(no head scan in the store)", ""]
@@ -326,19 +187,26 @@ def _circuit_md(circ: pd.DataFrame) -> list[str]:
     """Section 2: accuracy under each knockout beside its random control."""
     md = ["## 2. Circuit knockouts vs matched random controls (k = 4)", ""]
     if len(circ):
+        gain = icl_gain(circ)
+        zs = {(r["model"], r["task"]): r["acc_mean"] for r in circ[circ["ablation"] == "zero_shot"].to_dict("records")}
         rows = []
-        for r in _ordered(circ, ["task"]).to_dict("records"):
-            rows.append([r["model"], r["task"], r["ablation"], r.get("window", ""),
-                         f"{_fmt(r['acc_mean'])} {_ci(r['ci_low'], r['ci_high'])}",
-                         f"{_fmt(r.get('random_mean', math.nan))} "
-                         f"{_ci(r.get('random_ci_low', math.nan), r.get('random_ci_high', math.nan))}",
+        for r in _ordered(circ[circ["ablation"] != "zero_shot"], ["task"]).to_dict("records"):
+            icl = r["ablation"] == "unablated"
+            base = "zero-shot" if icl else "its random control"
+            ok = True if icl else icl_explained(gain, r["model"], r["task"])
+            ctrl = (_fmt(zs.get((r["model"], r["task"]), math.nan)) if icl else
+                    f"{_fmt(r.get('random_mean', math.nan))} "
+                    f"{_ci(r.get('random_ci_low', math.nan), r.get('random_ci_high', math.nan))}")
+            rows.append([r["model"], r["task"], "none (ICL)" if icl else r["ablation"], r.get("window", ""),
+                         f"{_fmt(r['acc_mean'])} {_ci(r['ci_low'], r['ci_high'])}", base, ctrl,
                          f"{_fmt(r.get('effect', math.nan))} "
                          f"{_ci(r.get('effect_ci_low', math.nan), r.get('effect_ci_high', math.nan))}",
                          _fmt(r.get("q_value", math.nan)), _fmt(r.get("mde", math.nan)), int(r["n"]),
-                         r.get("verdict", "")])
-        md += ["Accuracy under each knockout beside its random control (same prompts); for "
-               "`zero_shot` the comparison is zero-shot minus ICL (unablated).", "",
-               _table(["model", "task", "knockout", "layers", "accuracy [CI]", "control [CI]",
+                         _says(r, base, ok)])
+        md += ["Accuracy under each knockout beside its baseline on the same prompts: the random control "
+               "for a knockout (effect = knockout - control), zero-shot for the unablated model (effect = "
+               "ICL - zero-shot, the gain every knockout is meant to explain).", "",
+               _table(["model", "task", "knockout", "layers", "accuracy [CI]", "baseline", "baseline accuracy",
                        "effect [CI]", "q", "MDE", "n", "verdict"], rows), ""]
     else:
         md += ["(no circuit units with per-prompt outcomes in the store)", ""]
@@ -348,7 +216,7 @@ def _circuit_md(circ: pd.DataFrame) -> list[str]:
 def _ordered(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Rows in the page's model order (``MODELS`` first), then by ``by``; rows that tie keep their
     order (a circuit's knockouts stay in the circuit's order)."""
-    rank = {m: i for i, m in enumerate(_models(df))}
+    rank = {m: i for i, m in enumerate(models_in(df))}
     return df.assign(_rank=df["model"].map(rank)).sort_values(["_rank", *by], kind="stable").drop(columns="_rank")
 
 
@@ -361,13 +229,15 @@ def _ivg_md(ivg: pd.DataFrame) -> list[str]:
                  f"{_fmt(r['acc_icl'])} {_ci(*r.get('acc_icl_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r['acc_gd'])} {_ci(*r.get('acc_gd_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('gd_minus_icl', math.nan))} {_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}",
-                 _fmt(r.get("q_value", math.nan)), r.get("verdict", ""), r.get("test", ""),
+                 _fmt(r.get("q_value", math.nan)), _says(r, "ICL", bool(r.get("icl_ok", True))), r.get("test", ""),
                  _fmt(r["topk_overlap"]),
                  _fmt(r["kl_icl_gd"]), _fmt(r["rec2ftp"]), _fmt(r["gd_lr"], 4)]
                 for r in _ordered(ivg, ["task", "k"]).to_dict("records")]
         md += ["GD = a copy of the model fine-tuned on the prompt's own demonstrations (lr searched on "
-               "held-out prompts). GD - ICL accuracy is tested on the same prompts (McNemar) where "
-               "per-prompt rows are stored; the test column says which test was used.", "",
+               "held-out prompts). Effect = GD - ICL accuracy (negative: GD reaches less than ICL), tested on "
+               "the same prompts (McNemar) where per-prompt rows are stored; the test column says which. "
+               "Agreement between the two is the top-10 overlap of their next-token distributions (1 = the "
+               "same ten tokens), KL(ICL||GD) (0 = identical) and Rec2FTP.", "",
                _table(["model", "task", "k", "n", "zero-shot [CI]", "ICL [CI]", "GD [CI]",
                        "GD - ICL [CI]", "q", "verdict", "test", "top-10 overlap", "KL(ICL||GD)", "Rec2FTP", "lr"],
                       rows), ""]
@@ -391,7 +261,8 @@ def _vector_md(vec: pd.DataFrame) -> list[str]:
                  f"{_fmt(r.get('with vector', math.nan))} {_ci(*r.get('with vector ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('with random vector', math.nan))}", _fmt(r.get("recovery", math.nan), 2),
                  f"{_effect_ci(r)}",
-                 _fmt(r.get("q_value", math.nan)), r.get("test", ""), r.get("verdict", "")]
+                 _fmt(r.get("q_value", math.nan)), r.get("test", ""),
+                 _says(r, "a random vector", bool(r.get("icl_ok", True)))]
                 for r in _ordered(vec, ["task", "method"]).to_dict("records")]
         md += ["Eval accuracy at the layer (and, where searched, the function vector's scale) chosen on "
                "dev prompts; the random vector has the same norm. Recovery = (with vector - zero-shot) / "
@@ -420,36 +291,48 @@ def _summary_table(models: list[str], ind: pd.DataFrame, circ: pd.DataFrame, ivg
             if d.empty:
                 return "not run"
             top = d.iloc[0]
-            sig = d[d.get("verdict", "") == "significant"] if "verdict" in d else d.iloc[0:0]
+            above = d[(d["verdict"] == "significant") & (d["effect"] > 0)] if "verdict" in d else d.iloc[0:0]
+            below = d[(d["verdict"] == "significant") & (d["effect"] < 0)] if "verdict" in d else d.iloc[0:0]
             return (f"top {top['head']} {_fmt(top['value'])} {_ci(top['ci_low'], top['ci_high'])} vs null "
-                    f"{_fmt(top['null'])}; {len(sig)}/{len(d)} top heads significant")
-        rows.append(["induction heads exist (top head; heads above null)"] + [cell(ind_cell, m) for m in models])
+                    f"{_fmt(top['null'])}; {len(above)}/{len(d)} top heads significantly above their null"
+                    + (f", {len(below)} below" if len(below) else ""))
+        rows.append(["induction heads exist (top heads' score vs their null)"] + [cell(ind_cell, m) for m in models])
     if len(circ):
+        gain = icl_gain(circ)
         for (task, abl), _ in circ.groupby(["task", "ablation"], sort=False):
-            if abl == "unablated":  # the same comparison as zero_shot, sign flipped
+            if abl == "zero_shot":  # the same comparison as unablated, sign flipped
                 continue
 
             def circ_cell(m: str, task=task, abl=abl) -> str:
                 r = circ[(circ.model == m) & (circ.task == task) & (circ.ablation == abl)].iloc[0]
-                return (f"{_effect_ci(r)}, "
-                        f"q={_fmt(r.get('q_value', math.nan))}: {r.get('verdict', '')}")
-            what = "ICL vs zero-shot" if abl == "zero_shot" else f"knockout {abl} vs control"
+                icl = abl == "unablated"
+                return (f"{_effect_ci(r)}, q={_fmt(r.get('q_value', math.nan))}: "
+                        + _says(r, "zero-shot" if icl else "its random control",
+                                True if icl else icl_explained(gain, m, task)))
+            what = ("ICL minus zero-shot accuracy" if abl == "unablated"
+                    else f"knockout {abl} minus its random control")
             rows.append([f"circuit {task}: {what}"] + [cell(circ_cell, m) for m in models])
     if len(ivg):
         for k in sorted(ivg["k"].unique()):
             def ivg_cell(m: str, k=k) -> str:
                 r = ivg[(ivg.model == m) & (ivg.k == k)].iloc[0]
-                return (f"ICL {_fmt(r['acc_icl'])} vs GD {_fmt(r['acc_gd'])} (diff {_fmt(r.get('gd_minus_icl', math.nan))} "
-                        f"{_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}, q={_fmt(r.get('q_value', math.nan))}): "
-                        f"{r.get('verdict', '')}; top-10 overlap {_fmt(r['topk_overlap'])}")
-            rows.append([f"ICL vs GD agreement, k={k}"] + [cell(ivg_cell, m) for m in models])
+                return (f"GD {_fmt(r['acc_gd'])} - ICL {_fmt(r['acc_icl'])} = {_fmt(r.get('gd_minus_icl', math.nan))} "
+                        f"{_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}, q={_fmt(r.get('q_value', math.nan))}: "
+                        f"{_says(r, 'ICL', bool(r.get('icl_ok', True)))}")
+            rows.append([f"GD minus ICL accuracy, k={k}"] + [cell(ivg_cell, m) for m in models])
+
+            def agree_cell(m: str, k=k) -> str:
+                r = ivg[(ivg.model == m) & (ivg.k == k)].iloc[0]
+                return (f"top-10 overlap {_fmt(r['topk_overlap'])} (1 = same top tokens), "
+                        f"KL(ICL||GD) {_fmt(r['kl_icl_gd'])}")
+            rows.append([f"ICL-GD agreement of next-token distributions, k={k}"] + [cell(agree_cell, m) for m in models])
     if len(vec):
         for (task, method), _ in vec.groupby(["task", "method"], sort=False):
             def vec_cell(m: str, task=task, method=method) -> str:
                 r = vec[(vec.model == m) & (vec.task == task) & (vec.method == method)].iloc[0]
-                return (f"recovers {_fmt(r.get('recovery', math.nan), 2)} of ICL's gain; vs random "
+                return (f"recovers {_fmt(r.get('recovery', math.nan), 2)} of ICL's gain; minus a random vector "
                         f"{_effect_ci(r)}: "
-                        f"{r.get('verdict', '')}")
+                        f"{_says(r, 'a random vector', bool(r.get('icl_ok', True)))}")
             rows.append([f"{method.replace('_', ' ')} {task}"] + [cell(vec_cell, m) for m in models])
     if not rows:
         return "(the store holds none of the study's findings yet)"
@@ -467,7 +350,8 @@ def write_findings(store_dir: str | Path, out: str | Path, config: str = "config
     return path
 
 
-__all__ = ["circuit_rows", "induction_rows", "ivg_rows", "render", "vector_rows", "write_findings"]
+__all__ = ["MODELS", "circuit_rows", "icl_gain", "induction_rows", "ivg_rows", "render", "vector_rows",
+           "write_findings"]
 
 
 def _effect_ci(r: Any) -> str:

@@ -107,6 +107,7 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
             rep.tables[f"circuit/{tag}"] = s
             un = s[s["ablation"] == "unablated"].iloc[0]
             zs = s[s["ablation"] == "zero_shot"].iloc[0]
+            icl_ok = bool(un["verdict"] == "significant" and un["effect"] > 0)
             rep.add(Finding(
                 f"{tag}: accuracy {un['acc_mean']:.3f} {ci_text(un)} with demonstrations vs "
                 f"{zs['acc_mean']:.3f} {ci_text(zs)} zero-shot: ICL gain {cmp_text(un)}",
@@ -115,7 +116,8 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
             for _, r in s[~s["ablation"].isin(["unablated", "zero_shot"])].iterrows():
                 rep.add(Finding(
                     f"{tag}: knockout {r['ablation']} (layers {r['window']}): accuracy {r['acc_mean']:.3f} vs "
-                    f"{r['random_mean']:.3f} for its random control: {cmp_text(r)}",
+                    f"{r['random_mean']:.3f} for its random control: "
+                    f"{cmp_text(r, icl_ok=icl_ok)}",
                     float(r["acc_mean"]), {**base, "metric": f"acc:{r['ablation']}", "window": r["window"]},
                     section="circuit", verdict=str(r["verdict"])))
         elif not abl.empty:

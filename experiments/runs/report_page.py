@@ -18,6 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from probes import verdicts
+
 
 @dataclass
 class Finding:
@@ -81,12 +83,20 @@ class Report:
     extra_html: list[str] = field(default_factory=list)
     """Further sections (e.g. training dynamics) as ready HTML, placed before the appendix."""
 
+    undefined: list[str] = field(default_factory=list)
+    """Findings whose number is undefined (e.g. a ratio over no cases): named in one note."""
+
     def add(self, finding: Finding) -> None:
         """Keep a finding (one whose number is undefined, e.g. a ratio over no cases, is noted)."""
         if finding.value != finding.value:  # NaN
-            self.notes.append(f"undefined: {finding.text.rsplit(':', 1)[0]} (no cases to measure)")
+            self.undefined.append(finding.text.rsplit(":", 1)[0])
             return
         self.findings.append(finding)
+
+    def all_notes(self) -> list[str]:
+        """The notes, with the undefined findings named in one."""
+        extra = ([f"undefined (no cases to measure): {'; '.join(self.undefined)}"] if self.undefined else [])
+        return self.notes + extra
 
     def summary(self, width: int = 100) -> str:
         lines = [self.title, "=" * min(width, len(self.title))]
@@ -96,7 +106,7 @@ class Report:
                 section = f.section
                 lines.append(f"[{section}]")
             lines.append(textwrap.fill(f.text, width, initial_indent="  - ", subsequent_indent="      "))
-        for n in self.notes:
+        for n in self.all_notes():
             lines.append(textwrap.fill(n, width, initial_indent="  note: ", subsequent_indent="      "))
         return "\n".join(lines)
 
@@ -144,6 +154,7 @@ class Report:
             "confidence interval over prompts (seeds pooled); comparisons are paired on the same prompts, "
             "with Benjamini-Hochberg q-values within each analysis run. Verdicts: significant (q &lt; 0.05), "
             "no effect detected (the interval lies within the minimum detectable effect), or inconclusive.</p>",
+            f"<p id='sign-convention'><b>Sign convention.</b> {html.escape(verdicts.SIGN_CONVENTION)}</p>",
             "<h2>Summary</h2>",
             f"<pre id='summary'>{html.escape(self.summary())}</pre>",
         ]
@@ -223,14 +234,20 @@ def ci_text(r: Any, lo: str = "ci_low", hi: str = "ci_high") -> str:
     return f"[{fmt(float(r[lo]))}, {fmt(float(r[hi]))}]"
 
 
-def cmp_text(r: Any) -> str:
-    """The verdict of one comparison row with its effect, interval, q and n."""
+def cmp_text(r: Any, baseline: str | None = None, icl_ok: bool = True) -> str:
+    """The verdict of one comparison row in words (direction against ``baseline``, or "higher" /
+    "lower" when the sentence has just named it), with its
+    effect (condition minus baseline), interval, q and n; the sentence an interval that seems to
+    disagree with its verdict needs; "no ICL to explain" when ``icl_ok`` is False."""
     eff = f"{float(r['effect']):+.3f} {ci_text(r, 'effect_ci_low', 'effect_ci_high')}"
     mde = float(r.get("mde", math.nan)) if hasattr(r, "get") else math.nan
     power = ""  # an inconclusive paired 0/1 comparison: what this n could have detected
     if r["verdict"] == "inconclusive" and math.isfinite(mde):
         power = f", MDE at this n = {mde:.3f}"
-    return f"{r['verdict']} (effect {eff}, q={float(r['q_value']):.2g}, n={int(r['n'])}{power})"
+    note = verdicts.agreement_note(r)
+    text = (f"{verdicts.verdict_words(r, baseline)}: {eff}, q={float(r['q_value']):.2g}, "
+            f"n={int(r['n'])}{power}{' (' + note + ')' if note else ''}")
+    return text if icl_ok else text + "; no ICL to explain (ICL's gain over zero-shot is not significant here)"
 
 
 def table_html(df: pd.DataFrame, cols: list[str]) -> str:

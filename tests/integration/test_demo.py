@@ -147,7 +147,7 @@ def test_report_findings_on_hand_made_store(tmp_path):
 
     row = dict(verdict="inconclusive", effect=-0.05, effect_ci_low=-0.12, effect_ci_high=0.02, q_value=0.2,
                n=100, mde=0.081)
-    assert cmp_text(row).endswith("n=100, MDE at this n = 0.081)")
+    assert cmp_text(row).endswith("n=100, MDE at this n = 0.081")
     assert "MDE" not in cmp_text({**row, "verdict": "significant", "q_value": 0.01})
     assert by["acc:unablated"].verdict == "significant" and "0.900" in by["acc:unablated"].text
     ivg = [f for f in rep.findings if f.section == "ICL vs GD"]

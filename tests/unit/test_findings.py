@@ -71,4 +71,6 @@ def test_icl_vs_gd_rows_carry_a_verdict_that_follows_the_paired_test():
     lo, hi = by_k.loc[4, "gd_minus_icl_ci"]
     assert -mde < lo <= 0 <= hi < mde
     table = _summary_table(["m"], pd.DataFrame(), pd.DataFrame(), rows, pd.DataFrame())
-    assert "): significant; top-10 overlap" in table and "): no effect detected" in table
+    assert "= -1.000 [-1.000, -0.989], q=0.000: significantly below ICL |" in table
+    assert ": no effect detected vs ICL (MDE = " in table
+    assert "| ICL-GD agreement of next-token distributions, k=4 | top-10 overlap 0.500" in table

@@ -261,7 +261,7 @@ def test_paired_intervals_agree_with_their_tests_over_simulated_runs(seed):
             if excludes != significant:
                 n_disagree += 1
                 assert excludes and r["p_value"] < 0.05 <= r["q_value"]  # only multiplicity
-                assert "before the correction for multiple comparisons" in V.agreement_note(r)
+                assert "before the BH correction for multiple comparisons" in V.agreement_note(r)
             else:
                 assert V.agreement_note(r) == ""
     assert n_disagree > 0  # the simulation does reach the case the sentence is for
@@ -270,12 +270,12 @@ def test_paired_intervals_agree_with_their_tests_over_simulated_runs(seed):
 def test_verdict_words_name_direction_and_baseline():
     sig = {"verdict": "significant", "effect": -0.2, "value": 0.5, "control_value": 0.7,
            "effect_ci_low": -0.3, "effect_ci_high": -0.1}
-    assert V.verdict_words(sig, "its random control") == "significant: below its random control"
-    assert V.verdict_words({**sig, "effect": 0.2}, "its null") == "significant: above its null"
+    assert V.verdict_words(sig, "its random control") == "significantly below its random control"
+    assert V.verdict_words({**sig, "effect": 0.2}, "its null") == "significantly above its null"
     none = {**sig, "verdict": "no effect detected (MDE = 0.060)", "effect": 0.0}
-    assert V.verdict_words(none, "zero-shot") == "no effect vs zero-shot detected (MDE = 0.060)"
+    assert V.verdict_words(none, "zero-shot") == "no effect detected vs zero-shot (MDE = 0.060)"
     boot = {"effect_ci_low": 0.01, "effect_ci_high": 0.2, "p_value": 0.2, "q_value": 0.3, "test": "permutation"}
-    assert "the two procedures disagree" in V.agreement_note(boot)
+    assert "the two disagree at this n" in V.agreement_note(boot)
 
 
 @pytest.mark.parametrize("n,p_a,p_b,concordant", [(100, 0.5, 0.88, 0.9), (64, 0.9, 0.6, 0.3), (32, 0.1, 0.05, 0.5)])
