@@ -29,6 +29,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # validates everything before any work starts
     units = cfg.units()
     store = _store_dir(args, cfg)
+    for line in _power_preflight(units, store):
+        print(f"iclwb: power: {line}", file=sys.stderr)
     workers = args.workers or (os.cpu_count() or 1)
     print(f"sweep {cfg.name!r} (config {cfg.config_hash}): {len(units)} units -> {store} "
           f"[{args.executor}, {workers} worker{'s' if workers > 1 else ''}]", file=sys.stderr)
@@ -36,6 +38,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                        progress=not args.quiet)
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _power_preflight(units, store: str) -> list[str]:
+    """``experiments.runs.power.preflight`` on the units of a sweep, with the store's pilots."""
+    from experiments.runs.power import preflight
+    from experiments.runs.store import ResultsStore
+
+    frame = ResultsStore(store, create=False).frame() if os.path.isdir(os.path.join(store, "units")) else None
+    return preflight(units, frame)
 
 
 def _counts(states) -> str:

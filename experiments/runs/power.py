@@ -58,3 +58,42 @@ def power_table(cmp: pd.DataFrame, effect: float = 0.05, alpha: float = stats.AL
     return pd.DataFrame(rows, columns=POWER_COLUMNS)
 
 
+
+
+PAIRED_ANALYSES = ("circuit", "vectors", "icl_vs_gd")
+"""Analyses whose findings are paired 0/1 comparisons (McNemar): their power can be checked ahead."""
+ASSUMED_DISCORDANCE = 0.2
+"""The share of discordant prompts assumed before a run when no pilot is stored."""
+
+
+def preflight(units: list, store_frame: pd.DataFrame | None = None, worst_mde: float = 0.3,
+              target: float = 0.1) -> list[str]:
+    """Lines to print before a sweep starts: each (analysis, model, task, n) of the units to run
+    whose McNemar MDE at its n exceeds ``worst_mde``, with the n needed to detect ``target``. The
+    discordance is the median of a stored pilot of the same model and task (``store_frame``: the
+    store's current rows), else ``ASSUMED_DISCORDANCE``."""
+    from experiments.runs.analyses import get_analysis  # noqa: PLC0415 (start-up: imports the studies)
+
+    pilots = pilot_comparisons(store_frame) if store_frame is not None and len(store_frame) else None
+    seen, lines = set(), []
+    for u in units:
+        if u.analysis not in PAIRED_ANALYSES:
+            continue
+        n = int(get_analysis(u.analysis).resolve_params(u.params).get("n_prompts") or 0)
+        key = (u.analysis, u.model, u.task, n)
+        if n <= 0 or key in seen:
+            continue
+        seen.add(key)
+        p_disc, source = ASSUMED_DISCORDANCE, "assumed: no pilot stored"
+        if pilots is not None and len(pilots):
+            pil = pilots[(pilots["model"] == u.model) & (pilots["task"] == u.task)]["p_discordant"].dropna()
+            if len(pil) and float(pil.median()) > 0:
+                p_disc, source = float(pil.median()), f"median of {len(pil)} stored pilot comparisons"
+        mde = stats.mde_paired(n, p_disc)
+        if mde == mde and mde <= worst_mde:
+            continue
+        need = stats.n_paired(target, p_disc)
+        lines.append(f"{u.analysis} {u.model} {u.task}: n={n} prompts can detect only accuracy differences of "
+                     f"{'more than 1' if mde != mde else f'{mde:.2f}'} or more (McNemar, 80% power, discordance "
+                     f"{p_disc:.2f}, {source}); detecting {target:g} needs n={need} (`iclwb power`)")
+    return lines

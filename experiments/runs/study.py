@@ -27,6 +27,7 @@ from experiments.runs import modelinfo
 from experiments.runs.config import load_config
 from experiments.runs.executors import expected_provenance, run_sweep
 from experiments.runs.findings import write_findings
+from experiments.runs.power import preflight
 from experiments.runs.store import ResultsStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,6 +153,8 @@ def run_full(config: str | Path = FULL_CONFIG, store: str | Path | None = None, 
     est = estimate(units, rs, workers)
     print(f"study {cfg.name!r} ({config}) -> {root}", file=out)
     print(est.text(), file=out, flush=True)
+    for line in preflight(units, rs.frame() if rs.finished_keys() else None):
+        print(f"power: {line}", file=out, flush=True)
     if dry_run:
         return 0
     t0 = time.perf_counter()
