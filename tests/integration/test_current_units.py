@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -116,3 +118,90 @@ def test_frame_refuses_an_unknown_runs_value(tmp_path):
     store, _, _ = store_with_superseded(tmp_path / "store")
     with pytest.raises(StoreError, match="runs='latest'"):
         store.frame(runs="latest")
+
+
+def test_a_run_whose_mde_exceeds_0_3_says_the_n_it_needs_before_it_starts(tmp_path, capsys):
+    """Guardrail: 8 prompts per circuit unit cannot detect less than a 0.72 accuracy difference;
+    the sweep says so, with the n needed for 0.1, before any work (n = 128 says nothing)."""
+    from experiments.cli.main import main
+    from experiments.runs.config import Unit
+    from experiments.runs.power import preflight
+    from probes import stats
+
+    lines = preflight([Unit("m", "classify", 4, s, "circuit", '{"n_prompts":8}') for s in (0, 1)])
+    need = stats.n_paired(0.1, 0.2)
+    assert len(lines) == 1 and "n=8 prompts" in lines[0] and f"detecting 0.1 needs n={need}" in lines[0]
+    assert preflight([Unit("m", "classify", 4, 0, "circuit", '{"n_prompts":128}')]) == []
+    # a stored pilot's discordance is used where there is one
+    store, _, _ = store_with_superseded(tmp_path / "store")
+    line = preflight([Unit("m", "classify", 4, 1, "circuit", '{"n_prompts":8}')], store.frame())[0]
+    assert "stored pilot comparisons" in line
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('name = "tiny"\nseeds = [0]\n[[grid]]\nmodels = ["induction-2l"]\ntasks = ["kv-recall"]\n'
+                   'k = [2]\nanalyses = ["circuit"]\n[grid.params.circuit]\nn_prompts = 8\nsteps = ["ablation"]\n')
+    assert main(["sweep", "run", str(cfg), "--store", str(tmp_path / "s2"), "--workers", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.index("iclwb: power: circuit induction-2l kv-recall: n=8 prompts") < err.index("sweep 'tiny'")
+
+
+FULL = Path(__file__).resolve().parents[2] / "results" / "full"
+
+
+@pytest.mark.slow
+def test_the_readmes_duckdb_recipe_counts_one_run_per_cell():
+    """The README's DuckDB block, as printed, on the shipped store: 128 per-prompt rows per circuit
+    metric and cell (the two runs of each gemma cell gave 256 when pooled)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b.split("```", 1)[0] for b in text.split("```python\n")[1:] if ".connect()" in b)
+    ns: dict = {}
+    exec(block.replace('"results/full"', repr(str(FULL))).rstrip().replace("con.sql(", "df = con.sql(", 1), ns)  # noqa: S102
+    df = ns["df"]
+    acc = df[df["metric"] == "acc:xi_to_si"]
+    assert len(acc) == 8 and set(acc["n"]) == {128}, acc
+
+
+def _intervals_beside_inconclusive(page: str) -> list[str]:
+    """Rows of a findings page whose effect interval excludes 0 beside "inconclusive" with no
+    sentence saying why. In a summary cell the effect and its verdict share the cell ("e [lo, hi],
+    q=...: inconclusive"); in a section table the verdict cell starts with "inconclusive" and the
+    effect is the last interval cell before it."""
+    interval = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
+    bad = []
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        for i, cell in enumerate(cells):
+            if "inconclusive" not in cell or "CI excludes 0" in cell:
+                continue
+            if ": inconclusive" in cell:  # a summary cell
+                found = interval.findall(cell.split(": inconclusive")[0])
+            else:  # a verdict column
+                before = [interval.findall(c) for c in cells[:i]]
+                found = next((f for f in reversed(before) if f), [])
+            if found and (float(found[-1][1]) > 0 or float(found[-1][2]) < 0):
+                bad.append(cell)
+    return bad
+
+
+def test_no_findings_row_excludes_0_beside_a_bare_inconclusive():
+    """docs/findings.md (generated from results/full): every row whose interval excludes 0 but
+    whose verdict is "inconclusive" carries the sentence that explains it; and the checker itself
+    catches a bare one."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "findings.md").read_text()
+    assert _intervals_beside_inconclusive(page) == []
+    assert _intervals_beside_inconclusive("| x | 0.031 [0.008, 0.070], q=0.375: inconclusive |")
+    assert not _intervals_beside_inconclusive("| x | 0.031 [-0.008, 0.070], q=0.375: inconclusive |")
+    assert _intervals_beside_inconclusive("| m | 0.9 [0.8, 0.95] | -0.05 [-0.09, -0.01] | 0.2 | inconclusive |")
+    assert not _intervals_beside_inconclusive("| m | 0.9 [0.8, 0.95] | -0.05 [-0.09, 0.01] | 0.2 | inconclusive |")
+
+
+@pytest.mark.slow
+def test_results_page_table_on_the_shipped_store_has_the_current_n():
+    """The Results page's interval table for gemma3-270m fv:singular-plural acc:xi_to_si said
+    n = 256 (two runs pooled) where the findings page says 128."""
+    from iclwb_app import results_view
+
+    df = results_view.load_results(FULL)
+    view = results_view.filter_results(df, model=["gemma3-270m"], task=["fv:singular-plural"])
+    tab = results_view.metric_ci_table(view, "acc:xi_to_si", ["model", "task"])
+    assert tab["n"].tolist() == [128]
+    assert "superseded runs of the same cells left out" in results_view.superseded_note(df)

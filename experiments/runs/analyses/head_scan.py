@@ -99,7 +99,7 @@ register(AnalysisSpec(
     description="layer x head scores (previous-token, induction, ...) from experiments.studies.scan.head_scan, each "
                 "with its interval over prompts and its test against a null (experiments.studies.scan.scan_stats)",
     requires=("experiments.studies.scan",),
-    code=("experiments.runs.analyses.head_scan", "experiments.runs.inputs"),
+    code=("experiments.runs.analyses.head_scan", "experiments.runs.inputs", "probes.head_weights"),
     version=2,
     applies=lambda m, t: None if is_token_model(m) else "it reads vectors, not tokens (no head scan)",
     check_params=_check_head_scan,
