@@ -407,14 +407,22 @@ def compare(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], by: Sequence[str
 
 
 def add_q_and_verdicts(cmp: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
-    """Add ``q_value`` (BH over all rows: one family) and ``verdict`` to a comparison table."""
+    """Add ``q_value`` (BH over all rows: one family), ``verdict`` and ``direction`` ("above" or
+    "below" its control for a significant row, else "") to a comparison table."""
     out = cmp.copy()
     out["q_value"] = bh(out["p_value"].to_numpy()) if len(out) else []
     if "mde" not in out:
         out["mde"] = math.nan
     out["verdict"] = [verdict(lo, hi, q, m, alpha) for lo, hi, q, m in
                       zip(out["effect_ci_low"], out["effect_ci_high"], out["q_value"], out["mde"])]
+    out["direction"] = direction(out)
     return out
+
+
+def direction(cmp: pd.DataFrame) -> list[str]:
+    """Per comparison row: "above" / "below" its control where the verdict is significant, else ""."""
+    return ["" if v != "significant" else "above" if e > 0 else "below"
+            for v, e in zip(cmp["verdict"], cmp["effect"])]
 
 
 def pilot_power(cmp_row: pd.Series | dict, effect: float, alpha: float = ALPHA, power: float = POWER) -> dict:

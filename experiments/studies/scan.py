@@ -250,6 +250,7 @@ def add_head_q(df: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     df["verdict"] = [stats.verdict(lo, hi, q, m, alpha) if t else "" for lo, hi, q, m, t in
                      zip(df["effect_ci_low"], df["effect_ci_high"], df["q_value"], df["mde"], tested)]
     df["above_null"] = (df["verdict"] == "significant") & (df["effect"] > 0)
+    df["direction"] = stats.direction(df)  # a head significantly *below* its null is not an induction head
     return df
 
 

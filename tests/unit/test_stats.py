@@ -292,3 +292,14 @@ def test_paired_binary_interval_covers_when_discordance_varies(n, p_a, p_b, conc
         lo, hi = S.mcnemar_ci(a, b)
         hits += lo <= true <= hi
     assert hits >= 0.93 * 400, hits
+
+
+def test_comparison_tables_say_the_direction_of_a_significant_effect():
+    """A condition far below its control is significant *below* it; one far above, above; a null
+    result has no direction."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 1, 60)
+    rows = [S.paired(x - 2, x + rng.normal(0, 0.1, 60)).as_dict(), S.paired(x + 2, x).as_dict(),
+            S.paired(x + rng.normal(0, 1, 60), x + rng.normal(0, 1, 60)).as_dict()]
+    cmp = S.add_q_and_verdicts(pd.DataFrame(rows))
+    assert cmp["direction"].tolist() == ["below", "above", ""]
