@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import torch
 
@@ -101,6 +102,22 @@ def prompt_view(model: HookedModel, batch: PromptBatch) -> PromptView:
         readout=int(row.readout[0]),
         target=int(row.target[0]) if row.target is not None else -1,
     )
+
+
+def top_predictions(model: HookedModel, batch: PromptBatch, k: int = 5) -> pd.DataFrame:
+    """The model's ``k`` most probable next tokens at row 0's read-out: rank, token (label),
+    token_id, probability (softmax over the whole vocabulary), and whether it is the target."""
+    from probes.readout import readout_logits  # noqa: PLC0415
+
+    row = batch.select([0]).trim()
+    check_prompt_fits(model, row)
+    with torch.no_grad():
+        probs = torch.softmax(readout_logits(model, row)[0].float(), dim=-1)
+    top = torch.topk(probs, min(k, probs.shape[-1]))
+    ids = [int(i) for i in top.indices]
+    target = int(row.target[0]) if row.target is not None else -1
+    return pd.DataFrame({"rank": range(1, len(ids) + 1), "token": token_labels(model, ids), "token_id": ids,
+                         "probability": [float(p) for p in top.values], "target": [i == target for i in ids]})
 
 
 def readout_attention(view: PromptView, layer: int, head: int) -> np.ndarray:

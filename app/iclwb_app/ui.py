@@ -141,11 +141,12 @@ def stored_wall_time(db: ResultsDB | None, analysis: str, model: str) -> float |
     return float(v) if v is not None and v == v and v > 0 else None
 
 
-def eta_text(label: str, elapsed: float, expected: float | None) -> str:
-    """The progress line: elapsed time and, when an estimate exists, about how long is left."""
+def eta_text(label: str, elapsed: float, expected: float | None, rest: float = 0.0) -> str:
+    """The progress line: elapsed time and, when an estimate exists, about how long is left
+    (``rest``: the expected time of the jobs still to come after this one)."""
     if expected is None or expected <= 0:
         return f"{label} {elapsed:.0f} s (no estimate yet: the first run of this kind)"
-    return f"{label} {elapsed:.0f} s of about {expected:.0f} s, about {max(expected - elapsed, 0):.0f} s left"
+    return f"{label} {elapsed:.0f} s of about {expected:.0f} s; about {max(expected - elapsed, 0) + rest:.0f} s left"
 
 
 def run_with_eta(fn: Callable[[], Any], label: str, kind: str, cost: float,
@@ -171,7 +172,8 @@ def run_with_eta(fn: Callable[[], Any], label: str, kind: str, cost: float,
             result["error"] = err
 
     own = bar is None
-    bar = bar if bar is not None else st.progress(0.0, text=eta_text(label, 0, expected))
+    rest = expected * max(1.0 - done - share, 0.0) / share if expected and share > 0 else 0.0
+    bar = bar if bar is not None else st.progress(0.0, text=eta_text(label, 0, expected, rest))
     thread = threading.Thread(target=work, daemon=True)
     add_script_run_ctx(thread, get_script_run_ctx())
     t0 = time.perf_counter()
@@ -180,7 +182,7 @@ def run_with_eta(fn: Callable[[], Any], label: str, kind: str, cost: float,
         thread.join(0.5)
         elapsed = time.perf_counter() - t0
         frac = min(elapsed / expected, 0.99) if expected else 0.0
-        bar.progress(min(done + share * frac, 0.99), text=eta_text(label, elapsed, expected))
+        bar.progress(min(done + share * frac, 0.99), text=eta_text(label, elapsed, expected, rest))
     elapsed = time.perf_counter() - t0
     if "error" in result:
         if own:

@@ -17,6 +17,13 @@ def cached_view(model_name: str, source: str, task: str, k: int, seed: int, text
     return attention_view.prompt_view(model, batch)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_top(model_name: str, source: str, task: str, k: int, seed: int, text: str):
+    model = ui.get_model(model_name)
+    batch = prompting.task_prompt(model, task, k, seed) if source == "task" else prompting.parse_prompt(model, text)
+    return attention_view.top_predictions(model, batch, 5)
+
+
 def set_head(layer: int, head: int) -> None:
     st.session_state["ex_layer"] = layer
     st.session_state["ex_head"] = head
@@ -52,7 +59,12 @@ if source == "Task":
     task = ui.task_picker(t1, tasks, "ex_task", info["kind"] == "text")
     if task is None:
         st.stop()
-    k = int(t2.number_input("k (demonstrations)", min_value=0, max_value=256, value=2, step=1, key="ex_k"))
+    k_max = ui.max_k(model_name, task)
+    if st.session_state.get("ex_k", 0) > k_max:  # a model or task with a shorter context
+        st.session_state["ex_k"] = k_max
+    k = int(t2.number_input("k (demonstrations)", min_value=0, max_value=k_max, value=min(2, k_max), step=1,
+                            key="ex_k", help=f"at most {k_max}: longer prompts do not fit the model's context "
+                                             f"({info['n_ctx']} tokens)"))
     seed = int(t3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="ex_seed"))
 else:
     if info["kind"] == "text":
@@ -80,6 +92,16 @@ st.html(attention_view.token_strip_html(view.labels, view.roles, highlight=view.
 if view.target >= 0:
     st.caption(f"{len(view.tokens)} tokens · read-out at position {view.readout} · "
                f"target token: {model_info.token_labels(model, [view.target])[0]!r}")
+top = ui.guarded(lambda: cached_top(model_name, "task" if source == "Task" else "text", task, k, seed, text),
+                 "cannot read the prediction")
+if top is not None:
+    st.subheader("Prediction at the read-out")
+    best = top.iloc[0]
+    st.caption(f"The model's top {len(top)} next tokens at position {view.readout} (softmax over the whole "
+               f"vocabulary); its prediction: {best['token']!r} at {best['probability']:.3f}"
+               + ("" if view.target < 0 else (" = the target" if bool(best["target"]) else " ≠ the target")))
+    st.dataframe(top, hide_index=True, key="ex_top", column_config={
+        "probability": st.column_config.ProgressColumn("probability", format="%.3f", min_value=0.0, max_value=1.0)})
 
 # ---------------------------------------------------------------- head picking
 L, H = view.n_layers, view.n_heads

@@ -75,7 +75,7 @@ def render(table) -> None:
     st.caption("Each knockout against its random control on the same prompts (McNemar), Benjamini-Hochberg "
                "q over the run's comparisons; significant: q < 0.05; no effect detected: the interval lies "
                "within the minimum detectable effect (MDE, 80% power); otherwise inconclusive.")
-    st.dataframe(stats_view.stats_view(abl), hide_index=True, width="stretch", key="circ_ablation_table")
+    ui.stats_table(stats_view.stats_view(abl), key="circ_ablation_table")
 
 
 st.title("Circuit")
@@ -84,30 +84,33 @@ st.caption("Summarize → semantics merge → feature retrieval and copy (Cho et
 if not (ui.module_available("circuits.icl_circuit")):
     st.info("The circuit analysis (circuits.icl_circuit) is not installed in this checkout.")
     st.stop()
-source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="circ_source")
+source, db = ui.source_picker("circ_source", ["circuit"])
 
 if source == "Stored sweep":
     folder = st.session_state.get("results_dir", "")
     st.caption(f"Results folder: {folder} (change it on the Results page or with `iclwb app --results DIR`)")
-    stored = ui.load_results(folder)
-    if stored is None:
+    if db is None:
+        db = ui.results_db(folder)  # says why the folder cannot be read
         st.stop()
-    rows = ui.guarded(lambda: circuit_view.circuit_rows(stored), "cannot read circuit rows from these results")
-    if rows is None:
-        st.stop()
-    if rows.empty:
+    where = ui.analysis_filter(db, ["circuit"])
+    if "step" not in db.columns or not db.count(**where):
         st.info(f"{folder} holds no circuit results yet; run `iclwb demo` or a sweep with the "
                 f"circuit analysis, or use a live run.")
         st.stop()
-    if results_view.superseded_note(stored):
-        st.caption(results_view.superseded_note(stored))
+    if results_view.superseded_note(db):
+        st.caption(results_view.superseded_note(db))
     f1, f2, f3 = st.columns(3)
-    model_sel = f1.selectbox("Model", sorted(rows["model"].astype(str).unique()), key="circ_st_model")
-    rows = rows[rows["model"].astype(str) == model_sel]
-    task_sel = f2.selectbox("Task", sorted(rows["task"].astype(str).unique()), key="circ_st_task")
-    rows = rows[rows["task"].astype(str) == task_sel]
-    k_sel = f3.selectbox("k", sorted(rows["k"].unique().tolist()), key="circ_st_k")
-    render(rows[rows["k"] == k_sel])
+    model_sel = f1.selectbox("Model", [str(m) for m in db.distinct("model", **where)], key="circ_st_model")
+    task_sel = f2.selectbox("Task", [str(t) for t in db.distinct("task", **where, model=[model_sel])],
+                            key="circ_st_task")
+    k_sel = f3.selectbox("k", db.distinct("k", **where, model=[model_sel], task=[task_sel]), key="circ_st_k")
+    rows = ui.guarded(lambda: circuit_view.circuit_rows(db.frame(**where, model=[model_sel], task=[task_sel],
+                                                                 k=[k_sel])),
+                      "cannot read circuit rows from these results")
+    if rows is None or rows.empty:
+        st.info(f"{folder} holds no circuit rows for this cell.")
+        st.stop()
+    render(rows)
     st.stop()
 
 c1, c2 = st.columns([2, 3])
@@ -139,8 +142,11 @@ parts = []
 bar = st.progress(0.0, text="Running the circuit…")
 try:
     for i, seed in enumerate(range(n_seeds)):
-        bar.progress(i / n_seeds, text=f"Seed {seed + 1} of {n_seeds}…")
-        parts.append(cached_circuit(model_name, task, k, n_prompts, seed, tuple(window)))
+        def job(seed: int = seed) -> pd.DataFrame:
+            return cached_circuit(model_name, task, k, n_prompts, seed, tuple(window))
+        parts.append(ui.run_with_eta(job, f"Seed {seed + 1} of {n_seeds}…", "circuit",
+                                     n_prompts * model_info.model_summary(model)["n_layers"], done=i / n_seeds,
+                                     share=1 / n_seeds, bar=bar))
 except ui.EXPECTED_ERRORS as err:
     bar.empty()
     ui.show_error(err, "cannot run the circuit")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from experiments.models import zoo
 from experiments.studies import icl_vs_gd, linreg_gd
-from iclwb_app import icl_gd_view, model_info, prompting, stats_view, ui
+from iclwb_app import icl_gd_view, model_info, prompting, results_view, stats_view, ui
 
 ACC = ["acc_zs", "acc_icl", "acc_gd"]
 DIST = ["kl_icl_gd", "kl_gd_icl", "tv_icl_gd", "topk_overlap", "rec2ftp"]
@@ -55,8 +55,11 @@ def render_lm(df: pd.DataFrame) -> None:
                         width="stretch", key="gd_dist")
     b1, b2 = st.columns(2)
     with b1:
-        if df["metric"].isin(ORDER).any():
-            st.plotly_chart(icl_vs_gd.fig_order_sensitivity(df), width="stretch", key="gd_order")
+        order_fig = icl_gd_view.order_figure(df) if df["metric"].isin(ORDER).any() else None
+        if order_fig is not None:
+            st.plotly_chart(order_fig, width="stretch", key="gd_order")
+        elif df["metric"].isin(ORDER).any():
+            st.info("Order sensitivity needs k >= 2: with one demonstration there is one ordering.")
     with b2:
         if (df["metric"] == "simaou").any():
             st.plotly_chart(icl_vs_gd.fig_simaou(df), width="stretch", key="gd_simaou")
@@ -72,7 +75,7 @@ def render_verdicts(cmp: pd.DataFrame) -> None:
         cmp, lambda r: f"k={int(r['k'])}: {r['condition']} vs {r['control']}")) or "No paired comparisons.")
     st.caption("Paired on the same prompts (McNemar for accuracies, permutation otherwise); Benjamini-Hochberg "
                "q over the run; significant: q < 0.05; no effect detected: the interval lies within the MDE.")
-    st.dataframe(stats_view.stats_view(cmp), hide_index=True, width="stretch", key="gd_verdicts")
+    ui.stats_table(stats_view.stats_view(cmp), key="gd_verdicts")
 
 
 def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None, verdicts: pd.DataFrame | None = None) -> None:
@@ -87,8 +90,9 @@ def render_linreg(comp: pd.DataFrame, order: pd.DataFrame | None, verdicts: pd.D
         st.plotly_chart(linreg_gd.fig_error_vs_k(comp), width="stretch", key="gd_err")
     with a2:
         st.plotly_chart(linreg_gd.fig_sensitivity(comp), width="stretch", key="gd_sens")
-    if order is not None and not order.empty:
-        st.plotly_chart(icl_vs_gd.fig_order_sensitivity(order), width="stretch", key="gd_order")
+    order_fig = icl_gd_view.order_figure(order) if order is not None and not order.empty else None
+    if order_fig is not None:
+        st.plotly_chart(order_fig, width="stretch", key="gd_order")
     st.dataframe(comp, hide_index=True, width="stretch", key="gd_table")
     if verdicts is not None:
         render_verdicts(verdicts)
@@ -100,25 +104,28 @@ st.caption("Error and accuracy against k for ICL, gradient descent on the same d
 if not ui.module_available("experiments.studies.icl_vs_gd"):
     st.info("The ICL-vs-GD study (experiments.studies.icl_vs_gd) is not installed in this checkout.")
     st.stop()
-source = st.radio("Source", ["Live run", "Stored sweep"], horizontal=True, key="gd_source")
+GD_ANALYSES = [a for a in (ui.launch_db().distinct("analysis") if ui.launch_db() is not None else [])
+               if "gd" in str(a).lower()] or ["icl_vs_gd"]
+source, db = ui.source_picker("gd_source", GD_ANALYSES)
 
 if source == "Stored sweep":
     folder = st.session_state.get("results_dir", "")
     st.caption(f"Results folder: {folder}")
-    df = ui.load_results(folder)
-    if df is None:
+    if db is None:
+        db = ui.results_db(folder)  # says why the folder cannot be read
         st.stop()
-    if "analysis" in df.columns:
-        df = df[df["analysis"].astype(str).str.contains("gd", case=False)]
-    if df.empty or not {"metric", "value", "k"} <= set(df.columns):
+    where = ui.analysis_filter(db, GD_ANALYSES)
+    if not db.count(**where) or not {"metric", "value", "k", "model", "task"} <= set(db.columns):
         st.info(f"{folder} holds no ICL-vs-GD results yet; run `iclwb demo` or a sweep with the "
                 f"ICL-vs-GD analysis, or use a live run.")
         st.stop()
+    if results_view.superseded_note(db):
+        st.caption(results_view.superseded_note(db))
     f1, f2 = st.columns(2)
-    model_sel = f1.selectbox("Model", sorted(df["model"].astype(str).unique()), key="gd_st_model")
-    df = df[df["model"].astype(str) == model_sel]
-    task_sel = f2.selectbox("Task", sorted(df["task"].astype(str).unique()), key="gd_st_task")
-    df = df[df["task"].astype(str) == task_sel]
+    model_sel = f1.selectbox("Model", [str(m) for m in db.distinct("model", **where)], key="gd_st_model")
+    task_sel = f2.selectbox("Task", [str(t) for t in db.distinct("task", **where, model=[model_sel])],
+                            key="gd_st_task")
+    df = db.frame(**where, model=[model_sel], task=[task_sel])
     metrics = sorted(df["metric"].astype(str).unique())
     default = [m for m in metrics if m in ACC or m.startswith("err_")] or metrics[:3]
     chosen = st.multiselect("Metrics", metrics, default=default, key="gd_st_metrics")
@@ -145,9 +152,14 @@ if model_info.model_kind(model) == "vector":
     n_tasks = int(t2.number_input("Tasks per k", min_value=16, max_value=4096, value=128, key="gd_ntasks"))
     seed = int(t3.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, key="gd_seed"))
     gd_steps = int(t4.number_input("GD steps", min_value=1, max_value=100, value=1, key="gd_steps"))
+    lin_key = (model_name, tuple(sorted(ks)), n_tasks, seed, gd_steps)
+    ui.wait_for_run("gd_lin_done", lin_key, True, "Run ICL vs GD", "gd_lin_run",
+                    note="Compares the model with GD and the baselines on every k; press Run.")
     try:
-        with st.spinner("Comparing the model with GD and the baselines…"):
-            comp, order, verdicts = cached_linreg(model_name, tuple(sorted(ks)), n_tasks, seed, gd_steps)
+        comp, order, verdicts = ui.run_with_eta(lambda: cached_linreg(*lin_key),
+                                                "Comparing the model with GD and the baselines…", "linreg_gd",
+                                                n_tasks * sum(ks) * gd_steps)
+        ui.mark_run("gd_lin_done", lin_key)
     except ui.EXPECTED_ERRORS as err:
         ui.show_error(err, "cannot run the comparison")
         st.stop()
@@ -181,8 +193,11 @@ jobs = [(k, s) for s in range(n_seeds) for k in sorted(ks)]
 bar = st.progress(0.0, text="Fine-tuning…")
 try:
     for i, (k, s) in enumerate(jobs):
-        bar.progress(i / len(jobs), text=f"k={k}, seed {s}: ICL and GD ({i + 1} of {len(jobs)})…")
-        parts.append(cached_lm(model_name, task, k, s, n_prompts, epochs, lr, subset))
+        def job(k: int = k, s: int = s) -> pd.DataFrame:
+            return cached_lm(model_name, task, k, s, n_prompts, epochs, lr, subset)
+        parts.append(ui.run_with_eta(job, f"k={k}, seed {s}: ICL and GD (job {i + 1} of {len(jobs)})…",
+                                     "icl_vs_gd", n_prompts * epochs * k, done=i / len(jobs),
+                                     share=1 / len(jobs), bar=bar))
 except ui.EXPECTED_ERRORS as err:
     bar.empty()
     ui.show_error(err, "cannot run the comparison")

@@ -77,9 +77,13 @@ def test_explorer_shows_library_numbers_and_head_buttons(induction):
 @pytest.mark.slow
 def test_explorer_bad_input_shows_errors_not_tracebacks():
     at = app().run()
-    at.number_input(key="ex_k").set_value(6).run()  # 7 copies of a 20-token segment > n_ctx 64
-    no_exception(at)
-    assert any("context" in e.value for e in at.error)
+    from experiments.models.loading import load_model
+
+    task = at.selectbox(key="ex_task").value
+    k_max = prompting.max_k(load_model("induction-2l"), task)
+    assert at.number_input(key="ex_k").max == k_max  # 1 + k copies of a 20-token segment: no k > 2 fits n_ctx 64
+    with pytest.raises(ValueError, match="context"):
+        prompting.task_prompt(load_model("induction-2l"), task, k_max + 1)
     at.radio(key="ex_source").set_value("Typed prompt").run()
     at.text_area(key="ex_text").input("3 17 42 | 8 21 5 | 3 17").run()
     no_exception(at)

@@ -118,6 +118,39 @@ def test_parse_text_prompt_roles_and_single_token_labels():
     assert sorted(b.candidates[0].tolist()) == sorted(b.label_tokens[0].tolist())
     with pytest.raises(PromptError, match="single tokens"):
         prompting.parse_prompt(model, "great movie: very good\nloved it:")
+    # the query line without its final ':' used to be read as plain text, demonstrations and all
+    for text in ("great movie: positive\nloved it", "loved it: positive"):
+        with pytest.raises(PromptError, match="must end with ':'"):
+            prompting.parse_prompt(model, text)
+    plain = prompting.parse_prompt(model, "a plain sentence")
+    assert plain.n_demos == 0 and plain.role_of_positions()[0][-1] == "readout"
+
+
+def test_max_k_is_the_largest_k_the_context_holds():
+    """The explorer's k input is bounded by max_k: its prompt fits n_ctx, one more demonstration
+    does not (or cannot be built)."""
+    for n_ctx in (48, 96):
+        model = tiny_bridge(d_vocab=50, n_ctx=n_ctx)
+        for task in ("induction", "classify"):
+            k = prompting.max_k(model, task)
+            assert prompting.task_prompt(model, task, k, 0).seq_len <= n_ctx
+            with pytest.raises(ValueError):
+                prompting.task_prompt(model, task, k + 1, 0)
+    assert prompting.max_k(tiny_bridge(d_vocab=50, n_ctx=96), "classify") > prompting.max_k(
+        tiny_bridge(d_vocab=50, n_ctx=48), "classify")
+
+
+def test_top_predictions_are_the_softmax_of_the_readout_logits():
+    from probes.readout import readout_logits
+
+    model = tiny_bridge(d_vocab=50, n_ctx=32)
+    batch = prompting.parse_prompt(model, "1 2 3 | 4 5 6 | 1 2")
+    top = attention_view.top_predictions(model, batch, 5)
+    probs = torch.softmax(readout_logits(model, batch)[0], -1)
+    assert top["token_id"].tolist() == torch.topk(probs, 5).indices.tolist()
+    assert top["probability"].tolist() == pytest.approx(torch.topk(probs, 5).values.tolist(), abs=1e-6)
+    assert top["probability"].is_monotonic_decreasing and top["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert top["target"].sum() == int(int(batch.target[0]) in top["token_id"].tolist())
 
 
 def test_vector_model_rejects_prompts():
