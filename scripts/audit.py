@@ -51,7 +51,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 LAST_CLI: list[str] = [""]
 """The last line the last CLI run wrote to stderr (shown with -v)."""
 OUTCOMES = ("clear_error", "traceback", "silent_wrong", "hang", "data_loss", "ok")
-PROJECT = ("probes", "circuits", "experiments")
+PROJECT = ("probes", "circuits", "experiments", "iclwb_app")
+"""Packages whose ValueErrors are the project's own errors (the app's AppInputError included)."""
 
 DUR = """\
 name = "dur"
