@@ -1,10 +1,11 @@
-"""notebooks/01-04 run top to bottom offline (nbclient), are committed without outputs, show plotly
+"""notebooks/01-04 and 06 run top to bottom offline (nbclient), are committed without outputs, show plotly
 figures, and print the numbers their conclusions are made of.
 
 Each notebook carries its own asserts where a known answer exists (the top induction head is in
 layer 1, the hand-built GD layer matches one GD step, full-batch GD is order invariant, ...), so a
-wrong result fails execution. The notebooks are built from scripts/build_notebooks.py; the last
-test checks that the committed files are what the script writes.
+wrong result fails execution. Every notebook (05 included) is a jupytext pair: ``NN_name.ipynb``
+and the percent script ``NN_name.py`` (``notebooks/jupytext.toml``); the pair tests check that both
+files hold the same cells, so an edit to one side that was not synced (``jupytext --sync``) fails.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-import nbformat
+import jupytext
 import pytest
+from jupytext.config import load_jupytext_config
 
 from tests.notebooks.notebook_runner import (
     committed_clean,
@@ -51,27 +53,70 @@ TIMEOUT_S = 1200  # per cell
 KERNEL_ENV = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
-@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+ALL_NOTEBOOKS = sorted(p.name for p in NB_DIR.glob("*.ipynb"))
+
+
+def cells(path: Path) -> list[tuple[str, str]]:
+    """(cell type, source) of every cell, as jupytext reads the file (.ipynb or percent .py)."""
+    return [(c.cell_type, c.source) for c in jupytext.read(path).cells]
+
+
+def pair_problems(ipynb: Path, script: Path) -> list[str]:
+    """How the two files of a pair differ: missing file, cell count, first differing cell."""
+    if not script.exists():
+        return [f"{script.name} is missing; run: jupytext --set-formats ipynb,py:percent {ipynb}"]
+    a, b = cells(ipynb), cells(script)
+    code_a = [src for kind, src in a if kind == "code"]
+    code_b = [src for kind, src in b if kind == "code"]
+    problems = []
+    if code_a != code_b:
+        i = next((i for i, (x, y) in enumerate(zip(code_a, code_b)) if x != y), min(len(code_a), len(code_b)))
+        problems.append(f"code cell {i} differs ({len(code_a)} code cells in {ipynb.name}, {len(code_b)} in "
+                        f"{script.name}); run: jupytext --sync {ipynb}")
+    if a != b:
+        problems.append(f"the cells differ (markdown or order); run: jupytext --sync {ipynb}")
+    return problems
+
+
+def test_every_notebook_is_tested():
+    assert set(ALL_NOTEBOOKS) == set(NOTEBOOKS) | {"05_icl_vectors.ipynb"}  # 05: test_notebook_vectors.py
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
 def test_committed_without_outputs(name):
     path = NB_DIR / name
-    assert path.exists(), f"{path} is missing; run scripts/build_notebooks.py"
     assert committed_clean(path) == []
     nb = json.loads(path.read_text())
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-def test_committed_notebooks_match_build_script():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import build_notebooks
-    finally:
-        sys.path.pop(0)
-    for key, (name, cells) in build_notebooks.NOTEBOOKS.items():
-        built = build_notebooks.build(cells, key)
-        committed = nbformat.read(NB_DIR / name, as_version=4)
-        assert [c.source for c in committed.cells] == [c.source for c in built.cells], (
-            f"{name} differs from scripts/build_notebooks.py; edit the script and rerun it")
-    assert {n for n, _ in build_notebooks.NOTEBOOKS.values()} == set(NOTEBOOKS)
+def test_notebooks_are_paired_as_percent_scripts():
+    assert load_jupytext_config(str(NB_DIR / ALL_NOTEBOOKS[0])).formats == ["ipynb,py:percent"]
+    scripts = sorted(p.name for p in NB_DIR.glob("*.py"))
+    assert scripts == [n.replace(".ipynb", ".py") for n in ALL_NOTEBOOKS], "a script without its notebook"
+    for name in scripts:
+        assert (NB_DIR / name).read_text().count("\n# %%") >= 5, f"{name} is not a percent script"
+
+
+@pytest.mark.parametrize("name", ALL_NOTEBOOKS)
+def test_notebook_and_script_hold_the_same_cells(name):
+    ipynb = NB_DIR / name
+    assert sum(kind == "code" for kind, _ in cells(ipynb)) >= 5
+    assert pair_problems(ipynb, ipynb.with_suffix(".py")) == []
+
+
+def test_pair_check_sees_an_unsynced_edit(tmp_path):
+    """The pair check is not vacuous: an edit to one code cell of the script is reported."""
+    src = NB_DIR / "01_induction_heads.ipynb"
+    ipynb, script = tmp_path / src.name, tmp_path / "01_induction_heads.py"
+    ipynb.write_text(src.read_text())
+    text = src.with_suffix(".py").read_text()
+    script.write_text(text.replace("N_RANDOM = 20", "N_RANDOM = 21", 1))
+    assert script.read_text() != text
+    problems = pair_problems(ipynb, script)
+    assert problems and problems[0].startswith("code cell ")
+    script.unlink()
+    assert "missing" in pair_problems(ipynb, script)[0]
 
 
 @pytest.mark.slow
