@@ -35,7 +35,8 @@ NB_DIR = ROOT / "notebooks"
 NOTEBOOKS: dict[str, tuple[int, tuple[str, ...]]] = {
     "01_induction_heads.ipynb": (4, ("Previous-token head: L0H", "Induction heads (score >",
                                      "K-compose most strongly with the previous-token head",
-                                     "Knocking out the", "ICL score")),
+                                     "Knocking out the", "induction heads vs random heads: significant (effect +",
+                                     "Random draws without the previous-token head", "ICL score", "(n=64, paired")),
     "02_ngram_heads.ipynb": (4, ("icll-dfa: accuracy", "In-context n-gram models:", "2-gram: best head L",
                                  "knocked out: accuracy", "Spearman correlation")),
     "03_icl_circuit.ipynb": (6, ("s_q probe peaks at layer", "strongest merge at layer",
@@ -117,6 +118,18 @@ def test_pair_check_sees_an_unsynced_edit(tmp_path):
     assert problems and problems[0].startswith("code cell ")
     script.unlink()
     assert "missing" in pair_problems(ipynb, script)[0]
+
+
+def test_induction_notebook_uses_the_statistics_layer_and_points_on():
+    nb = cells(NB_DIR / "01_induction_heads.ipynb")
+    code = "\n".join(src for kind, src in nb if kind == "code")
+    for call in ("scan_stats(scan)", "stats.summarize(", "stats.compare(", "stats.estimate(", "stats.paired("):
+        assert call in code, f"notebook 01 should use {call}"
+    assert "±" not in code and ".std()" not in code, "intervals over prompts, not a spread over draws"
+    kind, last = nb[-1]
+    assert kind == "markdown"
+    for pointer in ("iclwb app --results results/demo", "**Head scan**", "02_ngram_heads.ipynb"):
+        assert pointer in last, f"the last cell should point to {pointer}"
 
 
 @pytest.mark.slow
