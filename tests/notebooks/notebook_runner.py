@@ -28,7 +28,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[2]
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
-_CPU_CELL = "import json as _j, resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF); print('__cpu__', _j.dumps([_u.ru_utime, _u.ru_stime]))"
+_CPU_CELL = ("import json as _j, resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF); "
+             "print('__cpu__', _j.dumps([_u.ru_utime, _u.ru_stime]))")
 
 
 def run_notebook(path: str | os.PathLike, timeout: int = 900, cpu_time: bool = False,
