@@ -89,13 +89,25 @@ def order_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
 
 
 def order_figure(df: pd.DataFrame) -> go.Figure | None:
-    """``icl_vs_gd.fig_order_sensitivity`` of ``order_rows`` (None when no k has two orderings)."""
+    """``icl_vs_gd.fig_order_sensitivity`` of ``order_rows`` (None when no k has two orderings),
+    without an interval where a bar stands on one value (n = 1: the linear-regression study stores
+    one spread per method and k; a spread of exactly 0 was read as a 0/1 outcome and drew a Wilson
+    whisker up to 0.79 over an empty bar)."""
+    import numpy as np  # noqa: PLC0415
+
     from experiments.studies.icl_vs_gd import fig_order_sensitivity  # noqa: PLC0415
 
     rows, dropped = order_rows(df)
     if rows.empty:
         return None
     fig = fig_order_sensitivity(rows)
+    for trace in fig.data:
+        n = np.asarray(trace.customdata if trace.customdata is not None else [], dtype=float)
+        err = trace.error_y
+        if len(n) and err is not None and err.array is not None:
+            one = n < 2
+            err.array = np.where(one, 0.0, np.asarray(err.array, dtype=float))
+            err.arrayminus = np.where(one, 0.0, np.asarray(err.arrayminus, dtype=float))
     if dropped:
         fig.add_annotation(text=f"k={', '.join(map(str, dropped))}: one ordering only, no spread to show",
                            xref="paper", yref="paper", x=0, y=1.08, showarrow=False, font=dict(size=11))

@@ -289,6 +289,9 @@ def source_picker(key: str, analyses: Sequence[str]) -> tuple[str, ResultsDB | N
                       index=stored_view.SOURCES.index(stored_view.STORED if has else stored_view.LIVE),
                       help="Stored sweep: the current units of the results folder (as the findings page "
                            "shows them); Live run: compute on this machine now")
+    note = results_view.damaged_note(db) if db is not None and choice == stored_view.STORED else None
+    if note:
+        st.warning(note, icon=":material/warning:")
     return choice, db
 
 

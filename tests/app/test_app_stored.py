@@ -84,6 +84,10 @@ def test_kl_gets_its_own_axis_and_order_sensitivity_needs_two_orderings():
     order = icl_gd_view.order_figure(df)
     assert [list(t.x) for t in order.data] == [["2"]]
     assert icl_gd_view.order_figure(df[df["k"] == 1]) is None
+    # one stored spread per method and k (linear regression): no whisker over a bar of one value
+    lin = pd.DataFrame({"method": ["gd1", "sgd", "gd1", "sgd"], "k": [2, 2, 4, 4], "order_std": [0.0, 0.09, 0.0, 0.3]})
+    for t in icl_gd_view.order_figure(lin).data:
+        assert list(t.error_y.array) == [0, 0] and list(t.error_y.arrayminus) == [0, 0]
 
 
 def test_aie_heatmap_has_layer_0_on_top_like_every_heatmap():

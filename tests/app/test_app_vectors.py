@@ -57,10 +57,15 @@ def test_bad_input_shows_errors_not_tracebacks():
     at.text_input(key="vec_lambdas").set_value("0, lots").run()
     no_exception(at)
     assert any("lambdas must be numbers" in e.value for e in at.error)
-    at.text_input(key="vec_lambdas").set_value("0, 0.1")
-    at.number_input(key="vec_k").set_value(20).run()  # 5 + 6 * 20 tokens > n_ctx 64
-    no_exception(at)
-    assert any("context" in e.value for e in at.error)
+    at.text_input(key="vec_lambdas").set_value("0, 0.1").run()
+    from experiments.models.loading import load_model
+    from iclwb_app import prompting
+
+    model, task = load_model(MODEL), at.selectbox(key="vec_task").value
+    k_max = prompting.max_k(model, task, 64)  # the k input stops where the prompt outgrows n_ctx 64
+    assert at.number_input(key="vec_k").max == k_max < 20
+    with pytest.raises(ValueError, match="context"):
+        prompting.task_prompt(model, task, k_max + 1)
     at.selectbox(key="vec_model_select").set_value("Other (name or folder)…").run()
     at.text_input(key="vec_model_other").set_value("./no/such/model").run()
     no_exception(at)
