@@ -21,6 +21,7 @@ def full_frame():
     return ResultsStore(FULL, create=False).frame()
 
 
+@pytest.mark.slow
 def test_head_scan_page_defaults_to_the_stored_scan_with_the_findings_numbers(full_frame):
     from experiments.runs import findings
 
