@@ -110,3 +110,23 @@ def test_stored_dynamics_unit_reads_back_as_the_dynamics_table():
     df = stored_view.dynamics_frame(rows)
     assert df["step"].tolist() == [10, 20] and df["k"].tolist() == [-1, 2]
     assert df["layer"].tolist() == [1, -1] and "unit_key" not in df.columns and "ci_low" in df.columns
+
+
+def test_stored_scan_heatmap_shows_each_top_head_as_the_findings_page_does(full_frame):
+    """A head with per-prompt induction rows (the findings page's top 5) shows their mean in the
+    heatmap too (L18H6 0.854, not the scan's own aggregate 0.862); every other head keeps its
+    aggregate row, and every score keeps one value per head."""
+    from experiments.runs import findings
+
+    rows = full_frame[(full_frame["analysis"] == "head_scan") & (full_frame["model"] == "smollm2-135m")]
+    frame = stored_view.scan_frame(rows)
+    ind = frame[frame["score"] == "induction"].set_index(["layer", "head"])["value"]
+    assert len(ind) == 30 * 9 and not ind.index.has_duplicates
+    for r in findings.induction_rows(rows).to_dict("records"):
+        layer, head = (int(x) for x in r["head"][1:].split("H"))
+        assert ind.loc[(layer, head)] == pytest.approx(r["value"], abs=1e-9)
+    agg = rows[(rows["metric"] == "induction") & (rows["prompt"] < 0)].set_index(["layer", "head"])["value"]
+    others = [i for i in agg.index if (int(i[0]), int(i[1])) not in
+              {tuple(int(x) for x in h[1:].split("H")) for h in findings.induction_rows(rows)["head"]}]
+    assert all(ind.loc[(int(a), int(b))] == agg.loc[(a, b)] for a, b in others[:50])
+    assert ind.loc[(18, 6)] == pytest.approx(0.854, abs=1e-3) and agg.loc[(18.0, 6.0)] == pytest.approx(0.862, abs=1e-3)
