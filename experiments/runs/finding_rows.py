@@ -54,7 +54,7 @@ def induction_rows(df: pd.DataFrame) -> pd.DataFrame:
         if per.empty:
             top = d[d["metric"] == "induction"].sort_values("value", ascending=False).head(5)
             for _, r in top.iterrows():
-                out.append(dict(model=model, head=f"L{int(r.layer)}H{int(r.head)}", value=r.value,
+                out.append(dict(model=model, head=f"L{int(r['layer'])}H{int(r['head'])}", value=r["value"],
                                 ci_low=math.nan, ci_high=math.nan, null=math.nan, effect=math.nan,
                                 effect_ci_low=math.nan, effect_ci_high=math.nan, p_value=math.nan, n=0))
             continue

@@ -15,6 +15,7 @@ The page itself (``Finding``, ``Report``, figure and formatting helpers) is
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -24,7 +25,9 @@ import plotly.graph_objects as go
 from circuits import plots
 from circuits.icl_circuit import ablation_summary
 from circuits.plots import ablation_bars as circuit_bars
+from experiments.runs.effects import effect_rows
 from experiments.runs.executors import stored_states
+from experiments.runs.figures import forest, paper_style, score_range
 from experiments.runs.report_page import (
     CI_CAPTION,
     Finding,
@@ -49,16 +52,27 @@ SUMMARY_SCORES = ("previous_token", "induction", "ngram_2", "ngram_3", "ngram_4"
 
 
 def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
-
+    """Per model: the top head of each score with its interval and test; the induction and
+    previous-token heatmaps (the other scores folded), one colour scale per score over every model,
+    the heads above their null ringed; the top-5 table per score."""
+    aggs = df[df["prompt"] < 0] if "prompt" in df.columns else df
+    ranges = {m: score_range(g.groupby(["model", "layer", "head"])["value"].mean(), m) for m, g in aggs.groupby("metric")}
     for model in sorted(df["model"].unique()):
         d = df[df["model"] == model]
         agg = d[d["prompt"] < 0] if "prompt" in d.columns else d
-        for metric in sorted(agg["metric"].unique()):
-            zmax = 1.0 if metric not in ("copying", "k_composition", "icl_score") else None
-            rep.appendix[f"head_scan/{model}/{metric}"] = head_heatmap(agg[agg["metric"] == metric], model, metric,
-                                                                       zmin=0.0, zmax=zmax)
         stats_ok = "p_value" in d.columns and d["p_value"].notna().any()
         cmp = head_scan_stats(d).comparisons if stats_ok else pd.DataFrame()
+        for metric in sorted(agg["metric"].unique()):
+            dm = agg[agg["metric"] == metric]
+            up = cmp[(cmp["metric"] == metric) & cmp["above_null"].astype(bool)] if len(cmp) else cmp
+            marked = sorted({(int(r["layer"]), int(r["head"])) for r in up.to_dict("records")})
+            if metric == "induction":  # and the top heads that the per-prompt test finds above their null
+                marked = sorted(set(marked) | _significant_heads(rep.effects, model))
+            main = metric in ("induction", "previous_token")
+            where = rep.figures if main else rep.appendix
+            where[f"head scan/{model}/{metric}"] = head_heatmap(
+                dm, model, metric, *ranges[metric], marked=marked)
+        untested: list[tuple[str, str]] = []  # n-gram scores have no null: one finding for all of them
         for metric in [m for m in SUMMARY_SCORES if m in set(agg["metric"])]:
             dm = agg[agg["metric"] == metric]
             per_head = dm.groupby(["layer", "head"])["value"].mean()
@@ -77,19 +91,32 @@ def _head_scan_section(df: pd.DataFrame, rep: Report) -> None:
                 test = (f"; {len(sig)} of {int(per_head.size)} heads above their null at q<0.05;"
                         f" top head vs null: {cmp_text(top)}")
             elif metric.startswith("ngram"):
-                test = "; no null for n-gram scores: interval only"
+                untested.append((metric, f"{metric} L{l}H{h} = {best:.3f}{ci}"))
+                continue
             rep.add(Finding(
                 text=f"{model}: top {metric} head L{l}H{h} = {best:.3f}{ci}"
                      f"{f' (mean of {n_seeds} seeds)' if n_seeds > 1 else ''}{test}",
                 value=best, filters={"analysis": "head_scan", "model": model, "metric": metric},
                 agg="max", per_head=True, section="head scan",
                 verdict=str(top["verdict"]) if len(c) else ""))
-        for metric in [m for m in ("induction", "previous_token") if m in set(agg["metric"])]:
-            rep.figures.setdefault(f"head scan/{model}/{metric}", head_heatmap(
-                agg[agg["metric"] == metric], model, metric, zmin=0.0, zmax=1.0))
+        if untested:
+            first = agg[agg["metric"] == untested[0][0]].groupby(["layer", "head"])["value"].mean().max()
+            rep.add(Finding(f"{model}: top n-gram heads {'; '.join(t for _, t in untested)}; no null for n-gram "
+                            "scores: intervals only", float(first),
+                            {"analysis": "head_scan", "model": model, "metric": untested[0][0]}, agg="max",
+                            per_head=True, section="head scan"))
         if len(cmp):
             show = cmp[cmp["metric"].isin(SUMMARY_SCORES)].sort_values("value", ascending=False)
             rep.tables[f"head scan/{model}"] = show.groupby("metric", sort=False).head(5)
+
+
+def _significant_heads(rows: pd.DataFrame, model: str) -> set[tuple[int, int]]:
+    """(layer, head) of the head-scan effect rows of ``model`` significantly above their null."""
+    if rows.empty:
+        return set()
+    r = rows[(rows["question"] == "head scan") & (rows["model"] == model) & (rows["verdict"] == "significant")
+             & (rows["effect"] > 0)]
+    return {(int(m[1]), int(m[2])) for m in (re.fullmatch(r"L(\d+)H(\d+)", str(d)) for d in r["detail"]) if m}
 
 
 def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
@@ -101,9 +128,9 @@ def _circuit_section(df: pd.DataFrame, rep: Report) -> None:
         if not abl.empty and "prompt" in abl.columns and (abl["prompt"] >= 0).any():
             s = ablation_summary(abl)
             win = s["window"].iloc[0]
-            fig = circuit_bars(abl, title=f"{tag}: accuracy under knockouts (layers {win}) vs random "
-                                          f"control; {CI_CAPTION}")
-            rep.figures[f"circuit/{tag}/ablations"] = fig
+            fig = circuit_bars(abl, title=f"{tag}: accuracy under knockouts (layers {win}) and their random controls")
+            fig.update_layout(title_subtitle_text=CI_CAPTION)
+            rep.appendix[f"circuit/{tag}/accuracy"] = fig
             rep.tables[f"circuit/{tag}"] = s
             un = s[s["ablation"] == "unablated"].iloc[0]
             zs = s[s["ablation"] == "zero_shot"].iloc[0]
@@ -229,6 +256,8 @@ def _dynamics_section(df: pd.DataFrame, rep: Report) -> None:
     induction scores and the ICL score against training step with the phase-change window shaded,
     and the window's numbers (``experiments.studies.dynamics.phase_summary``) as findings."""
 
+    df = df.assign(step=pd.to_numeric(df["step"], errors="coerce"))  # a store shares "step" with circuit's names
+    df = df[df["step"].notna()].assign(step=lambda t: t["step"].astype(int))
     for model in sorted(df["model"].unique()):
         d = df[df["model"] == model].copy()
         table = d.drop(columns=["k"], errors="ignore").rename(columns={"shots": "k"})
@@ -293,6 +322,7 @@ def build_report(store: Any, title: str = "ICL Workbench report", notes: list[st
     if df.empty:
         rep.notes.append("the store has no results yet")
         return rep
+    rep.effects = effect_rows(df)
     sections = {"head_scan": _head_scan_section, "circuit": _circuit_section, "icl_vs_gd": _ivg_section,
                 "vectors": _vectors_section, "dynamics": _dynamics_section}
     for analysis, fn in sections.items():
@@ -306,4 +336,32 @@ def build_report(store: Any, title: str = "ICL Workbench report", notes: list[st
         if c in prov.columns:
             prov[c] = prov[c].round(2)
     rep.provenance = prov.sort_values(["analysis", "model", "task", "k", "seed"]).reset_index(drop=True)
+    rep.figures = {**forests(rep.effects), **rep.figures}
+    for fig in rep.all_figures().values():
+        paper_style(fig)
     return rep
+
+
+FORESTS = {
+    ("head scan", "induction score"): ("Top induction heads: score minus its null", "induction score - null"),
+    ("circuit", "knockout"): ("Circuit knockouts: accuracy minus the random control's",
+                              "accuracy difference (knockout - random control)"),
+    ("circuit", "ICL gain"): ("ICL gain: accuracy with demonstrations minus zero-shot",
+                              "accuracy difference (ICL - zero-shot)"),
+    ("ICL vs GD", "accuracy"): ("Fine-tuning on the demonstrations (GD) minus ICL: accuracy",
+                                "accuracy difference (GD - ICL)"),
+    ("ICL vs GD", "squared error"): ("Reference learners minus the model (ICL): squared error on the query",
+                                     "squared error difference (reference - ICL)"),
+    ("ICL vectors", "vector"): ("ICL vectors: accuracy with the vector minus with a random vector of the same norm",
+                                "accuracy difference (vector - random vector)"),
+}
+"""Each forest plot's title and x-axis, by (question, unit of the effect)."""
+
+
+def forests(rows: pd.DataFrame) -> dict[str, go.Figure]:
+    """One forest plot per (question, unit) of the effect rows, named ``"<question>/forest: <unit>"``."""
+    out = {}
+    for (question, unit), g in (rows.groupby(["question", "unit"], sort=False) if len(rows) else []):
+        title, xtitle = FORESTS.get((question, unit), (f"{question}: {unit}", unit))
+        out[f"{question}/forest: {unit}"] = forest(g, title, xtitle)
+    return out

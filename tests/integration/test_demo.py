@@ -41,6 +41,9 @@ def test_quick_demo_writes_report_with_figures_and_summary(quick_demo, capsys):
     lines = summary.splitlines()
     assert max(map(len, lines)) <= 100 and len(lines) <= 50, "one screen"
     assert "head scan" in summary and "induction-2l" in summary
+    # the training-dynamics units have a section and numbers (their steps were read as text once)
+    assert "[training dynamics]" in summary and "undefined" not in summary
+    assert "When do the ICL heads form during training?" in html
     assert summary.strip() in html.replace("&#x27;", "'").replace("&gt;", ">").replace("&lt;", "<") \
         .replace("&quot;", '"').replace("&amp;", "&")
 
@@ -59,7 +62,8 @@ def test_summary_numbers_equal_the_store(quick_demo):
         quoted = [float(x) for x in re.findall(r"-?\d+\.\d{3}(?:e[-+]\d+)?", f.text)]
         assert any(q == pytest.approx(f.value, rel=5e-3, abs=5e-4) for q in quoted), f.text
     # the head scan's known answer on induction-2l: previous-token head in layer 0, induction in layer 1
-    top = {f.filters["metric"]: f.text for f in findings if f.filters.get("model") == "induction-2l"}
+    top = {f.filters["metric"]: f.text for f in findings
+           if f.filters.get("model") == "induction-2l" and f.filters.get("analysis") == "head_scan"}
     assert re.search(r"head L1H\d", top["induction"]) and re.search(r"head L0H\d", top["previous_token"])
 
 
@@ -158,15 +162,26 @@ def test_report_findings_on_hand_made_store(tmp_path):
         assert "largest" not in f.text
     df = store.frame()
     assert all(f.recompute(df) == pytest.approx(f.value) for f in rep.findings if f.agg != "stats")
-    assert {"head scan/m/induction", "circuit/m / classify / k=4/ablations"} <= set(rep.figures)
-    bars = rep.figures["circuit/m / classify / k=4/ablations"]
-    assert "95% confidence intervals" in bars.layout.title.text
-    assert list(bars.data[0].x) == ["si_to_yi", "yi_to_sq"] and list(bars.data[1].y) == [0.86, 0.88]
-    # heatmaps of attention mass share one colour scale [0, 1]
-    hm = rep.figures["head scan/m/induction"].data[0]
-    assert (hm.zmin, hm.zmax) == (0.0, 1.0)
+    assert {"head scan/m/induction", "circuit/forest: knockout", "circuit/forest: ICL gain"} <= set(rep.figures)
+    # the knockout figure plots effects (knockout - control) with their intervals, significant ones filled
+    forest = rep.figures["circuit/forest: knockout"].data[0]
+    effects = rep.effects[rep.effects["unit"] == "knockout"]
+    assert list(forest.x) == pytest.approx([-0.01, -0.38]) and list(effects["label"]) == ["classify: si_to_yi",
+                                                                                       "classify: yi_to_sq"]
+    assert list(forest.error_x.array) == pytest.approx(list(effects["ci_high"] - effects["effect"]))
+    assert list(forest.error_x.arrayminus) == pytest.approx(list(effects["effect"] - effects["ci_low"]))
+    assert list(forest.marker.symbol) == ["circle-open", "circle"]
+    # the accuracies themselves (knockout beside its control) are folded away with the per-run figures
+    assert list(rep.appendix["circuit/m / classify / k=4/accuracy"].data[1].y) == pytest.approx([0.86, 0.88])
+    # heatmaps of attention mass share one colour scale [0, 1]; the head above its null is ringed
+    hm = rep.figures["head scan/m/induction"]
+    assert (hm.data[0].zmin, hm.data[0].zmax) == (0.0, 1.0)
+    assert (list(hm.data[1].y), list(hm.data[1].x)) == ([1], [2])
     html = rep.write(tmp_path / "report.html").read_text()
-    assert html.index("Which heads implement ICL?") < html.index("Appendix")
+    # the page opens with the verdict table, then the questions' figures; provenance last
+    assert html.index("id='verdict-table'") < html.index("class='fig'") < html.index("id='provenance'")
+    assert html.index("<table") == html.index("<table id='verdict-table'")
+    assert "significantly lower: -0.380 [" in html and "knockout yi_to_sq minus random control" in html
 
 
 def test_power_from_a_stored_pilot(tmp_path, capsys):
