@@ -9,6 +9,9 @@
     iclwb demo [--quick]                 the standard study on the built-in models (main job)
     iclwb sweep run|status|results ...   scripted sweeps (see experiments.runs)
     iclwb app [--results DIR]            the Streamlit app
+    iclwb figures --store DIR --out DIR [--format svg,pdf,png]
+                                         the report's figures as static files, its tables as
+                                         Markdown and LaTeX (for a paper)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from experiments.cli.app import register as app_register
+from experiments.cli.figures import register as figures_register
 from experiments.cli.power import register as power_register
 from experiments.cli.study import register as study_register
 from experiments.cli.sweep import register as sweep_register
@@ -134,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(other files in --out are kept)")
     dm.set_defaults(func=_cmd_demo)
 
-    for register in (sweep_register, app_register, study_register, power_register):
+    for register in (sweep_register, app_register, study_register, power_register, figures_register):
         register(sub)
     return p
 

@@ -32,6 +32,8 @@ def register(sub: Any) -> None:
     g.add_argument("--store", required=True)
     g.add_argument("--out", default=str(ROOT / "docs" / "findings.md"))
     g.add_argument("--config", default=str(FULL_CONFIG))
+    g.add_argument("--no-figures", action="store_true",
+                   help="only the Markdown (the figures beside it need Chromium: scripts/setup-browser.sh)")
     g.set_defaults(func=_findings)
 
 
@@ -47,5 +49,5 @@ def _full(a: Any) -> int:
 def _findings(a: Any) -> int:
     from experiments.runs.findings import write_findings
 
-    print(write_findings(a.store, a.out, config=a.config))
+    print(write_findings(a.store, a.out, config=a.config, figures=not a.no_figures))
     return 0

@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from experiments.runs.cells import CELL, select
+from experiments.runs.effects import effect_rows, verdict_table
+from experiments.runs.figures import write_figures
 from experiments.runs.finding_rows import (
     MODELS,
     circuit_rows,
@@ -43,7 +45,10 @@ from experiments.runs.finding_rows import (
     models_in,
     vector_rows,
 )
+from experiments.runs.report import build_report
+from experiments.runs.report_page import section_of
 from experiments.runs.store import ResultsStore
+from experiments.runs.tables import p_text, to_markdown
 from probes import verdicts
 
 
@@ -136,36 +141,54 @@ def _provenance(store: Any, df: pd.DataFrame, superseded: dict[str, str] | Seque
     return lines
 
 
-def render(store_dir: str | Path, config: str = "configs/full.toml") -> str:
-    """The findings page of the results store ``store_dir`` (Markdown); ``config`` is named in its
-    header as the study's config."""
+def render(store_dir: str | Path, config: str = "configs/full.toml",
+           figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """The findings page of the results store ``store_dir`` (Markdown): the verdict table first,
+    then one section per question (its table, and the figures ``figures`` names per question:
+    (title, relative path) pairs), provenance last. ``config`` is named as the study's config."""
     store = ResultsStore(store_dir)
     df = store.frame()  # the current unit of each cell only
     superseded = df.attrs.get("iclwb.superseded") or {}
-    models = models_in(df)
+    figs = figures or {}
     md = ["# Findings: the replicated full study", "",
           f"Generated from the results store `{store_dir}` by `iclwb study findings --store {store_dir} "
           f"--out docs/findings.md` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
           "(do not edit by hand: rerun the command). The study itself: "
           f"`iclwb study full --config {config} --store {store_dir}` (prints its expected run time, "
-          "resumes after interruption).", "",
-          f"**Sign convention.** {verdicts.SIGN_CONVENTION}", "",
-          "Intervals are 95%: Wilson for accuracies; for paired 0/1 comparisons the interval that "
-          "inverts McNemar's exact test (`probes.stats.mcnemar_ci`: it excludes 0 exactly when p < 0.05); "
-          "BCa bootstrap otherwise. q-values are Benjamini-Hochberg within each family; verdicts from "
-          "`probes.stats.verdict`: *significant* (q < 0.05, with its direction against the named "
-          "baseline), *no effect detected (MDE = m)* when the whole interval lies within the minimum "
-          "detectable effect, else *inconclusive*. Where an interval and its verdict seem to disagree "
-          "(an interval that excludes 0 before the BH correction), the row says why. A knockout, vector "
-          "or GD row on a cell whose ICL gain over zero-shot is not significant says *no ICL to explain*.",
-          ""]
-    md += ["## Provenance", ""] + (_provenance(store, df, superseded) or ["- (empty store)"]) + [""]
-
-    # summary table (both models side by side)
+          "resumes after interruption). Provenance is at the end.", "",
+          f"**Sign convention.** {verdicts.SIGN_CONVENTION}", ""]
     ind, circ, ivg, vec = induction_rows(df), circuit_rows(df), ivg_rows(df), vector_rows(df)
-    md += ["## Replication table", "", _summary_table(models, ind, circ, ivg, vec), ""]
-    md += _induction_md(ind) + _circuit_md(circ) + _ivg_md(ivg) + _vector_md(vec)
+    table = verdict_table(effect_rows(df))
+    md += ["## Verdicts", "",
+           "One row per claim, one column per model: the verdict (*significant*, with its direction; *no effect "
+           "detected (MDE = m)*; or *inconclusive*), the effect with its 95% interval, q and n.", "",
+           to_markdown(table.drop(columns=["question"])) if len(table)
+           else "(the store holds none of the study's findings yet)", ""]
+    md += ["Intervals are 95%: Wilson for accuracies; for paired 0/1 comparisons the interval that "
+           "inverts McNemar's exact test (`probes.stats.mcnemar_ci`: it excludes 0 exactly when p < 0.05); "
+           "BCa bootstrap otherwise. q-values are Benjamini-Hochberg within each family; verdicts from "
+           "`probes.stats.verdict`: *significant* (q < 0.05, with its direction against the named "
+           "baseline), *no effect detected (MDE = m)* when the whole interval lies within the minimum "
+           "detectable effect, else *inconclusive*. Where an interval and its verdict seem to disagree "
+           "(an interval that excludes 0 before the BH correction), the row says why. A knockout, vector "
+           "or GD row on a cell whose ICL gain over zero-shot is not significant says *no ICL to explain*.", ""]
+    for section, part in (("head scan", _induction_md(ind)), ("circuit", _circuit_md(circ)),
+                          ("ICL vs GD", _ivg_md(ivg)), ("ICL vectors", _vector_md(vec))):
+        md += part + _figure_md(figs.get(section, []))
+    if figs.get("training dynamics"):
+        md += ["## 5. Training dynamics", ""] + _figure_md(figs["training dynamics"])
+    md += ["## Provenance", ""] + (_provenance(store, df, superseded) or ["- (empty store)"]) + [""]
     return "\n".join(md) + "\n"
+
+
+def _figure_md(figs: list[tuple[str, str]]) -> list[str]:
+    return [line for title, path in figs for line in (f"![{title}]({path})", "")]
+
+
+def _q(r: Any) -> str:
+    """A row's q-value as the pages print it ("< 0.001" below 0.001)."""
+    q = dict(r).get("q_value", math.nan)
+    return "n/a" if q is None or not np.isfinite(q) else p_text(q)
 
 
 def _induction_md(ind: pd.DataFrame) -> list[str]:
@@ -176,7 +199,7 @@ def _induction_md(ind: pd.DataFrame) -> list[str]:
                _table(["model", "head", "score [CI]", "null", "score - null [CI]", "q", "n", "verdict"],
                       [[r["model"], r["head"], f"{_fmt(r['value'])} {_ci(r['ci_low'], r['ci_high'])}",
                         _fmt(r["null"]), f"{_fmt(r['effect'])} {_ci(r['effect_ci_low'], r['effect_ci_high'])}",
-                        _fmt(r.get("q_value", math.nan), 3), int(r["n"]), _says(r, "its null")]
+                        _q(r), int(r["n"]), _says(r, "its null")]
                        for r in ind.to_dict("records")]), ""]
     else:
         md += ["(no head scan in the store)", ""]
@@ -201,7 +224,7 @@ def _circuit_md(circ: pd.DataFrame) -> list[str]:
                          f"{_fmt(r['acc_mean'])} {_ci(r['ci_low'], r['ci_high'])}", base, ctrl,
                          f"{_fmt(r.get('effect', math.nan))} "
                          f"{_ci(r.get('effect_ci_low', math.nan), r.get('effect_ci_high', math.nan))}",
-                         _fmt(r.get("q_value", math.nan)), _fmt(r.get("mde", math.nan)), int(r["n"]),
+                         _q(r), _fmt(r.get("mde", math.nan)), int(r["n"]),
                          _says(r, base, ok)])
         md += ["Accuracy under each knockout beside its baseline on the same prompts: the random control "
                "for a knockout (effect = knockout - control), zero-shot for the unablated model (effect = "
@@ -229,7 +252,7 @@ def _ivg_md(ivg: pd.DataFrame) -> list[str]:
                  f"{_fmt(r['acc_icl'])} {_ci(*r.get('acc_icl_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r['acc_gd'])} {_ci(*r.get('acc_gd_ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('gd_minus_icl', math.nan))} {_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}",
-                 _fmt(r.get("q_value", math.nan)), _says(r, "ICL", bool(r.get("icl_ok", True))), r.get("test", ""),
+                 _q(r), _says(r, "ICL", bool(r.get("icl_ok", True))), r.get("test", ""),
                  _fmt(r["topk_overlap"]),
                  _fmt(r["kl_icl_gd"]), _fmt(r["rec2ftp"]), _fmt(r["gd_lr"], 4)]
                 for r in _ordered(ivg, ["task", "k"]).to_dict("records")]
@@ -261,7 +284,7 @@ def _vector_md(vec: pd.DataFrame) -> list[str]:
                  f"{_fmt(r.get('with vector', math.nan))} {_ci(*r.get('with vector ci', (math.nan, math.nan)))}",
                  f"{_fmt(r.get('with random vector', math.nan))}", _fmt(r.get("recovery", math.nan), 2),
                  f"{_effect_ci(r)}",
-                 _fmt(r.get("q_value", math.nan)), r.get("test", ""),
+                 _q(r), r.get("test", ""),
                  _says(r, "a random vector", bool(r.get("icl_ok", True)))]
                 for r in _ordered(vec, ["task", "method"]).to_dict("records")]
         md += ["Eval accuracy at the layer (and, where searched, the function vector's scale) chosen on "
@@ -275,75 +298,25 @@ def _vector_md(vec: pd.DataFrame) -> list[str]:
     return md
 
 
-def _summary_table(models: list[str], ind: pd.DataFrame, circ: pd.DataFrame, ivg: pd.DataFrame,
-                   vec: pd.DataFrame) -> str:
-    """One row per finding, one column per model: the headline numbers and the verdicts."""
-    rows = []
-
-    def cell(fn, m: str) -> str:
-        try:
-            return fn(m)
-        except (KeyError, IndexError, ValueError):
-            return "not run"
-    if len(ind):
-        def ind_cell(m: str) -> str:
-            d = ind[ind.model == m]
-            if d.empty:
-                return "not run"
-            top = d.iloc[0]
-            above = d[(d["verdict"] == "significant") & (d["effect"] > 0)] if "verdict" in d else d.iloc[0:0]
-            below = d[(d["verdict"] == "significant") & (d["effect"] < 0)] if "verdict" in d else d.iloc[0:0]
-            return (f"top {top['head']} {_fmt(top['value'])} {_ci(top['ci_low'], top['ci_high'])} vs null "
-                    f"{_fmt(top['null'])}; {len(above)}/{len(d)} top heads significantly above their null"
-                    + (f", {len(below)} below" if len(below) else ""))
-        rows.append(["induction heads exist (top heads' score vs their null)"] + [cell(ind_cell, m) for m in models])
-    if len(circ):
-        gain = icl_gain(circ)
-        for (task, abl), _ in circ.groupby(["task", "ablation"], sort=False):
-            if abl == "zero_shot":  # the same comparison as unablated, sign flipped
-                continue
-
-            def circ_cell(m: str, task=task, abl=abl) -> str:
-                r = circ[(circ.model == m) & (circ.task == task) & (circ.ablation == abl)].iloc[0]
-                icl = abl == "unablated"
-                return (f"{_effect_ci(r)}, q={_fmt(r.get('q_value', math.nan))}: "
-                        + _says(r, "zero-shot" if icl else "its random control",
-                                True if icl else icl_explained(gain, m, task)))
-            what = ("ICL minus zero-shot accuracy" if abl == "unablated"
-                    else f"knockout {abl} minus its random control")
-            rows.append([f"circuit {task}: {what}"] + [cell(circ_cell, m) for m in models])
-    if len(ivg):
-        for k in sorted(ivg["k"].unique()):
-            def ivg_cell(m: str, k=k) -> str:
-                r = ivg[(ivg.model == m) & (ivg.k == k)].iloc[0]
-                return (f"GD {_fmt(r['acc_gd'])} - ICL {_fmt(r['acc_icl'])} = {_fmt(r.get('gd_minus_icl', math.nan))} "
-                        f"{_ci(*r.get('gd_minus_icl_ci', (math.nan, math.nan)))}, q={_fmt(r.get('q_value', math.nan))}: "
-                        f"{_says(r, 'ICL', bool(r.get('icl_ok', True)))}")
-            rows.append([f"GD minus ICL accuracy, k={k}"] + [cell(ivg_cell, m) for m in models])
-
-            def agree_cell(m: str, k=k) -> str:
-                r = ivg[(ivg.model == m) & (ivg.k == k)].iloc[0]
-                return (f"top-10 overlap {_fmt(r['topk_overlap'])} (1 = same top tokens), "
-                        f"KL(ICL||GD) {_fmt(r['kl_icl_gd'])}")
-            rows.append([f"ICL-GD agreement of next-token distributions, k={k}"] + [cell(agree_cell, m) for m in models])
-    if len(vec):
-        for (task, method), _ in vec.groupby(["task", "method"], sort=False):
-            def vec_cell(m: str, task=task, method=method) -> str:
-                r = vec[(vec.model == m) & (vec.task == task) & (vec.method == method)].iloc[0]
-                return (f"recovers {_fmt(r.get('recovery', math.nan), 2)} of ICL's gain; minus a random vector "
-                        f"{_effect_ci(r)}: "
-                        f"{_says(r, 'a random vector', bool(r.get('icl_ok', True)))}")
-            rows.append([f"{method.replace('_', ' ')} {task}"] + [cell(vec_cell, m) for m in models])
-    if not rows:
-        return "(the store holds none of the study's findings yet)"
-    return _table(["finding"] + models, rows)
-
-
-def write_findings(store_dir: str | Path, out: str | Path, config: str = "configs/full.toml") -> Path:
-    """Render the findings page of ``store_dir`` and write it to ``out`` (returns the path)."""
-    text = render(store_dir, config=str(config))
+def write_findings(store_dir: str | Path, out: str | Path, config: str = "configs/full.toml",
+                   figures: bool = True) -> Path:
+    """Render the findings page of ``store_dir`` and write it to ``out`` (returns the path); with
+    ``figures``, the report's figures (``build_report(...).figures``: forest plots, heatmaps) go
+    beside it as SVG files in ``<out stem>-figures/``, linked from their questions' sections."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
+    links: dict[str, list[tuple[str, str]]] = {}
+    if figures:
+        folder = path.parent / f"{path.stem}-figures"
+        figs = build_report(store_dir).figures
+        if folder.exists():
+            for old in folder.glob("*.svg"):
+                old.unlink()
+        written = write_figures(figs, folder, ["svg"])
+        for (name, fig), file in zip(figs.items(), written):
+            title = str(fig.layout.title.text or name).replace("<br>", " ")
+            links.setdefault(section_of(name), []).append((title, f"{folder.name}/{file.name}"))
+    text = render(store_dir, config=str(config), figures=links)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)

@@ -162,9 +162,10 @@ def test_the_readmes_duckdb_recipe_counts_one_run_per_cell():
 
 def _intervals_beside_inconclusive(page: str) -> list[str]:
     """Rows of a findings page whose effect interval excludes 0 beside "inconclusive" with no
-    sentence saying why. In a summary cell the effect and its verdict share the cell ("e [lo, hi],
-    q=...: inconclusive"); in a section table the verdict cell starts with "inconclusive" and the
-    effect is the last interval cell before it."""
+    sentence saying why. In a verdict-table cell the verdict comes first and the effect follows it
+    in the same cell ("inconclusive: e [lo, hi], q = ..."; older pages: "e [lo, hi], q=...:
+    inconclusive"); in a section table the verdict cell is "inconclusive" and the effect is the
+    last interval cell before it."""
     interval = re.compile(r"(-?\d+\.\d+) \[(-?\d+\.\d+), (-?\d+\.\d+)\]")
     bad = []
     for line in page.splitlines():
@@ -172,7 +173,9 @@ def _intervals_beside_inconclusive(page: str) -> list[str]:
         for i, cell in enumerate(cells):
             if "inconclusive" not in cell or "CI excludes 0" in cell:
                 continue
-            if ": inconclusive" in cell:  # a summary cell
+            if cell.startswith("inconclusive:"):  # a verdict-table cell: the effect follows the verdict
+                found = interval.findall(cell)[:1]
+            elif ": inconclusive" in cell:  # a summary cell of older pages
                 found = interval.findall(cell.split(": inconclusive")[0])
             else:  # a verdict column
                 before = [interval.findall(c) for c in cells[:i]]
@@ -188,6 +191,11 @@ def test_no_findings_row_excludes_0_beside_a_bare_inconclusive():
     catches a bare one."""
     page = (Path(__file__).resolve().parents[2] / "docs" / "findings.md").read_text()
     assert _intervals_beside_inconclusive(page) == []
+    assert _intervals_beside_inconclusive("| x | s | 0.9 [0.8, 0.95] | inconclusive: -0.0469 [-0.0992, -0.00142], q = 0.0625 |")
+    assert not _intervals_beside_inconclusive("| x | s | 0.9 [0.8, 0.95] | inconclusive: -0.0469 [-0.0992, 0.00142] |")
+    assert not _intervals_beside_inconclusive("| x | inconclusive: -0.0547 [-0.129, -0.00114], n=128 (the CI excludes 0 "
+                                              "before the BH correction ...) |")
+    assert "## Verdicts" in page and page.index("## Verdicts") < page.index("\n|")  # the first table
     assert _intervals_beside_inconclusive("| x | 0.031 [0.008, 0.070], q=0.375: inconclusive |")
     assert not _intervals_beside_inconclusive("| x | 0.031 [-0.008, 0.070], q=0.375: inconclusive |")
     assert _intervals_beside_inconclusive("| m | 0.9 [0.8, 0.95] | -0.05 [-0.09, -0.01] | 0.2 | inconclusive |")

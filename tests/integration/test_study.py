@@ -89,7 +89,7 @@ def test_study_runs_resumes_and_writes_findings(tmp_path, monkeypatch):
     text = out.getvalue()
     assert text.index("expected run time") < text.index("4 computed")
     md = page.read_text()
-    for part in ("## Replication table", "## Provenance", "iclwb study findings --store",
+    for part in ("## Verdicts", "## Provenance", "iclwb study findings --store",
                  "## 1. Induction heads", "yi_to_sq", "## 3. ICL vs gradient descent", "function_vector"):
         assert part in md
     assert "significant" in md  # induction-2l's induction heads against their null

@@ -57,7 +57,9 @@ def _ivg_unit(k: int, icl: list[int], gd: list[int]) -> list[dict]:
 def test_icl_vs_gd_rows_carry_a_verdict_that_follows_the_paired_test():
     """GD wrong on every prompt ICL gets right: significant; GD = ICL on 1000 prompts with 40
     discordant pairs each way: no effect detected, with the MDE the run could see."""
-    from experiments.runs.findings import _summary_table, ivg_rows
+    from experiments.runs.effects import effect_rows, verdict_table
+    from experiments.runs.findings import _ivg_md, ivg_rows
+    from experiments.runs.tables import sig
 
     n = 1000
     far = _ivg_unit(2, [1] * n, [0] * n)
@@ -70,7 +72,11 @@ def test_icl_vs_gd_rows_carry_a_verdict_that_follows_the_paired_test():
     mde = float(by_k.loc[4, "verdict"].split("= ")[1].rstrip(")"))
     lo, hi = by_k.loc[4, "gd_minus_icl_ci"]
     assert -mde < lo <= 0 <= hi < mde
-    table = _summary_table(["m"], pd.DataFrame(), pd.DataFrame(), rows, pd.DataFrame())
-    assert "= -1.000 [-1.000, -0.989], q=0.000: significantly below ICL |" in table
-    assert ": no effect detected vs ICL (MDE = " in table
-    assert "| ICL-GD agreement of next-token distributions, k=4 | top-10 overlap 0.500" in table
+    # the verdict table: one row per k, the verdict first, then GD - ICL with its interval at 3 significant figures
+    table = verdict_table(effect_rows(pd.DataFrame(far + _ivg_unit(4, same_icl, same_gd)))).set_index("claim")
+    assert table.loc["fv:a, k=2: GD minus ICL accuracy", "result"].startswith(
+        "significantly lower: -1.00 [-1.00, -0.989], q < 0.001, n=1000")
+    assert table.loc["fv:a, k=4: GD minus ICL accuracy", "result"].startswith(
+        f"no effect detected (MDE = {mde:.3f}): 0 [{sig(lo)}, {sig(hi)}]")
+    # the agreement metrics stay in the section's table
+    assert "| 0.500 | 0.500 | 0.500 |" in "\n".join(_ivg_md(rows))
