@@ -213,6 +213,8 @@ def _vectors_section(df: pd.DataFrame, rep: Report) -> None:
     needed = {"condition", "method", "split"}
     if per.empty or not needed <= set(per.columns):
         return
+    if "lam" not in per.columns:  # no method searched a scale (the column was all empty and dropped)
+        per = per.assign(lam=float("nan"))
     st = vectors_stats(per)
     rep.tables["ICL vectors"] = st.comparisons
     for _, r in st.comparisons.iterrows():

@@ -93,6 +93,10 @@ def test_study_runs_resumes_and_writes_findings(tmp_path, monkeypatch):
                  "## 1. Induction heads", "yi_to_sq", "## 3. ICL vs gradient descent", "function_vector"):
         assert part in md
     assert "significant" in md  # induction-2l's induction heads against their null
+    # the report's figures beside the page, linked from it (the vectors section included)
+    svgs = sorted(p.name for p in (tmp_path / "findings-figures").glob("*.svg"))
+    assert "circuit-forest-knockout.svg" in svgs and any(n.startswith("ICL-vectors") for n in svgs)
+    assert all(f"(findings-figures/{n})" in md for n in svgs)
     again = io.StringIO()
     assert study.run_full(cfg_path, tmp_path / "store", findings=None, progress=False, out=again) == 0
     assert "0 of 4 units to compute" in again.getvalue() and "4 already stored" in again.getvalue()
