@@ -76,9 +76,11 @@ def select_heads(primary: Float[Tensor, "layer head"], other: Float[Tensor, "lay
 
 
 def matched_random(selected: Sequence[Head], n_heads: int, seed: int = 0,
-                   avoid: Sequence[Head] = ()) -> list[Head]:
+                   avoid: Sequence[Head] = (), n_layers: int | None = None, nearest: bool = False) -> list[Head]:
     """As many heads per layer as ``selected`` has there, drawn at random (``seed``) from that
-    layer's heads that are neither selected nor in ``avoid``. Raises when a layer has too few."""
+    layer's heads that are neither selected nor in ``avoid``. A layer with too few such heads
+    raises, unless ``nearest`` (with ``n_layers``): then its deficit is drawn from the nearest
+    layers that have heads left (the closest match there is)."""
     chosen = {tuple(h) for h in selected}
     banned = chosen | {tuple(h) for h in avoid}
     per_layer: dict[int, int] = {}
@@ -86,15 +88,35 @@ def matched_random(selected: Sequence[Head], n_heads: int, seed: int = 0,
         per_layer[int(layer)] = per_layer.get(int(layer), 0) + 1
     g = torch.Generator().manual_seed(int(seed))
     out: list[Head] = []
+
+    def draw(layer: int, n: int) -> list[Head]:
+        pool = [h for h in range(n_heads) if (layer, h) not in banned and (layer, h) not in taken]
+        idx = torch.randperm(len(pool), generator=g)[:n]
+        return [(layer, pool[int(i)]) for i in sorted(idx.tolist())]
+
+    taken: set[Head] = set()
     for layer in sorted(per_layer):
-        pool = [h for h in range(n_heads) if (layer, h) not in banned]
-        if len(pool) < per_layer[layer]:
+        got = draw(layer, per_layer[layer])
+        taken |= set(got)
+        short = per_layer[layer] - len(got)
+        if short and not (nearest and n_layers):
             raise HeadAblationError(
-                f"layer {layer} has {len(pool)} heads outside the selection and the exclusion, but the "
+                f"layer {layer} has {len(got)} heads outside the selection and the exclusion, but the "
                 f"control needs {per_layer[layer]}: a layer-matched control is impossible at this p; "
-                "use a smaller p or a smaller exclusion")
-        idx = torch.randperm(len(pool), generator=g)[: per_layer[layer]]
-        out += [(layer, pool[int(i)]) for i in sorted(idx.tolist())]
+                "use a smaller p or a smaller exclusion (or nearest=True)")
+        for other in sorted(range(n_layers or 0), key=lambda x: (abs(x - layer), x)):
+            if short <= 0:
+                break
+            if other == layer:
+                continue
+            extra = draw(other, short)
+            taken |= set(extra)
+            got += extra
+            short -= len(extra)
+        if short > 0:
+            raise HeadAblationError(f"the model has too few heads outside the selection for a control of "
+                                    f"{len(selected)} heads")
+        out += got
     return out
 
 

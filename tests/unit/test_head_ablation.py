@@ -38,6 +38,9 @@ def test_matched_random_has_the_selections_layer_counts_and_avoids_it():
     assert len(draws) > 5 and HA.matched_random(sel, 8, 3, avoid) == HA.matched_random(sel, 8, 3, avoid)
     with pytest.raises(HA.HeadAblationError, match="layer-matched control is impossible"):
         HA.matched_random([(0, 0), (0, 1)], n_heads=3, avoid=[(0, 2)])
+    # nearest=True: a full layer's deficit comes from the nearest layers that have heads left
+    near = HA.matched_random([(1, 0), (1, 1), (1, 2)], n_heads=3, n_layers=4, nearest=True)
+    assert len(near) == 3 and all(layer in (0, 2) for layer, _ in near)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,9 @@ Built in:
   (``experiments.studies.dynamics.dynamics_table``); no task or k.
 - ``vectors``: task / function / in-context vectors (``experiments.studies.vectors_study``), on a
   task at k.
+- ``fv_heads``: FV heads vs induction heads (Yin & Steinhardt 2025): the top p% of heads by each
+  score, with exclusion, mean-ablated at the read-out beside layer-matched random heads, on a
+  held-out task at k (``circuits.head_ablation``).
 
 One module per analysis (``head_scan.py``, ``circuit.py``, ...); what they share (the model cache,
 the task hooks) is ``experiments.runs.inputs``.
@@ -34,10 +37,10 @@ Versions and stale units: see ``experiments.runs.registry`` (``AnalysisSpec.vers
 
 from __future__ import annotations
 
-from experiments.runs.analyses import circuit, dynamics, head_scan, icl_vs_gd, vectors
+from experiments.runs.analyses import circuit, dynamics, fv_heads, head_scan, icl_vs_gd, vectors
 from experiments.runs.registry import REGISTRY, AnalysisSpec
 
-BUILTIN_MODULES = (head_scan, dynamics, circuit, icl_vs_gd, vectors)
+BUILTIN_MODULES = (head_scan, dynamics, circuit, icl_vs_gd, vectors, fv_heads)
 """The modules of the built-in analyses (each registers its analysis when imported)."""
 
 
