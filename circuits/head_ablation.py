@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.sweeps import readout_forward
 from probes.errors import WorkbenchError
 from probes.hooked import HookedModel
 from probes.prompt import PromptBatch
@@ -128,7 +129,7 @@ def _check_heads(model: HookedModel, heads: Sequence[Head]) -> None:
 
 
 def mean_ablated_logits(model: HookedModel, batch: PromptBatch, head_sets: Sequence[Sequence[Head]],
-                        mean_z: Float[Tensor, "layer head d_head"], chunk: int = 256) -> Float[Tensor, "set batch vocab"]:
+                        mean_z: Float[Tensor, "layer head d_head"], chunk: int = 128) -> Float[Tensor, "set batch vocab"]:
     """Read-out logits of ``batch`` with each set of heads mean-ablated at the read-out position
     (their ``hook_z`` there set to ``mean_z``), one [batch, vocab] slice per set. The sets are
     stacked along the batch axis (``chunk`` rows per forward), so this equals one forward per
@@ -165,8 +166,9 @@ def mean_ablated_logits(model: HookedModel, batch: PromptBatch, head_sets: Seque
                 return hook
 
             hooks = [(f"blocks.{layer}.attn.hook_z", make(layer)) for layer in sorted(edits) if layer < L]
-            with model.hooks(fwd_hooks=hooks):
-                logits = model(tokens)[torch.arange(n * B), readout]
+            # the unembedding at the read-out only: full logits of a 262k-token vocabulary (Gemma 3)
+            # at every position of 256 rows would take ~10 GB
+            logits = readout_forward(model, tokens, readout, fwd_hooks=hooks)
             out.append(logits.reshape(n, B, -1))
     return torch.cat(out) if out else torch.empty(0, B, 0)
 

@@ -36,6 +36,9 @@ from probes import stats
 from probes.heads import induction_scores
 
 SCORES = ("fv", "induction")
+AIE_CHUNK = 64
+"""Rows per forward of the exact AIE (``head_aie`` computes full logits: 64 rows of Gemma 3's
+262k-token vocabulary at ~35 positions are ~2.3 GB)."""
 
 
 def fv_scores(model: Any, model_name: str, tasks: list[str], k: int, seed: int, n_prompts: int,
@@ -48,7 +51,7 @@ def fv_scores(model: Any, model_name: str, tasks: list[str], k: int, seed: int, 
         batch = make_task_batch(model_name, t, k, seed + 100, n_prompts)
         mean_z = vectors.mean_head_outputs(model, batch)
         shuffled = batch.shuffle_labels(seed=seed)
-        per_task[t] = (vectors.head_aie(model, shuffled, mean_z) if how == "exact"
+        per_task[t] = (vectors.head_aie(model, shuffled, mean_z, chunk=AIE_CHUNK) if how == "exact"
                        else vectors.head_aie_attribution(model, shuffled, mean_z))
     return torch.stack(list(per_task.values())).mean(0), per_task
 
