@@ -16,6 +16,10 @@ SIGN_CONVENTION = ("Every effect is the condition minus its baseline (a knockout
                    "score minus its null): negative means the condition is lower.")
 
 
+NO_ICL = "no ICL to explain (ICL's gain over zero-shot is not significant here)"
+"""What a knockout, vector or GD verdict adds when its cell's ICL gain is not significant."""
+
+
 def agreement_note(row: pd.Series | dict, alpha: float = stats.ALPHA) -> str:
     """The sentence a comparison row needs when its interval and its verdict seem to disagree
     ("" when they agree): an interval that excludes 0 beside a verdict that is not significant,

@@ -61,7 +61,7 @@ def _row(r: Any, icl_ok: bool = True, **kw: Any) -> dict[str, Any]:
     out["words"] = verdicts.verdict_words(r, None)
     notes = [verdicts.agreement_note(r)]
     if not icl_ok:
-        notes.append("no ICL to explain (ICL's gain over zero-shot is not significant here)")
+        notes.append(verdicts.NO_ICL)
     out["note"] = "; ".join(n for n in notes if n)
     return out
 

@@ -75,7 +75,7 @@ def _says(r: Any, baseline: str, icl_ok: bool = True) -> str:
     if note:
         text += f" ({note})"
     if not icl_ok:
-        text += "; no ICL to explain (ICL's gain over zero-shot is not significant here)"
+        text += f"; {verdicts.NO_ICL}"
     return text
 
 

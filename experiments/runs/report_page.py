@@ -320,7 +320,7 @@ def cmp_text(r: Any, baseline: str | None = None, icl_ok: bool = True) -> str:
     note = verdicts.agreement_note(r)
     text = (f"{verdicts.verdict_words(r, baseline)}: {eff}, q={float(r['q_value']):.2g}, "
             f"n={int(r['n'])}{power}{' (' + note + ')' if note else ''}")
-    return text if icl_ok else text + "; no ICL to explain (ICL's gain over zero-shot is not significant here)"
+    return text if icl_ok else f"{text}; {verdicts.NO_ICL}"
 
 
 def per_prompt_mean(rows: pd.DataFrame) -> pd.DataFrame:
